@@ -1,0 +1,222 @@
+"""The `chimera` command: onboard a client, read runs, run the local stack."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.live import Live
+from werkzeug.test import Client
+
+from chimera import render
+from chimera.stack import LocalStack
+from sandbox.records import RecordStore
+from shared.logs import configure_logging
+from shared.model import RunFilter, RunState, RunStatus
+from shared.runtime import build_runtime
+from shared.settings import Settings
+
+console = Console()
+FOLLOW_TIMEOUT_S = 600
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        console.print(f"[red]configuration error:[/] {exc}")
+        return 2
+    configure_logging(
+        settings.log_format, level=30 if args.quiet else 20, secrets=settings.secret_values()
+    )
+    return int(args.handler(args, settings) or 0)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chimera", description=__doc__)
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings in the log")
+    parser.set_defaults(handler=lambda *_: parser.print_help())
+    commands = parser.add_subparsers(title="commands")
+
+    onboard = commands.add_parser("onboard", help="onboard a client on the embedded stack")
+    onboard.add_argument("--company", required=True, help="the client's company name")
+    onboard.add_argument("--domain", required=True, help="the company's web domain")
+    onboard.add_argument("--contact-email", required=True)
+    onboard.add_argument("--contact-name", default="")
+    onboard.add_argument("--goal", default=None)
+    onboard.add_argument("--slack-channel", default="")
+    onboard.add_argument("--request-id", default=None, help="idempotency key of the request")
+    onboard.add_argument("--faults", default="", help="sandbox faults, e.g. jira.error=0.3,seed=7")
+    onboard.set_defaults(handler=cmd_onboard, quiet=True)
+
+    runs = commands.add_parser("runs", help="read runs").add_subparsers(title="runs")
+    listing = runs.add_parser("list", help="the newest runs")
+    listing.add_argument("--status", choices=[s.value for s in RunStatus])
+    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=cmd_runs_list)
+    show = runs.add_parser("show", help="one run's whole timeline")
+    show.add_argument("run_id")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(handler=cmd_runs_show)
+
+    dev = commands.add_parser("dev", help="serve the local stack on 127.0.0.1 until stopped")
+    dev.add_argument("--port", type=int, default=None, help="intake port (default 8080)")
+    dev.add_argument("--sandbox-port", type=int, default=8086)
+    dev.add_argument("--faults", default="")
+    dev.add_argument(
+        "--http", action="store_true", help="deliver tasks over loopback HTTP instead of in process"
+    )
+    dev.set_defaults(handler=cmd_dev)
+
+    sandbox = commands.add_parser("sandbox", help="the vendor sandbox").add_subparsers()
+    records = sandbox.add_parser("records", help="every call the vendors received")
+    records.add_argument("--json", action="store_true")
+    records.add_argument("--vendor")
+    records.add_argument("--run-id")
+    records.set_defaults(handler=cmd_sandbox_records)
+    return parser
+
+
+def cmd_onboard(args: argparse.Namespace, settings: Settings) -> int:
+    body = {
+        "company_name": args.company,
+        "domain": args.domain,
+        "contact_email": args.contact_email,
+        "contact_name": args.contact_name,
+        "slack_channel": args.slack_channel,
+    }
+    if args.goal:
+        body["goal"] = args.goal
+    if args.request_id:
+        body["request_id"] = args.request_id
+    stack = LocalStack(settings, faults=args.faults).start()
+    try:
+        response = Client(stack.intake()).post("/runs", json=body)
+        answer = response.get_json()
+        if response.status_code >= 400:
+            error = answer.get("error", {})
+            console.print(f"[red]request refused:[/] {error.get('message')}")
+            for field, problem in (error.get("fields") or {}).items():
+                console.print(f"  {field}: {problem}")
+            return 2
+        run_id = answer["run_id"]
+        if not answer["created"]:
+            console.print(f"[dim]the same request was made before: following {run_id}[/]")
+        run = _follow(stack, run_id)
+    finally:
+        stack.stop()
+    assert stack.runtime is not None
+    events = stack.runtime.store.events(run.run_id)
+    console.print(render.timeline(run, events))
+    if run.status is RunStatus.SUCCEEDED:
+        return 0
+    console.print(f"[bold red]run {run.status.value}:[/] {run.reason or 'see the timeline'}")
+    return 1
+
+
+def _follow(stack: LocalStack, run_id: str) -> RunState:
+    assert stack.runtime is not None
+    store = stack.runtime.store
+    deadline = time.monotonic() + FOLLOW_TIMEOUT_S
+    run = store.load(run_id)
+    assert run is not None
+    with Live(
+        render.live_view(run), console=console, refresh_per_second=10, transient=True
+    ) as live:
+        while not (run.status.terminal or run.status is RunStatus.PARKED):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+            run = store.load(run_id) or run
+            live.update(render.live_view(run))
+    return run
+
+
+def _store(settings: Settings):  # type: ignore[no-untyped-def]
+    return build_runtime(settings).store
+
+
+def cmd_runs_list(args: argparse.Namespace, settings: Settings) -> int:
+    query = RunFilter(status=RunStatus(args.status) if args.status else None, limit=args.limit)
+    runs = _store(settings).list_runs(query)
+    if args.json:
+        print(json.dumps([r.model_dump(mode="json") for r in runs], indent=2))
+    else:
+        console.print(render.runs_table(runs))
+    return 0
+
+
+def cmd_runs_show(args: argparse.Namespace, settings: Settings) -> int:
+    store = _store(settings)
+    run = store.load(args.run_id)
+    if run is None:
+        console.print(f"[red]no run {args.run_id}[/]")
+        return 1
+    events = store.events(run.run_id)
+    if args.json:
+        doc = run.model_dump(mode="json")
+        doc["events"] = [e.model_dump(mode="json") for e in events]
+        doc["outcomes"] = {
+            k: v.model_dump(mode="json") for k, v in store.outcomes(run.run_id).items()
+        }
+        print(json.dumps(doc, indent=2))
+    else:
+        console.print(render.timeline(run, events))
+    return 0
+
+
+def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
+    port = args.port if args.port is not None else settings.dev_port
+    stack = LocalStack(
+        settings,
+        faults=args.faults,
+        sandbox_port=args.sandbox_port,
+        serve_port=port,
+        over_http=args.http,
+    ).start()
+    assert stack.sandbox is not None
+    console.print(
+        f"Chimera dev stack on {stack.url}: POST {stack.url}/runs, "
+        f"GET {stack.url}/runs/<id>; vendor sandbox on {stack.sandbox.url}"
+    )
+    stopped = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopped.set())
+    stopped.wait()
+    console.print("stopping: queued tasks stay on disk and resume at the next start")
+    stack.stop()
+    return 0
+
+
+def cmd_sandbox_records(args: argparse.Namespace, settings: Settings) -> int:
+    records = RecordStore(settings.home).list(vendor=args.vendor, run_id=args.run_id)
+    if args.json:
+        print(json.dumps(records, indent=2, default=str))
+        return 0
+    table = render.Table(box=None, pad_edge=False, show_edge=False)
+    for column in ("at", "vendor", "action", "status", "run", "fault"):
+        table.add_column(column)
+    for r in records:
+        table.add_row(
+            str(r["at"]),
+            r["vendor"],
+            r["action"],
+            str(r["status"]),
+            r.get("run_id") or "",
+            r.get("fault") or "",
+        )
+    console.print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

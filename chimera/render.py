@@ -1,0 +1,114 @@
+"""How people read runs in a terminal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from shared.model import Event, RunState, RunStatus, StepStatus
+
+STATUS_STYLE = {
+    RunStatus.SUCCEEDED: "bold green",
+    RunStatus.PARKED: "bold yellow",
+    RunStatus.FAILED: "bold red",
+    RunStatus.CANCELLED: "dim",
+    RunStatus.WAITING: "cyan",
+    RunStatus.RUNNING: "blue",
+    RunStatus.PENDING: "blue",
+    StepStatus.SUCCEEDED: "green",
+    StepStatus.FAILED: "red",
+    StepStatus.DISPATCHED: "blue",
+    StepStatus.PENDING: "dim",
+    StepStatus.SKIPPED: "dim",
+}
+
+
+def styled(status: Any) -> Text:
+    return Text(status.value, style=STATUS_STYLE.get(status, ""))
+
+
+def steps_table(run: RunState) -> Table:
+    table = Table(box=None, pad_edge=False, show_edge=False)
+    for column in ("step", "tool", "status", "attempts", "latency", "result"):
+        table.add_column(column, no_wrap=column != "result")
+    for plan_step in run.plan:
+        step = run.steps[plan_step.step_id]
+        result = step.output
+        if step.error:
+            result = f"{step.error.code}: {step.error.message}"
+        table.add_row(
+            step.step_id,
+            step.tool,
+            styled(step.status),
+            str(step.attempts or ""),
+            f"{step.latency_ms} ms" if step.latency_ms is not None else "",
+            result,
+        )
+    return table
+
+
+def run_header(run: RunState) -> Text:
+    text = Text()
+    text.append(f"{run.run_id}  ", style="bold")
+    text.append_text(styled(run.status))
+    text.append(f"  {run.request.company_name} ({run.request.domain})")
+    if run.reason:
+        text.append(f"\nreason: {run.reason}", style="yellow")
+    totals = run.totals
+    text.append(
+        f"\n{totals.steps_succeeded}/{totals.steps} steps, {totals.attempts} attempts, "
+        f"{totals.llm_tokens} LLM tokens, ${totals.cost_usd:.6f}",
+        style="dim",
+    )
+    return text
+
+
+def live_view(run: RunState) -> Group:
+    return Group(run_header(run), steps_table(run))
+
+
+def timeline(run: RunState, events: list[Event]) -> Group:
+    table = Table(box=None, pad_edge=False, show_edge=False, title="timeline", title_justify="left")
+    for column in ("time", "actor", "event", "step", "detail"):
+        table.add_column(column, no_wrap=column != "detail")
+    start = events[0].at if events else run.created_at
+    for event in events:
+        offset = (event.at - start).total_seconds() * 1000
+        table.add_row(
+            f"+{offset:8.1f} ms", event.actor, event.kind, event.step_id or "", _detail(event)
+        )
+    return Group(run_header(run), Text(""), steps_table(run), Text(""), table)
+
+
+def _detail(event: Event) -> str:
+    d = event.detail
+    if "error" in d and isinstance(d["error"], dict):
+        return f"{d['error'].get('code')}: {d['error'].get('message')}"
+    if "code" in d and "message" in d:
+        return f"attempt {d.get('attempt', '?')}: {d['code']}: {d['message']}"
+    if "summary" in d:
+        return f"{d['summary']} ({d.get('attempts')} attempts, {d.get('latency_ms')} ms)"
+    if "reason" in d:
+        return str(d["reason"])
+    if "steps" in d and isinstance(d["steps"], list):
+        return " -> ".join(s["step_id"] for s in d["steps"])
+    return ", ".join(f"{k}={v}" for k, v in d.items())[:160]
+
+
+def runs_table(runs: list[RunState]) -> Table:
+    table = Table(box=None, pad_edge=False, show_edge=False)
+    for column in ("run", "status", "company", "steps", "attempts", "created"):
+        table.add_column(column)
+    for run in runs:
+        table.add_row(
+            run.run_id,
+            styled(run.status),
+            run.request.company_name,
+            f"{run.totals.steps_succeeded}/{run.totals.steps}",
+            str(run.totals.attempts),
+            run.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+        )
+    return table

@@ -1,0 +1,282 @@
+"""The orchestrator's mind: from a run and what just happened, the next run and what to do.
+
+Pure: no I/O, no clock of its own. The handler loads, calls `decide`, and commits the result
+with the tasks it emits in one versioned transition, so a redelivered message never decides
+twice and never dispatches twice.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from shared.model import (
+    Event,
+    OrchestratorTask,
+    PlanStep,
+    RunState,
+    RunStatus,
+    StepError,
+    StepOutcome,
+    StepStatus,
+    StepSummary,
+    Task,
+    ToolCall,
+    Totals,
+)
+from shared.registry import TOOLS
+
+ACTOR = "orchestrator"
+OUTPUT_SUMMARY_CHARS = 160
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The next run document, its audit-trail lines, and the tool calls to dispatch."""
+
+    run: RunState
+    events: list[Event] = field(default_factory=list)
+    calls: list[ToolCall] = field(default_factory=list)
+    changed: bool = True
+
+
+def unchanged(run: RunState) -> Decision:
+    return Decision(run=run, changed=False)
+
+
+def decide(
+    run: RunState,
+    happening: OrchestratorTask,
+    outcomes: dict[str, StepOutcome],
+    now: datetime,
+) -> Decision:
+    if happening.kind == "start":
+        return _start(run, now)
+    if happening.kind == "step_finished" and happening.step_id:
+        return _take_outcome(run, outcomes.get(happening.step_id), outcomes, now)
+    return unchanged(run)
+
+
+def default_plan(run: RunState) -> tuple[PlanStep, ...]:
+    """The onboarding without the model: enrich, then Jira and the draft, then email, Slack."""
+    request = run.request
+    return (
+        PlanStep(step_id="enrich", tool="enrich_company", args={"domain": request.domain}),
+        PlanStep(
+            step_id="jira",
+            tool="create_jira_project",
+            args={
+                "key": project_key(request.company_name),
+                "name": f"{request.company_name} onboarding"[:80],
+                "kickoff_issues": [
+                    "Kickoff call with " + (request.contact_name or request.company_name),
+                    "Confirm goals: " + request.goal[:120],
+                    "Grant workspace access",
+                ],
+            },
+            depends_on=("enrich",),
+        ),
+        PlanStep(step_id="draft", tool="draft_welcome_email", depends_on=("enrich",)),
+        PlanStep(step_id="email", tool="send_welcome_email", depends_on=("draft",)),
+        PlanStep(
+            step_id="slack",
+            tool="post_slack_notice",
+            args={"channel": request.slack_channel},
+            depends_on=("jira", "email"),
+        ),
+    )
+
+
+def project_key(company_name: str) -> str:
+    """A Jira key from the name's initials (ACME from "Acme Corp" is AC; long names abbreviate)."""
+    words = re.findall(r"[A-Za-z][A-Za-z0-9]*", company_name.upper())
+    if not words:
+        return "CLIENT"
+    key = words[0][:6] if len(words) == 1 else "".join(w[0] for w in words)[:6]
+    if len(key) < 2:
+        key = (key + words[0])[:6] if len(words[0]) > 1 else key + "X"
+    return key[:10]
+
+
+def _start(run: RunState, now: datetime) -> Decision:
+    if run.status is not RunStatus.PENDING:
+        return unchanged(run)
+    plan = default_plan(run)
+    steps = {s.step_id: StepSummary(step_id=s.step_id, tool=s.tool) for s in plan}
+    started = run.evolve(status=RunStatus.RUNNING, plan=plan, steps=steps)
+    events = [
+        Event(
+            run_id=run.run_id,
+            kind="run.planned",
+            actor=ACTOR,
+            at=now,
+            detail={"source": "default", "steps": [s.model_dump(mode="json") for s in plan]},
+        )
+    ]
+    return _advance(started, {}, now, events)
+
+
+def _take_outcome(
+    run: RunState, outcome: StepOutcome | None, outcomes: dict[str, StepOutcome], now: datetime
+) -> Decision:
+    if outcome is None or outcome.step_id not in run.steps or run.status.terminal:
+        return unchanged(run)
+    step = run.steps[outcome.step_id]
+    if step.status is not StepStatus.DISPATCHED or step.generation != outcome.generation:
+        return unchanged(run)  # taken in already: this is a redelivery
+
+    usage = outcome.usage
+    finished = step.model_copy(
+        update={
+            "status": StepStatus.SUCCEEDED if outcome.ok else StepStatus.FAILED,
+            "attempts": outcome.attempts,
+            "finished_at": outcome.finished_at,
+            "latency_ms": outcome.latency_ms,
+            "output": outcome.summary[:OUTPUT_SUMMARY_CHARS],
+            "error": outcome.error,
+            "llm_tokens": (usage.input_tokens + usage.output_tokens) if usage else 0,
+            "cost_usd": usage.cost_usd if usage else 0.0,
+        }
+    )
+    run = run.evolve(steps={**run.steps, step.step_id: finished})
+    events = [
+        Event(
+            run_id=run.run_id,
+            kind="step.succeeded" if outcome.ok else "step.failed",
+            actor=ACTOR,
+            at=now,
+            step_id=step.step_id,
+            detail={
+                "attempts": outcome.attempts,
+                "latency_ms": outcome.latency_ms,
+                "summary": outcome.summary[:OUTPUT_SUMMARY_CHARS],
+                **({"error": outcome.error.model_dump()} if outcome.error else {}),
+                **({"usage": usage.model_dump()} if usage else {}),
+            },
+        )
+    ]
+    if not outcome.ok:
+        return _park(run, step.step_id, outcome.error, now, events)
+    return _advance(run, outcomes, now, events)
+
+
+def _advance(
+    run: RunState, outcomes: dict[str, StepOutcome], now: datetime, events: list[Event]
+) -> Decision:
+    """Dispatch every step whose dependencies succeeded; finish the run when all did."""
+    steps = dict(run.steps)
+    calls: list[ToolCall] = []
+    for plan_step in run.plan:
+        summary = steps[plan_step.step_id]
+        if summary.status is not StepStatus.PENDING:
+            continue
+        if any(steps[dep].status is not StepStatus.SUCCEEDED for dep in plan_step.depends_on):
+            continue
+        steps[plan_step.step_id] = summary.model_copy(
+            update={"status": StepStatus.DISPATCHED, "started_at": now}
+        )
+        calls.append(
+            ToolCall(
+                run_id=run.run_id,
+                step_id=plan_step.step_id,
+                tool=plan_step.tool,
+                generation=summary.generation,
+                args=plan_step.args,
+                inputs=_inputs(outcomes),
+                request=run.request,
+            )
+        )
+        events.append(
+            Event(
+                run_id=run.run_id,
+                kind="step.dispatched",
+                actor=ACTOR,
+                at=now,
+                step_id=plan_step.step_id,
+                detail={
+                    "tool": plan_step.tool,
+                    "queue": TOOLS[plan_step.tool].queue,
+                    "generation": summary.generation,
+                },
+            )
+        )
+    run = run.evolve(steps=steps, totals=_totals(steps))
+    if all(s.status is StepStatus.SUCCEEDED for s in steps.values()):
+        run = run.evolve(status=RunStatus.SUCCEEDED, reason="")
+        events.append(
+            Event(
+                run_id=run.run_id,
+                kind="run.succeeded",
+                actor=ACTOR,
+                at=now,
+                detail=run.totals.model_dump(),
+            )
+        )
+    return Decision(run=run, events=events, calls=calls)
+
+
+def _inputs(outcomes: dict[str, StepOutcome]) -> dict[str, dict]:
+    """What the run has learned so far: every succeeded step's output, by step id."""
+    return {step_id: o.output for step_id, o in outcomes.items() if o.ok}
+
+
+def _park(
+    run: RunState, step_id: str, error: StepError | None, now: datetime, events: list[Event]
+) -> Decision:
+    code = error.code if error else "unknown"
+    reason = f"step {step_id} failed: {code}: {error.message if error else ''}".strip()
+    run = run.evolve(status=RunStatus.PARKED, reason=reason, totals=_totals(run.steps))
+    events.append(
+        Event(
+            run_id=run.run_id,
+            kind="run.parked",
+            actor=ACTOR,
+            at=now,
+            step_id=step_id,
+            detail={"reason": reason, "code": code},
+        )
+    )
+    return Decision(run=run, events=events)
+
+
+def _totals(steps: dict[str, StepSummary]) -> Totals:
+    summaries = steps.values()
+    return Totals(
+        steps=len(steps),
+        steps_succeeded=sum(s.status is StepStatus.SUCCEEDED for s in summaries),
+        attempts=sum(s.attempts for s in summaries),
+        llm_tokens=sum(s.llm_tokens for s in summaries),
+        cost_usd=round(sum(s.cost_usd for s in summaries), 6),
+    )
+
+
+def dispatch_task(call: ToolCall) -> Task:
+    """A tool call as a task on its tool's queue, named by run, step and generation."""
+    return Task(
+        queue=TOOLS[call.tool].queue,
+        name=f"{call.run_id}-{call.step_id}-g{call.generation}",
+        payload=call.model_dump(mode="json"),
+    )
+
+
+def redispatch(run: RunState, outcomes: dict[str, StepOutcome]) -> list[ToolCall]:
+    """The calls of steps dispatched but not finished: sent again under the same task names.
+
+    After a crash between a committed decision and its enqueue (possible where the queue is
+    not in the store's transaction), this repairs the gap; elsewhere the names dedupe it.
+    """
+    by_id = {s.step_id: s for s in run.plan}
+    return [
+        ToolCall(
+            run_id=run.run_id,
+            step_id=step.step_id,
+            tool=step.tool,
+            generation=step.generation,
+            args=by_id[step.step_id].args,
+            inputs=_inputs(outcomes),
+            request=run.request,
+        )
+        for step in run.steps.values()
+        if step.status is StepStatus.DISPATCHED and step.step_id not in outcomes
+    ]

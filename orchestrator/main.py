@@ -1,0 +1,137 @@
+"""The orchestrator's deployed targets: intake over HTTP and Pub/Sub, and its task queue."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import re
+
+import flask
+import functions_framework
+from cloudevents.http import CloudEvent
+from pydantic import ValidationError
+
+from orchestrator import service
+from shared.errors import Conflict
+from shared.logs import log_context
+from shared.model import OnboardingRequest, OrchestratorTask, Rejection, RunFilter, RunStatus
+from shared.queues import ORCHESTRATOR_QUEUE
+from shared.runtime import runtime
+from shared.tasks_http import answer, attempt_of, refuse, retry_later
+
+log = logging.getLogger(__name__)
+
+RUN_PATH = re.compile(r"^/runs/(?P<run_id>[A-Za-z0-9_-]+)$")
+
+
+@functions_framework.http
+def intake_http(request: flask.Request) -> flask.Response:
+    """POST /runs starts a run; GET /runs and GET /runs/{id} read them."""
+    path = request.path.rstrip("/") or "/"
+    if request.method == "POST" and path in ("/", "/runs"):
+        return _submit(request)
+    if request.method == "GET" and path == "/runs":
+        status = request.args.get("status")
+        try:
+            query = RunFilter(
+                status=RunStatus(status) if status else None,
+                limit=int(request.args.get("limit", 50)),
+            )
+        except ValueError as exc:
+            return answer(400, {"error": {"code": "invalid_input", "message": str(exc)}})
+        runs = runtime().store.list_runs(query)
+        return answer(200, {"runs": [_run_view(r) for r in runs]})
+    match = RUN_PATH.match(path)
+    if request.method == "GET" and match:
+        run = runtime().store.load(match["run_id"])
+        if run is None:
+            return answer(404, {"error": {"code": "not_found", "message": "no such run"}})
+        return answer(200, _run_view(run))
+    return answer(404, {"error": {"code": "not_found", "message": f"no route {path}"}})
+
+
+def _submit(request: flask.Request) -> flask.Response:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return answer(
+            400, {"error": {"code": "invalid_input", "message": "the body must be a JSON object"}}
+        )
+    try:
+        onboarding = OnboardingRequest.model_validate(body)
+    except ValidationError as exc:
+        return answer(
+            400,
+            {
+                "error": {
+                    "code": "invalid_input",
+                    "message": "invalid request",
+                    "fields": _field_errors(exc),
+                }
+            },
+        )
+    try:
+        run, created = service.submit(runtime(), onboarding, source="http")
+    except service.RequestKeyReused as exc:
+        return answer(409, {"error": {"code": "request_id_reused", "message": str(exc)}})
+    return answer(
+        202 if created else 200,
+        {"run_id": run.run_id, "status": run.status.value, "created": created},
+    )
+
+
+@functions_framework.cloud_event
+def intake_pubsub(event: CloudEvent) -> None:
+    """A run from a Pub/Sub message. A message that can never be a run is acknowledged and
+    recorded as rejected, so Pub/Sub does not redeliver it forever."""
+    rt = runtime()
+    message = (event.data or {}).get("message", {}) if isinstance(event.data, dict) else {}
+    message_id = str(message.get("messageId") or message.get("message_id") or "")
+    try:
+        raw = base64.b64decode(message.get("data", ""), validate=True)
+        onboarding = OnboardingRequest.model_validate(json.loads(raw))
+    except (binascii.Error, ValueError, ValidationError) as exc:
+        reason = (
+            f"invalid request: {_field_errors(exc)}"
+            if isinstance(exc, ValidationError)
+            else f"not a JSON request: {exc}"
+        )
+        log.error("pubsub message %s rejected: %s", message_id, reason)
+        rt.store.record_rejection(
+            Rejection(source="pubsub", reason=reason, excerpt=json.dumps(message)[:500])
+        )
+        return
+    try:
+        service.submit(rt, onboarding, source="pubsub")
+    except service.RequestKeyReused as exc:
+        log.error("pubsub message %s rejected: %s", message_id, exc)
+        rt.store.record_rejection(
+            Rejection(source="pubsub", reason=str(exc), excerpt=json.dumps(message)[:500])
+        )
+
+
+@functions_framework.http
+def handle_task(request: flask.Request) -> flask.Response:
+    """The orchestrator queue's target: a run to start or a step's report to take in."""
+    rt = runtime()
+    attempt = attempt_of(request, ORCHESTRATOR_QUEUE)
+    raw = request.get_data()
+    try:
+        happening = OrchestratorTask.model_validate_json(raw)
+    except ValidationError as exc:
+        return refuse(rt.store, attempt, ORCHESTRATOR_QUEUE, str(exc.errors()[:3]), raw)
+    with log_context(run_id=happening.run_id, step_id=happening.step_id):
+        try:
+            result = service.take(rt, happening)
+        except Conflict as exc:
+            return retry_later(exc)
+    return answer(200, {"status": result})
+
+
+def _run_view(run) -> dict:  # type: ignore[no-untyped-def]
+    return run.model_dump(mode="json")
+
+
+def _field_errors(exc: ValidationError) -> dict[str, str]:
+    return {".".join(str(p) for p in err["loc"]) or "body": err["msg"] for err in exc.errors()}

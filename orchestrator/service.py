@@ -1,0 +1,98 @@
+"""The orchestrator's use cases over the ports: take a request in, take a task in."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+
+from orchestrator import core
+from shared.errors import Conflict
+from shared.model import (
+    Event,
+    OnboardingRequest,
+    OrchestratorTask,
+    RunState,
+    Task,
+    utcnow,
+)
+from shared.queues import ORCHESTRATOR_QUEUE
+from shared.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+# Two reports for one run can race (parallel steps); the loser reloads and decides again.
+CONFLICT_RETRIES = 8
+
+
+class RequestKeyReused(Exception):
+    """A request_id already names a run with a different request."""
+
+
+def start_task(run_id: str) -> Task:
+    return Task(
+        queue=ORCHESTRATOR_QUEUE,
+        name=f"{run_id}-start",
+        payload=OrchestratorTask(run_id=run_id, kind="start").model_dump(mode="json"),
+    )
+
+
+def submit(rt: Runtime, request: OnboardingRequest, *, source: str) -> tuple[RunState, bool]:
+    """Create the run for `request` (once, however often it is submitted) and queue its start."""
+    run = RunState(run_id=request.run_id(), request_key=request.idempotency_key(), request=request)
+    created_event = Event(
+        run_id=run.run_id,
+        kind="run.created",
+        actor=f"intake-{source}",
+        detail={"company": request.company_name, "domain": request.domain},
+    )
+    stored, created = rt.store.create_run(
+        run, events=[created_event], tasks=[start_task(run.run_id)]
+    )
+    if not created and stored.request != request:
+        raise RequestKeyReused(
+            f"request_id {request.request_id!r} already names run {stored.run_id} "
+            "with a different request"
+        )
+    if not created and stored.status.value == "pending":
+        # The first submitter may have died between the commit and the enqueue.
+        rt.queue.enqueue(start_task(stored.run_id))
+    log.info(
+        "run %s %s from %s",
+        stored.run_id,
+        "created" if created else "already exists",
+        source,
+        extra={"run_id": stored.run_id},
+    )
+    return stored, created
+
+
+def take(rt: Runtime, happening: OrchestratorTask) -> str:
+    """Apply one task to its run and commit the decision with the calls it dispatches.
+
+    Returns what happened, for the log and the HTTP answer.
+    """
+    store = rt.store
+    for attempt in range(CONFLICT_RETRIES):
+        run = store.load(happening.run_id)
+        if run is None:
+            log.warning("task for run %s, which does not exist: acknowledged", happening.run_id)
+            return "unknown_run"
+        outcomes = store.outcomes(run.run_id)
+        decision = core.decide(run, happening, outcomes, utcnow())
+        if not decision.changed:
+            for call in core.redispatch(run, outcomes):
+                rt.queue.enqueue(core.dispatch_task(call))
+            return "no_change"
+        try:
+            store.transition(
+                decision.run,
+                expected_version=run.version,
+                events=decision.events,
+                tasks=[core.dispatch_task(c) for c in decision.calls],
+            )
+        except Conflict:
+            time.sleep(random.uniform(0, 0.01 * 2**attempt))
+            continue
+        return decision.run.status.value
+    raise Conflict(f"run {happening.run_id} kept changing under us")

@@ -1,0 +1,277 @@
+"""The run model: what a run is, what crosses a queue, what the audit trail records."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+
+DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+CHANNEL_RE = re.compile(r"^#?[a-z0-9][a-z0-9._-]{0,79}$")
+DEFAULT_GOAL = "Welcome the client and get their onboarding project started."
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def stable_hash(value: Any, length: int = 16) -> str:
+    blob = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OnboardingRequest(Model):
+    """What a run is asked to do; the only trusted source of recipients and channels."""
+
+    company_name: str = Field(min_length=1, max_length=200)
+    domain: str = Field(min_length=3, max_length=253)
+    contact_email: EmailStr
+    contact_name: str = Field(default="", max_length=200)
+    goal: str = Field(default=DEFAULT_GOAL, max_length=2000)
+    slack_channel: str = Field(default="", max_length=80)
+    request_id: str | None = Field(default=None, min_length=1, max_length=128)
+
+    @field_validator("company_name", "contact_name", "goal")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        return value.strip()
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        value = value.strip().lower().removeprefix("https://").removeprefix("http://")
+        value = value.removeprefix("www.").rstrip("/")
+        if not DOMAIN_RE.match(value):
+            raise ValueError("not a domain name like example.com")
+        return value
+
+    @field_validator("slack_channel")
+    @classmethod
+    def _channel(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value and not CHANNEL_RE.match(value):
+            raise ValueError("not a Slack channel name like #client-onboarding")
+        if value and not value.startswith("#"):
+            value = "#" + value
+        return value
+
+    def idempotency_key(self) -> str:
+        """The same request twice is one run: an explicit request_id, else the content."""
+        if self.request_id:
+            return "id:" + self.request_id
+        return "content:" + stable_hash(self.model_dump(exclude={"request_id"}), 32)
+
+    def run_id(self) -> str:
+        return "run-" + stable_hash(self.idempotency_key(), 20)
+
+
+class RunStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    WAITING = "waiting"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    PARKED = "parked"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED}
+
+
+class StepStatus(StrEnum):
+    PENDING = "pending"
+    DISPATCHED = "dispatched"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+    @property
+    def finished(self) -> bool:
+        return self in {StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED}
+
+
+class PlanStep(Model):
+    step_id: str = Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")
+    tool: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    depends_on: tuple[str, ...] = ()
+
+
+class LlmUsage(Model):
+    model: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+class StepError(Model):
+    code: str
+    message: str
+    retryable: bool = False
+
+
+class StepSummary(Model):
+    """One line of the run document per step: enough to read the run at a glance."""
+
+    step_id: str
+    tool: str
+    status: StepStatus = StepStatus.PENDING
+    generation: int = 1
+    attempts: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    latency_ms: int | None = None
+    output: str = ""
+    error: StepError | None = None
+    llm_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+class Totals(Model):
+    steps: int = 0
+    steps_succeeded: int = 0
+    attempts: int = 0
+    llm_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+class RunState(Model):
+    """The run document. Small on purpose: outputs and events live beside it."""
+
+    run_id: str
+    request_key: str
+    request: OnboardingRequest
+    status: RunStatus = RunStatus.PENDING
+    reason: str = ""
+    plan: tuple[PlanStep, ...] = ()
+    steps: dict[str, StepSummary] = Field(default_factory=dict)
+    totals: Totals = Field(default_factory=Totals)
+    version: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+    def step(self, step_id: str) -> StepSummary:
+        return self.steps[step_id]
+
+    def evolve(self, **changes: Any) -> RunState:
+        return self.model_copy(update=changes)
+
+
+class ToolCall(Model):
+    """One step's work, as the orchestrator hands it to a tool's queue."""
+
+    run_id: str
+    step_id: str
+    tool: str
+    # Bumped when a parked run is resumed, so the retried step gets fresh task names.
+    generation: int = Field(default=1, ge=1)
+    args: dict[str, Any] = Field(default_factory=dict)
+    # The outputs of the steps this one depends on, by step id.
+    inputs: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    request: OnboardingRequest
+
+
+class StepResult(Model):
+    """What a tool's core returns on success."""
+
+    output: dict[str, Any] = Field(default_factory=dict)
+    summary: str = ""
+    usage: LlmUsage | None = None
+
+
+class StepOutcome(Model):
+    """What a tool recorded for a step: kept in the step ledger, keyed by (run_id, step_id)."""
+
+    run_id: str
+    step_id: str
+    tool: str
+    ok: bool
+    output: dict[str, Any] = Field(default_factory=dict)
+    summary: str = ""
+    error: StepError | None = None
+    attempts: int = 1
+    latency_ms: int = 0
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime = Field(default_factory=utcnow)
+    usage: LlmUsage | None = None
+    generation: int = 1
+
+
+class Event(Model):
+    """One line of the append-only audit trail."""
+
+    run_id: str
+    kind: str
+    actor: str
+    at: datetime = Field(default_factory=utcnow)
+    step_id: str | None = None
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class Task(Model):
+    """A queued HTTP call: the named queue's target receives `payload` as JSON."""
+
+    queue: str
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,500}$")
+    payload: dict[str, Any]
+    schedule_time: datetime | None = None
+
+
+class OrchestratorTask(Model):
+    """The orchestrator's own queue carries these: a run to start, a step to take in."""
+
+    run_id: str
+    kind: str = Field(pattern=r"^(start|step_finished|resume)$")
+    step_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """Which delivery of a task this is (Cloud Tasks counts retries from 0)."""
+
+    queue: str
+    task_name: str = ""
+    retry_count: int = 0
+    max_attempts: int = 1
+
+    @property
+    def number(self) -> int:
+        return self.retry_count + 1
+
+    @property
+    def last(self) -> bool:
+        return self.number >= self.max_attempts
+
+    @property
+    def may_have_run(self) -> bool:
+        """An earlier delivery may have reached the vendor before it failed or vanished."""
+        return self.retry_count > 0
+
+    @property
+    def from_queue(self) -> bool:
+        return bool(self.task_name)
+
+
+class RunFilter(Model):
+    status: RunStatus | None = None
+    limit: int = Field(default=50, ge=1, le=1000)
+
+
+class Rejection(Model):
+    """An input that could not be accepted: kept, so nothing is dropped silently."""
+
+    source: str
+    reason: str
+    excerpt: str
+    at: datetime = Field(default_factory=utcnow)

@@ -1,0 +1,52 @@
+"""The queues between the functions, with Cloud Tasks' retry and rate settings.
+
+The Terraform in terraform/queues.tf mirrors these numbers; a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ORCHESTRATOR_QUEUE = "orchestrator"
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    name: str
+    # The function that serves this queue's tasks (Cloud Functions name, local target).
+    target: str
+    max_attempts: int
+    min_backoff: float
+    max_backoff: float
+    max_doublings: int
+    max_dispatches_per_second: float
+    max_concurrent_dispatches: int
+
+    def backoff(self, retry_count: int) -> float:
+        """Cloud Tasks' schedule: double min_backoff max_doublings times, then add linearly."""
+        if retry_count <= 0:
+            return self.min_backoff
+        doublings = min(retry_count - 1, self.max_doublings)
+        delay = self.min_backoff * (2**doublings)
+        linear_steps = retry_count - 1 - doublings
+        if linear_steps > 0:
+            delay += linear_steps * self.min_backoff * (2**self.max_doublings)
+        return min(delay, self.max_backoff)
+
+
+def tool_queue(function: str) -> str:
+    return f"tool-{function}"
+
+
+QUEUES: dict[str, QueueConfig] = {
+    q.name: q
+    for q in (
+        # Decisions are cheap and idempotent: retry fast, many at once.
+        QueueConfig(ORCHESTRATOR_QUEUE, "orchestrator", 100, 0.1, 10, 4, 500, 100),
+        QueueConfig(tool_queue("clearbit"), "tool-clearbit", 8, 0.5, 60, 4, 50, 20),
+        QueueConfig(tool_queue("jira"), "tool-jira", 8, 1, 120, 4, 10, 10),
+        QueueConfig(tool_queue("sendgrid"), "tool-sendgrid", 8, 1, 120, 4, 50, 20),
+        # Slack allows about one message per second per channel; its 429s carry Retry-After.
+        QueueConfig(tool_queue("slack"), "tool-slack", 8, 1, 120, 4, 20, 10),
+    )
+}

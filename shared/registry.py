@@ -1,0 +1,97 @@
+"""The tools the agent may use: names, argument schemas and the function that runs each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import Field
+
+from shared.model import Model
+from shared.queues import tool_queue
+
+
+class EnrichArgs(Model):
+    domain: str = Field(min_length=3, max_length=253)
+
+
+class JiraProjectArgs(Model):
+    key: str = Field(pattern=r"^[A-Z][A-Z0-9]{1,9}$")
+    name: str = Field(min_length=1, max_length=80)
+    template: str = ""
+    kickoff_issues: tuple[str, ...] = Field(default=(), max_length=10)
+
+
+class DraftEmailArgs(Model):
+    tone: str = Field(default="warm and professional", max_length=100)
+    highlights: tuple[str, ...] = Field(default=(), max_length=5)
+
+
+class SendEmailArgs(Model):
+    """The draft comes from the draft step's output; the recipient from the request."""
+
+
+class SlackNoticeArgs(Model):
+    # Empty means the configured channel; any other must be the request's own.
+    channel: str = Field(default="", max_length=80)
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    name: str
+    function: str  # the deployed function (and its queue) that runs this tool
+    args: type[Model]
+    # A side effect a client or colleague sees; such a tool runs at most once per run.
+    side_effect: bool
+    description: str
+
+    @property
+    def queue(self) -> str:
+        return tool_queue(self.function)
+
+
+TOOLS: dict[str, ToolSpec] = {
+    spec.name: spec
+    for spec in (
+        ToolSpec(
+            "enrich_company",
+            "clearbit",
+            EnrichArgs,
+            False,
+            "Look up the company's public profile by its domain.",
+        ),
+        ToolSpec(
+            "create_jira_project",
+            "jira",
+            JiraProjectArgs,
+            True,
+            "Create the client's Jira project with kickoff issues.",
+        ),
+        ToolSpec(
+            "draft_welcome_email",
+            "sendgrid",
+            DraftEmailArgs,
+            False,
+            "Draft a personalised welcome email with the model.",
+        ),
+        ToolSpec(
+            "send_welcome_email",
+            "sendgrid",
+            SendEmailArgs,
+            True,
+            "Send the drafted welcome email to the client's contact.",
+        ),
+        ToolSpec(
+            "post_slack_notice",
+            "slack",
+            SlackNoticeArgs,
+            True,
+            "Tell the team in Slack that the client is onboarded.",
+        ),
+    )
+}
+
+FUNCTIONS: tuple[str, ...] = tuple(sorted({spec.function for spec in TOOLS.values()}))
+
+
+def tools_of(function: str) -> dict[str, ToolSpec]:
+    return {name: spec for name, spec in TOOLS.items() if spec.function == function}

@@ -1,0 +1,134 @@
+"""Every setting Chimera reads, from the environment, each with a local default."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PREFIX = "CHIMERA_"
+
+
+def _secret_repr(value: str) -> str:
+    return "<set>" if value else "<empty>"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Chimera's configuration. `Settings.from_env()` is the only reader of os.environ."""
+
+    home: Path = Path(".chimera")
+    # `local` runs on SQLite and the local queue; `gcp` on Firestore and Cloud Tasks.
+    backend: str = "local"
+    # State: sqlite:///path or firestore://project[/database]. Empty means <home>/chimera.db.
+    state_url: str = ""
+
+    # Google Cloud (backend=gcp).
+    gcp_project: str = ""
+    gcp_location: str = "us-central1"
+    # Base URL of the deployed functions; a queue's target is <functions_url>/<function name>.
+    functions_url: str = ""
+    tasks_service_account: str = ""
+    tasks_emulator_host: str = ""
+
+    # Vendors: empty URL means the sandbox at sandbox_url; set a real base URL to go live.
+    sandbox_url: str = "http://127.0.0.1:8086"
+    clearbit_url: str = ""
+    jira_url: str = ""
+    sendgrid_url: str = ""
+    slack_url: str = ""
+    gemini_url: str = ""
+
+    # Secrets: local defaults are the sandbox's; never logged (see __repr__).
+    clearbit_key: str = field(default="sandbox-clearbit-key", repr=False)
+    jira_user: str = "chimera@example.com"
+    jira_token: str = field(default="sandbox-jira-token", repr=False)
+    sendgrid_key: str = field(default="SG.sandbox-sendgrid-key", repr=False)
+    slack_token: str = field(default="xoxb-sandbox-slack-token", repr=False)
+    gemini_api_key: str = field(default="sandbox-gemini-key", repr=False)
+
+    gemini_model: str = "gemini-2.5-flash"
+    # USD per million tokens, input and output; for the run's cost estimate.
+    gemini_price_in: float = 0.30
+    gemini_price_out: float = 2.50
+
+    sender_email: str = "welcome@chimera.example"
+    sender_name: str = "Chimera Onboarding"
+    default_slack_channel: str = "#client-onboarding"
+    jira_project_template: str = "com.pyxis.greenhopper.jira:gh-simplified-kanban-classic"
+    jira_project_type: str = "software"
+    jira_lead_account_id: str = ""
+
+    # Seconds. Chain: vendor_timeout < dispatch_deadline < function_timeout.
+    vendor_connect_timeout: float = 3.05
+    vendor_read_timeout: float = 10.0
+    dispatch_deadline: float = 30.0
+    function_timeout: float = 60.0
+
+    dev_port: int = 8080
+    log_format: str = "text"  # text | json
+
+    def __repr__(self) -> str:  # pragma: no cover - repr=False fields already hidden
+        shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.repr}
+        return f"Settings({shown})"
+
+    @property
+    def state_location(self) -> str:
+        return self.state_url or f"sqlite:///{self.home / 'chimera.db'}"
+
+    @property
+    def vendor_timeout(self) -> tuple[float, float]:
+        return (self.vendor_connect_timeout, self.vendor_read_timeout)
+
+    @property
+    def vendor_deadline(self) -> float:
+        """Longest a single vendor call may take, all phases included."""
+        return self.vendor_connect_timeout + self.vendor_read_timeout
+
+    def vendor_url(self, vendor: str) -> str:
+        explicit = getattr(self, f"{vendor}_url")
+        return explicit or f"{self.sandbox_url.rstrip('/')}/{vendor}"
+
+    def secret_values(self) -> list[str]:
+        return [
+            getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if not f.repr and getattr(self, f.name)
+        ]
+
+    def replace(self, **changes: object) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(PREFIX + f.name.upper())
+            if raw is None:
+                continue
+            kind = type(f.default)
+            if kind is bool:
+                values[f.name] = raw.strip().lower() in {"1", "true", "yes", "on"}
+            elif kind in (int, float, Path):
+                try:
+                    values[f.name] = kind(raw)
+                except ValueError as exc:
+                    raise ValueError(f"{PREFIX}{f.name.upper()}={raw!r}: {exc}") from None
+            else:
+                values[f.name] = raw
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        if self.backend not in {"local", "gcp"}:
+            raise ValueError(f"{PREFIX}BACKEND must be local or gcp, not {self.backend!r}")
+        if not self.vendor_deadline < self.dispatch_deadline < self.function_timeout:
+            raise ValueError(
+                "timeouts must chain: vendor connect+read "
+                f"({self.vendor_deadline}s) < dispatch deadline ({self.dispatch_deadline}s) "
+                f"< function timeout ({self.function_timeout}s)"
+            )

@@ -1,0 +1,218 @@
+"""StateStore on SQLite: the embedded default, one file under CHIMERA_HOME."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+from shared.errors import Conflict
+from shared.local_queue import LocalTaskQueue
+from shared.model import Event, Rejection, RunFilter, RunState, StepOutcome, Task, utcnow
+from shared.sqlite_db import SqliteDatabase
+from shared.task_queue import TaskQueue
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    request_key TEXT NOT NULL UNIQUE,
+    status TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    doc TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, created_at);
+CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_run ON events (run_id, seq);
+CREATE TABLE IF NOT EXISTS step_outcomes (
+    run_id TEXT NOT NULL,
+    step_id TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (run_id, step_id)
+);
+CREATE TABLE IF NOT EXISTS rejections (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    doc TEXT NOT NULL
+);
+"""
+
+
+class SqliteStateStore:
+    """Runs as JSON documents beside an event table and a step ledger.
+
+    Given a LocalTaskQueue on the same database, a transition and its tasks commit together;
+    given any other queue, tasks are enqueued right after the commit.
+    """
+
+    def __init__(self, db: SqliteDatabase, queue: TaskQueue | None = None) -> None:
+        self.db = db
+        self.queue = queue
+        db.ensure_schema(SCHEMA)
+
+    def _atomic_queue(self) -> LocalTaskQueue | None:
+        if isinstance(self.queue, LocalTaskQueue) and self.queue.db is self.db:
+            return self.queue
+        return None
+
+    def _emit(self, conn: sqlite3.Connection, tasks: Sequence[Task]) -> list[Task]:
+        """Queue tasks inside the transaction if we can; return those left for after it."""
+        local = self._atomic_queue()
+        if local is None:
+            return list(tasks)
+        for task in tasks:
+            local.insert(conn, task)
+        return []
+
+    def _after_commit(self, tasks: Sequence[Task]) -> None:
+        if tasks:
+            if self.queue is None:
+                raise RuntimeError("this store has no task queue to emit tasks to")
+            for task in tasks:
+                self.queue.enqueue(task)
+
+    def create_run(
+        self, run: RunState, *, events: Sequence[Event] = (), tasks: Sequence[Task] = ()
+    ) -> tuple[RunState, bool]:
+        with self.db.transaction() as conn:
+            row = conn.execute("SELECT doc FROM runs WHERE run_id = ?", (run.run_id,)).fetchone()
+            if row is not None:
+                return RunState.model_validate_json(row["doc"]), False
+            stored = run.evolve(version=1, updated_at=utcnow())
+            conn.execute(
+                "INSERT INTO runs (run_id, request_key, status, version, doc, created_at,"
+                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    stored.run_id,
+                    stored.request_key,
+                    stored.status.value,
+                    stored.version,
+                    stored.model_dump_json(),
+                    stored.created_at.isoformat(),
+                    stored.updated_at.isoformat(),
+                ),
+            )
+            self._insert_events(conn, events)
+            later = self._emit(conn, tasks)
+        self._after_commit(later)
+        return stored, True
+
+    def load(self, run_id: str) -> RunState | None:
+        row = (
+            self.db.connection()
+            .execute("SELECT doc FROM runs WHERE run_id = ?", (run_id,))
+            .fetchone()
+        )
+        return RunState.model_validate_json(row["doc"]) if row else None
+
+    def transition(
+        self,
+        run: RunState,
+        *,
+        expected_version: int,
+        events: Sequence[Event] = (),
+        tasks: Sequence[Task] = (),
+    ) -> RunState:
+        stored = run.evolve(version=expected_version + 1, updated_at=utcnow())
+        with self.db.transaction() as conn:
+            changed = conn.execute(
+                "UPDATE runs SET status = ?, version = ?, doc = ?, updated_at = ?"
+                " WHERE run_id = ? AND version = ?",
+                (
+                    stored.status.value,
+                    stored.version,
+                    stored.model_dump_json(),
+                    stored.updated_at.isoformat(),
+                    stored.run_id,
+                    expected_version,
+                ),
+            ).rowcount
+            if changed != 1:
+                raise Conflict(f"run {run.run_id} is not at version {expected_version}")
+            self._insert_events(conn, events)
+            later = self._emit(conn, tasks)
+        self._after_commit(later)
+        return stored
+
+    def _insert_events(self, conn: sqlite3.Connection, events: Sequence[Event]) -> None:
+        conn.executemany(
+            "INSERT INTO events (run_id, at, doc) VALUES (?, ?, ?)",
+            [(e.run_id, e.at.isoformat(), e.model_dump_json()) for e in events],
+        )
+
+    def append_event(self, event: Event) -> None:
+        with self.db.transaction() as conn:
+            self._insert_events(conn, [event])
+
+    def events(self, run_id: str) -> list[Event]:
+        rows = (
+            self.db.connection()
+            .execute("SELECT doc FROM events WHERE run_id = ? ORDER BY seq", (run_id,))
+            .fetchall()
+        )
+        return [Event.model_validate_json(r["doc"]) for r in rows]
+
+    def record_outcome(self, outcome: StepOutcome) -> StepOutcome:
+        with self.db.transaction() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO step_outcomes (run_id, step_id, doc) VALUES (?, ?, ?)",
+                (outcome.run_id, outcome.step_id, outcome.model_dump_json()),
+            )
+            row = conn.execute(
+                "SELECT doc FROM step_outcomes WHERE run_id = ? AND step_id = ?",
+                (outcome.run_id, outcome.step_id),
+            ).fetchone()
+        return StepOutcome.model_validate_json(row["doc"])
+
+    def outcome(self, run_id: str, step_id: str) -> StepOutcome | None:
+        row = (
+            self.db.connection()
+            .execute(
+                "SELECT doc FROM step_outcomes WHERE run_id = ? AND step_id = ?",
+                (run_id, step_id),
+            )
+            .fetchone()
+        )
+        return StepOutcome.model_validate_json(row["doc"]) if row else None
+
+    def outcomes(self, run_id: str) -> dict[str, StepOutcome]:
+        rows = (
+            self.db.connection()
+            .execute("SELECT step_id, doc FROM step_outcomes WHERE run_id = ?", (run_id,))
+            .fetchall()
+        )
+        return {r["step_id"]: StepOutcome.model_validate_json(r["doc"]) for r in rows}
+
+    def discard_outcome(self, run_id: str, step_id: str) -> None:
+        with self.db.transaction() as conn:
+            conn.execute(
+                "DELETE FROM step_outcomes WHERE run_id = ? AND step_id = ?", (run_id, step_id)
+            )
+
+    def list_runs(self, query: RunFilter | None = None) -> list[RunState]:
+        query = query or RunFilter()
+        sql, params = "SELECT doc FROM runs", []
+        if query.status is not None:
+            sql += " WHERE status = ?"
+            params.append(query.status.value)
+        sql += " ORDER BY created_at DESC, run_id LIMIT ?"
+        params.append(query.limit)
+        rows = self.db.connection().execute(sql, params).fetchall()
+        return [RunState.model_validate_json(r["doc"]) for r in rows]
+
+    def record_rejection(self, rejection: Rejection) -> None:
+        with self.db.transaction() as conn:
+            conn.execute("INSERT INTO rejections (doc) VALUES (?)", (rejection.model_dump_json(),))
+
+    def rejections(self, limit: int = 50) -> list[Rejection]:
+        rows = (
+            self.db.connection()
+            .execute("SELECT doc FROM rejections ORDER BY seq DESC LIMIT ?", (limit,))
+            .fetchall()
+        )
+        return [Rejection.model_validate_json(r["doc"]) for r in rows]

@@ -1,0 +1,65 @@
+"""The StateStore port: runs, their audit trail and the step ledger."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from shared.model import Event, Rejection, RunFilter, RunState, StepOutcome, Task
+
+
+class StateStore(Protocol):
+    """Where runs live. Every write is keyed, so a redelivered message cannot double it."""
+
+    def create_run(
+        self, run: RunState, *, events: Sequence[Event] = (), tasks: Sequence[Task] = ()
+    ) -> tuple[RunState, bool]:
+        """Create `run` unless one with its run_id exists.
+
+        Returns the stored run and whether this call created it. The events and tasks are
+        written only when it did.
+        """
+        ...
+
+    def load(self, run_id: str) -> RunState | None: ...
+
+    def transition(
+        self,
+        run: RunState,
+        *,
+        expected_version: int,
+        events: Sequence[Event] = (),
+        tasks: Sequence[Task] = (),
+    ) -> RunState:
+        """Replace the run if its stored version is `expected_version`, else raise Conflict.
+
+        The stored run gets version expected_version + 1. `tasks` are enqueued with the change:
+        atomically where the queue shares the store, otherwise right after the commit.
+        """
+        ...
+
+    def append_event(self, event: Event) -> None: ...
+
+    def events(self, run_id: str) -> list[Event]:
+        """The run's audit trail, oldest first."""
+        ...
+
+    def record_outcome(self, outcome: StepOutcome) -> StepOutcome:
+        """Record a step's outcome once; a second record returns the first, unchanged."""
+        ...
+
+    def outcome(self, run_id: str, step_id: str) -> StepOutcome | None: ...
+
+    def outcomes(self, run_id: str) -> dict[str, StepOutcome]: ...
+
+    def discard_outcome(self, run_id: str, step_id: str) -> None:
+        """Forget a failed step's outcome so that a resumed run can try it again."""
+        ...
+
+    def list_runs(self, query: RunFilter | None = None) -> list[RunState]:
+        """Runs, newest first."""
+        ...
+
+    def record_rejection(self, rejection: Rejection) -> None: ...
+
+    def rejections(self, limit: int = 50) -> list[Rejection]: ...

@@ -1,0 +1,162 @@
+"""The StateStore contract, run against every adapter that can run here."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from shared.errors import Conflict
+from shared.local_queue import LocalTaskQueue
+from shared.model import (
+    Event,
+    Rejection,
+    RunFilter,
+    RunStatus,
+    StepError,
+    StepOutcome,
+    Task,
+)
+from shared.sqlite_db import SqliteDatabase
+from shared.sqlite_state import SqliteStateStore
+from shared.state import StateStore
+from tests.conftest import make_request, make_run
+from tests.fakes import FakeStateStore
+
+
+@dataclass
+class StoreUnderTest:
+    store: StateStore
+    queued: Callable[[str], bool]  # was a task of this name queued?
+
+
+def _fake(tmp_path) -> StoreUnderTest:
+    store = FakeStateStore()
+    return StoreUnderTest(store, lambda name: name in store.queue.tasks)
+
+
+def _sqlite(tmp_path) -> StoreUnderTest:
+    db = SqliteDatabase(tmp_path / "state.db")
+    queue = LocalTaskQueue(db)
+    return StoreUnderTest(SqliteStateStore(db, queue), lambda name: queue.get(name) is not None)
+
+
+ADAPTERS: dict[str, Callable] = {"fake": _fake, "sqlite": _sqlite}
+
+
+@pytest.fixture(params=sorted(ADAPTERS))
+def sut(request, tmp_path) -> Iterator[StoreUnderTest]:
+    yield ADAPTERS[request.param](tmp_path)
+
+
+def _task(name: str) -> Task:
+    return Task(queue="orchestrator", name=name, payload={"run_id": "x", "kind": "start"})
+
+
+def test_create_run_is_idempotent_when_created_twice(sut):
+    run = make_run()
+    first, created = sut.store.create_run(
+        run, events=[Event(run_id=run.run_id, kind="run.created", actor="t")],
+        tasks=[_task("start-1")])
+    again, created_again = sut.store.create_run(
+        run, events=[Event(run_id=run.run_id, kind="run.created", actor="t")],
+        tasks=[_task("start-2")])
+    assert created and not created_again
+    assert again == first and first.version == 1
+    assert [e.kind for e in sut.store.events(run.run_id)] == ["run.created"]
+    assert sut.queued("start-1") and not sut.queued("start-2")
+
+
+def test_load_returns_none_when_run_is_missing(sut):
+    assert sut.store.load("run-missing") is None
+
+
+def test_transition_bumps_version_and_emits_tasks(sut):
+    run, _ = sut.store.create_run(make_run())
+    moved = sut.store.transition(run.evolve(status=RunStatus.RUNNING), expected_version=1,
+                                 events=[Event(run_id=run.run_id, kind="x", actor="t")],
+                                 tasks=[_task("dispatch-1")])
+    assert moved.version == 2
+    loaded = sut.store.load(run.run_id)
+    assert loaded.status is RunStatus.RUNNING and loaded.version == 2
+    assert sut.queued("dispatch-1")
+
+
+def test_transition_raises_conflict_when_version_is_stale(sut):
+    run, _ = sut.store.create_run(make_run())
+    sut.store.transition(run.evolve(status=RunStatus.RUNNING), expected_version=1)
+    with pytest.raises(Conflict):
+        sut.store.transition(run.evolve(status=RunStatus.PARKED), expected_version=1,
+                             tasks=[_task("lost")])
+    assert sut.store.load(run.run_id).status is RunStatus.RUNNING
+    assert not sut.queued("lost")
+
+
+def test_concurrent_transitions_have_one_winner_when_racing(sut):
+    run, _ = sut.store.create_run(make_run())
+    results: list[str] = []
+    barrier = threading.Barrier(6)
+
+    def contend(i: int) -> None:
+        barrier.wait()
+        try:
+            sut.store.transition(run.evolve(reason=f"writer {i}"), expected_version=1)
+            results.append(f"won {i}")
+        except Conflict:
+            results.append("conflict")
+
+    threads = [threading.Thread(target=contend, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [r for r in results if r.startswith("won")]
+    assert len(winners) == 1 and results.count("conflict") == 5
+    assert sut.store.load(run.run_id).reason == "writer " + winners[0].split()[1]
+
+
+def test_events_keep_their_order(sut):
+    run, _ = sut.store.create_run(make_run())
+    for kind in ("a", "b", "c"):
+        sut.store.append_event(Event(run_id=run.run_id, kind=kind, actor="t"))
+    sut.store.append_event(Event(run_id="other", kind="z", actor="t"))
+    assert [e.kind for e in sut.store.events(run.run_id)] == ["a", "b", "c"]
+
+
+def test_record_outcome_keeps_the_first_when_recorded_twice(sut):
+    first = StepOutcome(run_id="r1", step_id="jira", tool="create_jira_project", ok=True,
+                        output={"project_key": "AC"})
+    second = first.model_copy(update={"ok": False, "error": StepError(code="x", message="y")})
+    assert sut.store.record_outcome(first) == first
+    assert sut.store.record_outcome(second) == first
+    assert sut.store.outcome("r1", "jira") == first
+    assert sut.store.outcome("r1", "slack") is None
+    assert sut.store.outcomes("r1") == {"jira": first}
+
+
+def test_discard_outcome_lets_a_step_be_recorded_again(sut):
+    failed = StepOutcome(run_id="r1", step_id="jira", tool="t", ok=False,
+                         error=StepError(code="x", message="y"))
+    sut.store.record_outcome(failed)
+    sut.store.discard_outcome("r1", "jira")
+    ok = failed.model_copy(update={"ok": True, "error": None, "generation": 2})
+    assert sut.store.record_outcome(ok) == ok
+
+
+def test_list_runs_filters_and_limits(sut):
+    for i in range(4):
+        run, _ = sut.store.create_run(make_run(request=make_request(request_id=f"r{i}")))
+        if i % 2:
+            sut.store.transition(run.evolve(status=RunStatus.PARKED), expected_version=1)
+    assert len(sut.store.list_runs()) == 4
+    parked = sut.store.list_runs(RunFilter(status=RunStatus.PARKED))
+    assert {r.request.request_id for r in parked} == {"r1", "r3"}
+    assert len(sut.store.list_runs(RunFilter(limit=3))) == 3
+
+
+def test_rejections_are_kept_newest_first(sut):
+    sut.store.record_rejection(Rejection(source="pubsub", reason="one", excerpt="{"))
+    sut.store.record_rejection(Rejection(source="tool-jira", reason="two", excerpt="["))
+    assert [r.reason for r in sut.store.rejections()] == ["two", "one"]

@@ -1,0 +1,200 @@
+"""The TaskQueue contract, and the local dispatcher's Cloud Tasks semantics."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+
+from shared.local_queue import (
+    DEAD,
+    DONE,
+    LEASED,
+    Delivery,
+    DeliveryResult,
+    LocalDispatcher,
+    LocalTaskQueue,
+)
+from shared.model import Task, utcnow
+from shared.queues import QueueConfig
+from shared.sqlite_db import SqliteDatabase
+from tests.fakes import FakeTaskQueue
+
+FAST = {"work": QueueConfig("work", "work", max_attempts=3, min_backoff=0.01, max_backoff=0.05,
+                            max_doublings=2, max_dispatches_per_second=1000,
+                            max_concurrent_dispatches=2)}
+
+
+@pytest.fixture(params=["fake", "local"])
+def queue(request, tmp_path):
+    if request.param == "fake":
+        return FakeTaskQueue()
+    return LocalTaskQueue(SqliteDatabase(tmp_path / "q.db"), FAST)
+
+
+def test_enqueue_is_a_no_op_when_the_name_was_taken(queue):
+    task = Task(queue="work", name="t-1", payload={"n": 1})
+    assert queue.enqueue(task) is True
+    assert queue.enqueue(task.model_copy(update={"payload": {"n": 2}})) is False
+
+
+class Recorder:
+    """A target that answers from a script and records what it received."""
+
+    def __init__(self, *statuses: int, headers: dict[str, str] | None = None, block=None):
+        self.statuses = list(statuses)
+        self.headers = headers or {}
+        self.deliveries: list[Delivery] = []
+        self.block = block
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, delivery: Delivery) -> DeliveryResult:
+        with self._lock:
+            self.deliveries.append(delivery)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        if self.block:
+            self.block.wait(5)
+        with self._lock:
+            self.in_flight -= 1
+            status = self.statuses.pop(0) if self.statuses else 200
+        return DeliveryResult(status, self.headers)
+
+
+def _local(tmp_path) -> LocalTaskQueue:
+    return LocalTaskQueue(SqliteDatabase(tmp_path / "q.db"), FAST)
+
+
+def _wait(predicate, timeout=5.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+def test_dispatcher_delivers_with_cloud_tasks_headers(tmp_path):
+    q = _local(tmp_path)
+    target = Recorder(200)
+    q.enqueue(Task(queue="work", name="t-1", payload={"hello": "world"}))
+    d = LocalDispatcher(q, {"work": target}, poll_interval=0.01).start()
+    try:
+        assert _wait(lambda: q.get("t-1")["state"] == DONE)
+    finally:
+        d.stop()
+    delivery = target.deliveries[0]
+    assert delivery.body == b'{"hello": "world"}'
+    assert delivery.headers["X-CloudTasks-QueueName"] == "work"
+    assert delivery.headers["X-CloudTasks-TaskName"] == "t-1"
+    assert delivery.headers["X-CloudTasks-TaskRetryCount"] == "0"
+    assert delivery.headers["X-CloudTasks-TaskExecutionCount"] == "0"
+
+
+def test_failed_delivery_is_retried_until_it_succeeds(tmp_path):
+    q = _local(tmp_path)
+    target = Recorder(503, 500, 200)
+    q.enqueue(Task(queue="work", name="t-1", payload={}))
+    d = LocalDispatcher(q, {"work": target}, poll_interval=0.01).start()
+    try:
+        assert _wait(lambda: q.get("t-1")["state"] == DONE)
+    finally:
+        d.stop()
+    retries = [x.headers["X-CloudTasks-TaskRetryCount"] for x in target.deliveries]
+    assert retries == ["0", "1", "2"]
+    assert q.get("t-1")["execution_count"] == 3
+
+
+def test_task_is_dead_when_max_attempts_are_spent(tmp_path):
+    q = _local(tmp_path)
+    q.enqueue(Task(queue="work", name="t-1", payload={}))
+    d = LocalDispatcher(q, {"work": Recorder(500, 500, 500, 500)}, poll_interval=0.01).start()
+    try:
+        assert _wait(lambda: q.get("t-1")["state"] == DEAD)
+    finally:
+        d.stop()
+    row = q.get("t-1")
+    assert row["retry_count"] == 3 and row["last_status"] == 500
+    assert [t["name"] for t in q.dead()] == ["t-1"]
+
+
+def test_retry_after_is_honoured_when_rate_limited(tmp_path):
+    q = _local(tmp_path)
+    q.enqueue(Task(queue="work", name="t-1", payload={}))
+    target = Recorder(429, headers={"Retry-After": "30"})
+    d = LocalDispatcher(q, {"work": target}, poll_interval=0.01).start()
+    try:
+        assert _wait(lambda: q.get("t-1")["retry_count"] == 1)
+        failed_at = time.time()
+    finally:
+        d.stop()
+    row = q.get("t-1")
+    assert row["state"] == "queued" and row["last_status"] == 429
+    # Backoff alone would be 10 ms; the vendor asked for 30 s.
+    assert row["due_at"] >= failed_at + 29
+    assert len(target.deliveries) == 1
+
+
+def test_concurrency_is_bounded_per_queue(tmp_path):
+    q = _local(tmp_path)
+    for i in range(6):
+        q.enqueue(Task(queue="work", name=f"t-{i}", payload={}))
+    release = threading.Event()
+    target = Recorder(block=release)
+    d = LocalDispatcher(q, {"work": target}, poll_interval=0.01).start()
+    try:
+        assert _wait(lambda: target.in_flight == 2)
+        time.sleep(0.1)  # give a broken limit the chance to over-dispatch
+        assert target.max_in_flight == 2
+        release.set()
+        assert _wait(lambda: q.pending() == 0)
+    finally:
+        release.set()
+        d.stop()
+    assert len(target.deliveries) == 6
+
+
+def test_scheduled_task_waits_for_its_time(tmp_path):
+    q = _local(tmp_path)
+    q.enqueue(Task(queue="work", name="later", payload={},
+                   schedule_time=utcnow() + timedelta(hours=1)))
+    target = Recorder()
+    d = LocalDispatcher(q, {"work": target}, poll_interval=0.01)
+    assert d.dispatch_due() == 0
+    assert target.deliveries == []
+
+
+def test_task_survives_a_restart_when_enqueued_before(tmp_path):
+    _local(tmp_path).enqueue(Task(queue="work", name="t-1", payload={}))
+    q = _local(tmp_path)  # a new process, the same file
+    d = LocalDispatcher(q, {"work": Recorder()}, poll_interval=0.01).start()
+    try:
+        assert _wait(lambda: q.get("t-1")["state"] == DONE)
+    finally:
+        d.stop()
+
+
+def test_lease_of_a_dead_dispatcher_is_delivered_again(tmp_path):
+    q = _local(tmp_path)
+    q.enqueue(Task(queue="work", name="t-1", payload={}))
+    with q.db.transaction() as conn:  # leased by a dispatcher that was kill -9ed
+        conn.execute("UPDATE tasks SET state = ?, lease_owner = 'gone', lease_until = ?",
+                     (LEASED, time.time() + 3600))
+    target = Recorder()
+    d = LocalDispatcher(q, {"work": target}, poll_interval=0.01).start()
+    try:
+        assert _wait(lambda: q.get("t-1")["state"] == DONE)
+    finally:
+        d.stop()
+    assert target.deliveries[0].headers["X-CloudTasks-TaskRetryCount"] == "1"
+
+
+def test_backoff_follows_cloud_tasks_schedule():
+    config = QueueConfig("q", "q", 100, min_backoff=10, max_backoff=300, max_doublings=3,
+                         max_dispatches_per_second=1, max_concurrent_dispatches=1)
+    # The example in Cloud Tasks' RetryConfig documentation.
+    assert [config.backoff(n) for n in range(1, 9)] == [10, 20, 40, 80, 160, 240, 300, 300]

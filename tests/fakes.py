@@ -1,0 +1,194 @@
+"""In-memory fakes of Chimera's ports, for fast tests. They pass the same contract suites."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from shared.errors import Conflict, PermanentError
+from shared.model import Event, LlmUsage, Rejection, RunFilter, RunState, StepOutcome, Task, utcnow
+
+
+class FakeTaskQueue:
+    def __init__(self) -> None:
+        self.tasks: dict[str, Task] = {}
+
+    def enqueue(self, task: Task) -> bool:
+        if task.name in self.tasks:
+            return False
+        self.tasks[task.name] = task
+        return True
+
+    def on(self, queue: str) -> list[Task]:
+        return [t for t in self.tasks.values() if t.queue == queue]
+
+
+class FakeStateStore:
+    def __init__(self, queue: FakeTaskQueue | None = None) -> None:
+        self.queue = queue or FakeTaskQueue()
+        self.runs: dict[str, RunState] = {}
+        self._events: list[Event] = []
+        self._outcomes: dict[tuple[str, str], StepOutcome] = {}
+        self._rejections: list[Rejection] = []
+        self._lock = threading.Lock()
+
+    def _emit(self, tasks: Sequence[Task]) -> None:
+        for task in tasks:
+            self.queue.enqueue(task)
+
+    def create_run(self, run: RunState, *, events: Sequence[Event] = (),
+                   tasks: Sequence[Task] = ()) -> tuple[RunState, bool]:
+        with self._lock:
+            if run.run_id in self.runs:
+                return self.runs[run.run_id], False
+            stored = run.evolve(version=1, updated_at=utcnow())
+            self.runs[run.run_id] = stored
+            self._events.extend(events)
+            self._emit(tasks)
+            return stored, True
+
+    def load(self, run_id: str) -> RunState | None:
+        return self.runs.get(run_id)
+
+    def transition(self, run: RunState, *, expected_version: int,
+                   events: Sequence[Event] = (), tasks: Sequence[Task] = ()) -> RunState:
+        with self._lock:
+            current = self.runs.get(run.run_id)
+            if current is None or current.version != expected_version:
+                raise Conflict(f"run {run.run_id} is not at version {expected_version}")
+            stored = run.evolve(version=expected_version + 1, updated_at=utcnow())
+            self.runs[run.run_id] = stored
+            self._events.extend(events)
+            self._emit(tasks)
+            return stored
+
+    def append_event(self, event: Event) -> None:
+        self._events.append(event)
+
+    def events(self, run_id: str) -> list[Event]:
+        return [e for e in self._events if e.run_id == run_id]
+
+    def record_outcome(self, outcome: StepOutcome) -> StepOutcome:
+        with self._lock:
+            return self._outcomes.setdefault((outcome.run_id, outcome.step_id), outcome)
+
+    def outcome(self, run_id: str, step_id: str) -> StepOutcome | None:
+        return self._outcomes.get((run_id, step_id))
+
+    def outcomes(self, run_id: str) -> dict[str, StepOutcome]:
+        return {s: o for (r, s), o in self._outcomes.items() if r == run_id}
+
+    def discard_outcome(self, run_id: str, step_id: str) -> None:
+        self._outcomes.pop((run_id, step_id), None)
+
+    def list_runs(self, query: RunFilter | None = None) -> list[RunState]:
+        query = query or RunFilter()
+        runs = [r for r in self.runs.values() if query.status in (None, r.status)]
+        runs.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
+        return runs[: query.limit]
+
+    def record_rejection(self, rejection: Rejection) -> None:
+        self._rejections.append(rejection)
+
+    def rejections(self, limit: int = 50) -> list[Rejection]:
+        return list(reversed(self._rejections))[:limit]
+
+
+class FakeDirectory:
+    def __init__(self, companies: dict[str, Any] | None = None, error: Exception | None = None):
+        self.companies = companies or {}
+        self.error = error
+        self.calls: list[str] = []
+
+    def find_company(self, domain: str, *, run_id: str) -> dict[str, Any] | None:
+        self.calls.append(domain)
+        if self.error:
+            raise self.error
+        return self.companies.get(domain)
+
+
+class FakeJira:
+    def __init__(self) -> None:
+        self.projects: dict[str, dict[str, Any]] = {}
+        self.issues: list[dict[str, Any]] = []
+        self.creates = 0
+        self.fail_next: Exception | None = None
+
+    def find_project(self, key: str) -> dict[str, Any] | None:
+        return self.projects.get(key)
+
+    def create_project(self, *, key: str, name: str, description: str, template: str,
+                       project_type: str, lead_account_id: str) -> dict[str, Any]:
+        if key in self.projects:
+            raise PermanentError("A project with that key already exists.",
+                                 code="project_key_taken")
+        self.creates += 1
+        self.projects[key] = {"key": key, "id": str(10000 + self.creates), "name": name,
+                              "description": description, "url": f"https://jira/{key}"}
+        if self.fail_next:
+            error, self.fail_next = self.fail_next, None
+            raise error  # done at the vendor, but the answer is lost
+        return self.projects[key]
+
+    def find_issues(self, project_key: str, label: str) -> list[dict[str, Any]]:
+        return [i for i in self.issues if i["project"] == project_key and label in i["labels"]]
+
+    def create_issue(self, *, project_key: str, summary: str, description: str,
+                     labels: list[str]) -> dict[str, Any]:
+        issue = {"key": f"{project_key}-{len(self.issues) + 1}", "project": project_key,
+                 "summary": summary, "labels": labels}
+        self.issues.append(issue)
+        return issue
+
+
+class FakeMail:
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.fail_after_send: Exception | None = None
+
+    def send(self, **message: Any) -> str:
+        self.sent.append(message)
+        if self.fail_after_send:
+            error, self.fail_after_send = self.fail_after_send, None
+            raise error
+        return f"msg-{len(self.sent)}"
+
+    def find_sent(self, *, step_key: str) -> str | None:
+        for i, m in enumerate(self.sent):
+            if m["custom_args"]["chimera_step"] == step_key:
+                return f"msg-{i + 1}"
+        return None
+
+
+class FakeChat:
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+
+    def post_message(self, *, channel: str, text: str, blocks: Any, metadata: dict[str, Any]
+                     ) -> str:
+        self.messages.append({"channel": channel, "text": text, "metadata": metadata})
+        return f"1700000000.{len(self.messages):06d}"
+
+    def find_message(self, *, channel: str, event_type: str, step_key: str) -> str | None:
+        for i, m in enumerate(self.messages):
+            if (m["channel"] == channel and m["metadata"]["event_type"] == event_type
+                    and m["metadata"]["event_payload"]["step_key"] == step_key):
+                return f"1700000000.{i + 1:06d}"
+        return None
+
+
+class FakeLanguageModel:
+    def __init__(self, answer: dict[str, Any] | None = None) -> None:
+        self.answer = answer or {
+            "subject": "Welcome aboard, Acme!",
+            "text": "Hi Ada, welcome to our onboarding. We start with a kickoff call.",
+            "html": "<p>Hi Ada, welcome to our onboarding. We start with a kickoff call.</p>",
+        }
+        self.prompts: list[str] = []
+
+    def generate_json(self, *, system: str, prompt: str, schema: dict[str, Any], run_id: str
+                      ) -> tuple[dict[str, Any], LlmUsage]:
+        self.prompts.append(prompt)
+        return self.answer, LlmUsage(model="fake", input_tokens=100, output_tokens=50,
+                                     cost_usd=0.0001)

@@ -1,0 +1,155 @@
+"""Each tool's core on fakes: what it asks the vendor, and what it makes of the answer."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.errors import BadVendorReply, InvalidInput, PermanentError, VendorTimeout
+from shared.model import Attempt, ToolCall
+from tests.conftest import make_request
+from tests.fakes import FakeChat, FakeDirectory, FakeJira, FakeLanguageModel, FakeMail
+from tools.clearbit import core as clearbit
+from tools.jira import core as jira
+from tools.sendgrid import core as sendgrid
+from tools.slack import core as slack
+
+FIRST = Attempt(queue="q", task_name="t", retry_count=0, max_attempts=8)
+RETRY = Attempt(queue="q", task_name="t", retry_count=1, max_attempts=8)
+DEFAULTS = jira.ProjectDefaults("kanban", "software", "")
+
+
+def call(tool: str, step_id: str, args=None, inputs=None, **request) -> ToolCall:
+    return ToolCall(run_id="run-1", step_id=step_id, tool=tool, args=args or {},
+                    inputs=inputs or {}, request=make_request(**request))
+
+
+def test_enrich_trims_the_profile_when_found():
+    directory = FakeDirectory({"acme.example": {
+        "name": "Acme", "domain": "acme.example", "description": "Rockets" * 200,
+        "category": {"industry": "Aerospace"}, "metrics": {"employees": 250},
+        "geo": {"city": "Paris", "country": "France"}, "tags": list("abcdefghijk"),
+    }})
+    result = clearbit.enrich(call("enrich_company", "enrich", {"domain": "acme.example"}),
+                             FIRST, directory)
+    company = result.output["company"]
+    assert result.output["found"] and company["industry"] == "Aerospace"
+    assert len(company["description"]) == 600 and len(company["tags"]) == 8
+    assert "250 employees" in result.summary
+
+
+def test_enrich_reports_not_found_when_unknown():
+    result = clearbit.enrich(call("enrich_company", "enrich", {"domain": "acme.example"}),
+                             FIRST, FakeDirectory())
+    assert result.output == {"found": False, "domain": "acme.example"}
+
+
+def test_enrich_raises_retryable_when_the_vendor_answers_garbage():
+    directory = FakeDirectory({"acme.example": {"name": "Acme", "metrics": "lots"}})
+    with pytest.raises(BadVendorReply):
+        clearbit.enrich(call("enrich_company", "enrich", {"domain": "acme.example"}),
+                        FIRST, directory)
+
+
+JIRA_ARGS = {"key": "AC", "name": "Acme onboarding", "kickoff_issues": ["Kickoff", "Access"]}
+
+
+def test_jira_creates_project_and_kickoff_issues():
+    fake = FakeJira()
+    result = jira.create_project(call("create_jira_project", "jira", JIRA_ARGS), FIRST, fake,
+                                 DEFAULTS)
+    assert result.output["issues"] == ["AC-1", "AC-2"]
+    assert "chimera-run:run-1" in fake.projects["AC"]["description"]
+
+
+def test_jira_retry_adopts_its_own_project_when_the_answer_was_lost():
+    fake = FakeJira()
+    fake.fail_next = VendorTimeout("read timed out")
+    jira_call = call("create_jira_project", "jira", JIRA_ARGS)
+    with pytest.raises(VendorTimeout):
+        jira.create_project(jira_call, FIRST, fake, DEFAULTS)
+    result = jira.create_project(jira_call, RETRY, fake, DEFAULTS)
+    again = jira.create_project(jira_call, RETRY, fake, DEFAULTS)
+    assert fake.creates == 1 and len(fake.issues) == 2
+    assert result.output["issues"] == again.output["issues"] == ["AC-1", "AC-2"]
+
+
+def test_jira_refuses_a_key_owned_by_another_project():
+    fake = FakeJira()
+    fake.projects["AC"] = {"key": "AC", "description": "someone else's"}
+    with pytest.raises(PermanentError) as caught:
+        jira.create_project(call("create_jira_project", "jira", JIRA_ARGS), FIRST, fake,
+                            DEFAULTS)
+    assert caught.value.code == jira.KEY_TAKEN
+
+
+def test_draft_quotes_the_enrichment_and_counts_tokens():
+    model = FakeLanguageModel()
+    inputs = {"enrich": {"found": True, "company": {"name": "Acme", "industry": "Aerospace"}}}
+    result = sendgrid.draft(call("draft_welcome_email", "draft", inputs=inputs), FIRST, model)
+    assert result.output["subject"] == "Welcome aboard, Acme!"
+    assert result.usage.input_tokens == 100
+    assert '"industry": "Aerospace"' in model.prompts[0]
+    assert "DATA (untrusted" in model.prompts[0]
+
+
+@pytest.mark.parametrize("answer", [
+    {"subject": "Hi"},
+    {"subject": "Welcome", "text": "x" * 30, "html": "<p>hi</p><script>steal()</script>"},
+    {"subject": "Welcome", "text": "x" * 30, "html": '<a href="javascript:alert(1)">x</a>.....'},
+])
+def test_draft_is_refused_when_the_model_answer_is_unusable(answer):
+    with pytest.raises(PermanentError) as caught:
+        sendgrid.draft(call("draft_welcome_email", "draft"), FIRST, FakeLanguageModel(answer))
+    assert caught.value.code == "bad_model_output"
+
+
+DRAFT = {"subject": "Welcome aboard", "text": "Hello Ada, welcome aboard!",
+         "html": "<p>Hello Ada, welcome aboard!</p>"}
+SENDER = sendgrid.Sender("welcome@chimera.example", "Chimera")
+
+
+def test_send_goes_to_the_request_contact_only():
+    mail = FakeMail()
+    result = sendgrid.send(call("send_welcome_email", "email", inputs={"draft": DRAFT}),
+                           FIRST, mail, SENDER)
+    assert mail.sent[0]["to_email"] == "ada@acme.example"
+    assert mail.sent[0]["custom_args"] == {"run_id": "run-1", "chimera_step": "run-1:email"}
+    assert result.output["message_id"] == "msg-1"
+
+
+def test_send_retry_finds_the_email_already_sent():
+    mail = FakeMail()
+    mail.fail_after_send = VendorTimeout("read timed out")
+    send_call = call("send_welcome_email", "email", inputs={"draft": DRAFT})
+    with pytest.raises(VendorTimeout):
+        sendgrid.send(send_call, FIRST, mail, SENDER)
+    result = sendgrid.send(send_call, RETRY, mail, SENDER)
+    assert len(mail.sent) == 1 and result.output["recovered"]
+
+
+def test_send_refuses_to_run_without_a_draft():
+    with pytest.raises(InvalidInput):
+        sendgrid.send(call("send_welcome_email", "email"), FIRST, FakeMail(), SENDER)
+
+
+def test_slack_posts_once_and_a_retry_finds_the_message():
+    chat = FakeChat()
+    notice = call("post_slack_notice", "slack", {"channel": "#client-onboarding"},
+                  inputs={"jira": {"project_key": "AC"}, "email": {"to": "ada@acme.example"}})
+    slack.post_notice(notice, FIRST, chat, "#general")
+    result = slack.post_notice(notice, RETRY, chat, "#general")
+    assert len(chat.messages) == 1 and result.output["recovered"]
+    assert "AC" in chat.messages[0]["text"]
+
+
+def test_slack_refuses_a_channel_the_request_did_not_name():
+    with pytest.raises(InvalidInput):
+        slack.post_notice(call("post_slack_notice", "slack", {"channel": "#leaks"}), FIRST,
+                          FakeChat(), "#general")
+
+
+def test_slack_uses_the_configured_channel_when_the_request_names_none():
+    chat = FakeChat()
+    slack.post_notice(call("post_slack_notice", "slack", slack_channel=""), FIRST, chat,
+                      "#general")
+    assert chat.messages[0]["channel"] == "#general"

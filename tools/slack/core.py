@@ -1,0 +1,81 @@
+"""The team's Slack notice, posted once per run: its metadata lets a retry find it."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from shared.errors import InvalidInput
+from shared.model import Attempt, StepResult, ToolCall
+from shared.registry import SlackNoticeArgs
+
+EVENT_TYPE = "chimera_onboarding"
+
+
+class ChatPort(Protocol):
+    def post_message(
+        self,
+        *,
+        channel: str,
+        text: str,
+        blocks: list[dict[str, Any]] | None,
+        metadata: dict[str, Any],
+    ) -> str:
+        """Post and return the message's ts."""
+        ...
+
+    def find_message(self, *, channel: str, event_type: str, step_key: str) -> str | None: ...
+
+
+def channel_for(call: ToolCall, default_channel: str) -> str:
+    """Only the request or configuration picks a channel, never a plan's free text."""
+    args = SlackNoticeArgs.model_validate(call.args)
+    allowed = {c for c in (call.request.slack_channel, default_channel) if c}
+    channel = args.channel or call.request.slack_channel or default_channel
+    if channel not in allowed:
+        raise InvalidInput(f"channel {channel!r} is neither the request's nor the configured one")
+    return channel
+
+
+def notice_text(call: ToolCall) -> str:
+    request = call.request
+    company = call.inputs.get("enrich", {}).get("company") or {}
+    jira = call.inputs.get("jira", {})
+    email = call.inputs.get("email", {})
+    lines = [f":tada: *{request.company_name}* ({request.domain}) is onboarded."]
+    if company.get("industry"):
+        lines.append(f"Industry: {company['industry']}")
+    if jira.get("project_key"):
+        lines.append(f"Jira project: {jira['project_key']} {jira.get('project_url', '')}".strip())
+    if email.get("to"):
+        lines.append(f'Welcome email sent to {email["to"]}: "{email.get("subject", "")}"')
+    lines.append(f"Goal: {request.goal}")
+    return "\n".join(lines)
+
+
+def post_notice(
+    call: ToolCall, attempt: Attempt, chat: ChatPort, default_channel: str
+) -> StepResult:
+    channel = channel_for(call, default_channel)
+    key = f"{call.run_id}:{call.step_id}"
+    if attempt.may_have_run:
+        ts = chat.find_message(channel=channel, event_type=EVENT_TYPE, step_key=key)
+        if ts:
+            return StepResult(
+                output={"channel": channel, "ts": ts, "recovered": True},
+                summary=f"already posted in {channel}",
+            )
+    text = notice_text(call)
+    ts = chat.post_message(
+        channel=channel,
+        text=text,
+        blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": text}}],
+        metadata={
+            "event_type": EVENT_TYPE,
+            "event_payload": {
+                "run_id": call.run_id,
+                "step_key": key,
+                "company": call.request.company_name,
+            },
+        },
+    )
+    return StepResult(output={"channel": channel, "ts": ts}, summary=f"posted in {channel}")
