@@ -16,9 +16,11 @@ from werkzeug.test import Client
 
 from chimera import render
 from chimera.stack import LocalStack
+from orchestrator import service
 from sandbox.records import RecordStore
 from shared.logs import configure_logging
-from shared.model import RunFilter, RunState, RunStatus
+from shared.model import RunFilter, RunState, RunStatus, StepStatus
+from shared.registry import TOOLS
 from shared.runtime import build_runtime
 from shared.settings import Settings
 
@@ -67,6 +69,24 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("run_id")
     show.add_argument("--json", action="store_true")
     show.set_defaults(handler=cmd_runs_show)
+
+    resume = runs.add_parser("resume", help="go on from the failed step of parked runs")
+    which = resume.add_mutually_exclusive_group(required=True)
+    which.add_argument("run_id", nargs="?")
+    which.add_argument("--all-parked", action="store_true", help="every parked run")
+    resume.add_argument(
+        "--tool",
+        help="with --all-parked: only runs parked on this tool "
+        "(a tool like create_jira_project, or a function like jira)",
+    )
+    resume.add_argument(
+        "--follow", action="store_true", help="run the embedded stack until the resumed runs end"
+    )
+    resume.set_defaults(handler=cmd_runs_resume)
+    cancel = runs.add_parser("cancel", help="stop a run; tasks in flight do nothing")
+    cancel.add_argument("run_id")
+    cancel.add_argument("--reason", default="cancelled by an operator")
+    cancel.set_defaults(handler=cmd_runs_cancel)
 
     dev = commands.add_parser("dev", help="serve the local stack on 127.0.0.1 until stopped")
     dev.add_argument("--port", type=int, default=None, help="intake port (default 8080)")
@@ -171,6 +191,55 @@ def cmd_runs_show(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(doc, indent=2))
     else:
         console.print(render.timeline(run, events))
+    return 0
+
+
+def _parked_on(run: RunState, tool: str | None) -> bool:
+    failed = [s for s in run.steps.values() if s.status is StepStatus.FAILED]
+    return tool is None or any(s.tool == tool or TOOLS[s.tool].function == tool for s in failed)
+
+
+def cmd_runs_resume(args: argparse.Namespace, settings: Settings) -> int:
+    stack = LocalStack(settings).start() if args.follow else None
+    rt = stack.runtime if stack else build_runtime(settings)
+    assert rt is not None
+    try:
+        if args.all_parked:
+            parked = rt.store.list_runs(RunFilter(status=RunStatus.PARKED, limit=1000))
+            run_ids = [r.run_id for r in parked if _parked_on(r, args.tool)]
+        else:
+            run_ids = [args.run_id]
+        failures = 0
+        for run_id in run_ids:
+            try:
+                service.resume(rt, run_id)
+                console.print(f"{run_id}: resumed from its failed step")
+            except (LookupError, service.NotAllowed) as exc:
+                failures += 1
+                console.print(f"[red]{run_id}: {exc}[/]")
+        if not run_ids:
+            console.print("no parked runs to resume")
+        if stack:
+            for run_id in run_ids:
+                run = _follow(stack, run_id)
+                console.print(render.run_header(run))
+                failures += run.status is not RunStatus.SUCCEEDED
+        elif run_ids:
+            console.print("[dim]their next steps are queued: `chimera dev` delivers them[/]")
+        return 1 if failures else 0
+    finally:
+        if stack:
+            stack.stop()
+
+
+def cmd_runs_cancel(args: argparse.Namespace, settings: Settings) -> int:
+    rt = build_runtime(settings)
+    try:
+        service.cancel(rt, args.run_id, args.reason)
+    except (LookupError, service.NotAllowed) as exc:
+        console.print(f"[red]{exc}[/]")
+        return 1
+    console.print(f"{args.run_id}: cancelled ({args.reason})")
     return 0
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from shared.model import (
     Event,
@@ -25,6 +25,7 @@ from shared.model import (
     ToolCall,
     Totals,
 )
+from shared.queues import ORCHESTRATOR_QUEUE, QUEUES
 from shared.registry import TOOLS
 
 ACTOR = "orchestrator"
@@ -55,7 +56,103 @@ def decide(
         return _start(run, now)
     if happening.kind == "step_finished" and happening.step_id:
         return _take_outcome(run, outcomes.get(happening.step_id), outcomes, now)
+    if happening.kind == "watchdog" and happening.step_id:
+        return _watch(run, happening.step_id, happening.generation, outcomes, now)
     return unchanged(run)
+
+
+def _watch(
+    run: RunState,
+    step_id: str,
+    generation: int | None,
+    outcomes: dict[str, StepOutcome],
+    now: datetime,
+) -> Decision:
+    """A step's tasks have had all the time their queue allows. If it never reported (its
+    last attempt died with its instance, and the queue dropped the task), park the run."""
+    step = run.steps.get(step_id)
+    if (
+        step is None
+        or run.status.terminal
+        or step.status is not StepStatus.DISPATCHED
+        or step.generation != generation
+    ):
+        return unchanged(run)
+    if step_id in outcomes:  # it finished, but its report was lost
+        return _take_outcome(run, outcomes[step_id], outcomes, now)
+    error = StepError(
+        code="no_report",
+        retryable=True,
+        message="no result within the queue's whole retry window; its task was lost",
+    )
+    failed = step.model_copy(
+        update={"status": StepStatus.FAILED, "error": error, "finished_at": now}
+    )
+    run = run.evolve(steps={**run.steps, step_id: failed})
+    events = [
+        Event(
+            run_id=run.run_id,
+            kind="step.failed",
+            actor=ACTOR,
+            at=now,
+            step_id=step_id,
+            detail={"error": error.model_dump()},
+        )
+    ]
+    return _park(run, step_id, error, now, events)
+
+
+def resume(run: RunState, outcomes: dict[str, StepOutcome], now: datetime) -> Decision:
+    """A parked run goes on from its failed steps only; finished steps are never redone.
+
+    Each retried step gets a new generation, so its tasks get new names and anything still
+    in flight from the old generation is ignored when it arrives.
+    """
+    if run.status is not RunStatus.PARKED:
+        return unchanged(run)
+    retried = [s.step_id for s in run.steps.values() if s.status is StepStatus.FAILED]
+    steps = dict(run.steps)
+    for step_id in retried:
+        old = steps[step_id]
+        steps[step_id] = StepSummary(step_id=step_id, tool=old.tool, generation=old.generation + 1)
+    resumed = run.evolve(status=RunStatus.RUNNING, reason="", steps=steps)
+    events = [
+        Event(run_id=run.run_id, kind="run.resumed", actor=ACTOR, at=now, detail={"steps": retried})
+    ]
+    return _advance(resumed, outcomes, now, events)
+
+
+def cancel(run: RunState, reason: str, now: datetime) -> Decision:
+    """Stop a run: steps not yet dispatched are skipped; tasks in flight find it cancelled.
+
+    Side effects already made stay made (see docs/decisions/0003-cancel.md).
+    """
+    if run.status.terminal:
+        return unchanged(run)
+    steps = {
+        sid: s.model_copy(update={"status": StepStatus.SKIPPED})
+        if s.status is StepStatus.PENDING
+        else s
+        for sid, s in run.steps.items()
+    }
+    cancelled = run.evolve(status=RunStatus.CANCELLED, reason=reason or "cancelled", steps=steps)
+    return Decision(
+        run=cancelled,
+        events=[
+            Event(
+                run_id=run.run_id,
+                kind="run.cancelled",
+                actor=ACTOR,
+                at=now,
+                detail={
+                    "reason": cancelled.reason,
+                    "in_flight": [
+                        s.step_id for s in steps.values() if s.status is StepStatus.DISPATCHED
+                    ],
+                },
+            )
+        ],
+    )
 
 
 def default_plan(run: RunState) -> tuple[PlanStep, ...]:
@@ -248,6 +345,19 @@ def _totals(steps: dict[str, StepSummary]) -> Totals:
         attempts=sum(s.attempts for s in summaries),
         llm_tokens=sum(s.llm_tokens for s in summaries),
         cost_usd=round(sum(s.cost_usd for s in summaries), 6),
+    )
+
+
+def watchdog_task(call: ToolCall, now: datetime, dispatch_deadline: float) -> Task:
+    """Wakes the orchestrator when the step's queue would have given up on it for sure."""
+    window = QUEUES[TOOLS[call.tool].queue].retry_window(dispatch_deadline)
+    return Task(
+        queue=ORCHESTRATOR_QUEUE,
+        name=f"{call.run_id}-{call.step_id}-g{call.generation}-watchdog",
+        payload=OrchestratorTask(
+            run_id=call.run_id, kind="watchdog", step_id=call.step_id, generation=call.generation
+        ).model_dump(mode="json"),
+        schedule_time=now + timedelta(seconds=window + 60),
     )
 
 

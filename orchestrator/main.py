@@ -23,7 +23,7 @@ from shared.tasks_http import answer, attempt_of, refuse, retry_later
 
 log = logging.getLogger(__name__)
 
-RUN_PATH = re.compile(r"^/runs/(?P<run_id>[A-Za-z0-9_-]+)$")
+RUN_PATH = re.compile(r"^/runs/(?P<run_id>[A-Za-z0-9_-]+)(?::(?P<action>resume|cancel))?$")
 
 
 @functions_framework.http
@@ -44,12 +44,31 @@ def intake_http(request: flask.Request) -> flask.Response:
         runs = runtime().store.list_runs(query)
         return answer(200, {"runs": [_run_view(r) for r in runs]})
     match = RUN_PATH.match(path)
-    if request.method == "GET" and match:
+    if request.method == "POST" and match and match["action"]:
+        return _act(match["run_id"], match["action"], request)
+    if request.method == "GET" and match and not match["action"]:
         run = runtime().store.load(match["run_id"])
         if run is None:
             return answer(404, {"error": {"code": "not_found", "message": "no such run"}})
         return answer(200, _run_view(run))
     return answer(404, {"error": {"code": "not_found", "message": f"no route {path}"}})
+
+
+def _act(run_id: str, action: str, request: flask.Request) -> flask.Response:
+    """POST /runs/{id}:resume goes on from the failed step; :cancel stops the run."""
+    body = request.get_json(silent=True) or {}
+    try:
+        if action == "resume":
+            status = service.resume(runtime(), run_id)
+        else:
+            status = service.cancel(runtime(), run_id, str(body.get("reason", ""))[:500])
+    except LookupError as exc:
+        return answer(404, {"error": {"code": "not_found", "message": str(exc)}})
+    except service.NotAllowed as exc:
+        return answer(409, {"error": {"code": "not_allowed", "message": str(exc)}})
+    except Conflict as exc:
+        return retry_later(exc)
+    return answer(200, {"run_id": run_id, "status": status})
 
 
 def _submit(request: flask.Request) -> flask.Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable
 
 from orchestrator import core
 from shared.errors import Conflict
@@ -13,7 +14,11 @@ from shared.model import (
     OnboardingRequest,
     OrchestratorTask,
     RunState,
+    RunStatus,
+    StepOutcome,
+    StepStatus,
     Task,
+    ToolCall,
     utcnow,
 )
 from shared.queues import ORCHESTRATOR_QUEUE
@@ -54,7 +59,7 @@ def submit(rt: Runtime, request: OnboardingRequest, *, source: str) -> tuple[Run
             f"request_id {request.request_id!r} already names run {stored.run_id} "
             "with a different request"
         )
-    if not created and stored.status.value == "pending":
+    if not created and stored.status is RunStatus.PENDING:
         # The first submitter may have died between the commit and the enqueue.
         rt.queue.enqueue(start_task(stored.run_id))
     log.info(
@@ -72,14 +77,61 @@ def take(rt: Runtime, happening: OrchestratorTask) -> str:
 
     Returns what happened, for the log and the HTTP answer.
     """
+    return _apply(
+        rt, happening.run_id, lambda run, outcomes: core.decide(run, happening, outcomes, utcnow())
+    )
+
+
+class NotAllowed(Exception):
+    """Only a parked run can be resumed, and only a run that is not over can be cancelled."""
+
+
+def resume(rt: Runtime, run_id: str) -> str:
+    """Go on from the failed steps of a parked run."""
+    run = _existing(rt, run_id)
+    if run.status is not RunStatus.PARKED:
+        raise NotAllowed(f"run {run_id} is {run.status.value}, not parked")
+    for step in run.steps.values():
+        if step.status is StepStatus.FAILED:
+            # Forget the failure so the step's next generation can record its own outcome.
+            rt.store.discard_outcome(run_id, step.step_id)
+    return _apply(rt, run_id, lambda run, outcomes: core.resume(run, outcomes, utcnow()))
+
+
+def cancel(rt: Runtime, run_id: str, reason: str = "") -> str:
+    run = _existing(rt, run_id)
+    if run.status.terminal:
+        raise NotAllowed(f"run {run_id} is already {run.status.value}")
+    return _apply(rt, run_id, lambda run, _: core.cancel(run, reason, utcnow()))
+
+
+def _tasks_for(calls: list[ToolCall], dispatch_deadline: float) -> list[Task]:
+    now = utcnow()
+    return [core.dispatch_task(c) for c in calls] + [
+        core.watchdog_task(c, now, dispatch_deadline) for c in calls
+    ]
+
+
+def _existing(rt: Runtime, run_id: str) -> RunState:
+    run = rt.store.load(run_id)
+    if run is None:
+        raise LookupError(f"no run {run_id}")
+    return run
+
+
+Decide = Callable[[RunState, dict[str, StepOutcome]], core.Decision]
+
+
+def _apply(rt: Runtime, run_id: str, decide: Decide) -> str:
+    """Load, decide, commit with the emitted tasks; on a conflict, reload and decide again."""
     store = rt.store
     for attempt in range(CONFLICT_RETRIES):
-        run = store.load(happening.run_id)
+        run = store.load(run_id)
         if run is None:
-            log.warning("task for run %s, which does not exist: acknowledged", happening.run_id)
+            log.warning("task for run %s, which does not exist: acknowledged", run_id)
             return "unknown_run"
-        outcomes = store.outcomes(run.run_id)
-        decision = core.decide(run, happening, outcomes, utcnow())
+        outcomes = store.outcomes(run_id)
+        decision = decide(run, outcomes)
         if not decision.changed:
             for call in core.redispatch(run, outcomes):
                 rt.queue.enqueue(core.dispatch_task(call))
@@ -89,10 +141,10 @@ def take(rt: Runtime, happening: OrchestratorTask) -> str:
                 decision.run,
                 expected_version=run.version,
                 events=decision.events,
-                tasks=[core.dispatch_task(c) for c in decision.calls],
+                tasks=_tasks_for(decision.calls, rt.settings.dispatch_deadline),
             )
         except Conflict:
             time.sleep(random.uniform(0, 0.01 * 2**attempt))
             continue
         return decision.run.status.value
-    raise Conflict(f"run {happening.run_id} kept changing under us")
+    raise Conflict(f"run {run_id} kept changing under us")

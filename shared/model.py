@@ -232,8 +232,10 @@ class OrchestratorTask(Model):
     """The orchestrator's own queue carries these: a run to start, a step to take in."""
 
     run_id: str
-    kind: str = Field(pattern=r"^(start|step_finished|resume)$")
+    kind: str = Field(pattern=r"^(start|step_finished|watchdog)$")
     step_id: str | None = None
+    # For a watchdog: the step generation it watches.
+    generation: int | None = None
 
 
 @dataclass(frozen=True)
@@ -261,6 +263,18 @@ class Attempt:
     @property
     def from_queue(self) -> bool:
         return bool(self.task_name)
+
+
+class BreakerState(Model):
+    """A vendor's circuit breaker, shared by every instance through the StateStore."""
+
+    name: str
+    state: str = Field(default="closed", pattern=r"^(closed|open|half_open)$")
+    failures: int = 0  # consecutive
+    opened_at: datetime | None = None
+    # While half-open, one probe may call the vendor; a probe that vanishes frees it then.
+    probe_until: datetime | None = None
+    version: int = 0
 
 
 class RunFilter(Model):

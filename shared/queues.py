@@ -33,6 +33,11 @@ class QueueConfig:
             delay += linear_steps * self.min_backoff * (2**self.max_doublings)
         return min(delay, self.max_backoff)
 
+    def retry_window(self, dispatch_deadline: float) -> float:
+        """The longest a task can live: every attempt's deadline plus every backoff."""
+        backoffs = sum(self.backoff(n) for n in range(1, self.max_attempts))
+        return backoffs + self.max_attempts * dispatch_deadline
+
 
 def tool_queue(function: str) -> str:
     return f"tool-{function}"

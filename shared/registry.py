@@ -39,6 +39,7 @@ class SlackNoticeArgs(Model):
 class ToolSpec:
     name: str
     function: str  # the deployed function (and its queue) that runs this tool
+    vendor: str  # whose API it calls: its circuit breaker and concurrency limit
     args: type[Model]
     # A side effect a client or colleague sees; such a tool runs at most once per run.
     side_effect: bool
@@ -49,46 +50,49 @@ class ToolSpec:
         return tool_queue(self.function)
 
 
-TOOLS: dict[str, ToolSpec] = {
-    spec.name: spec
-    for spec in (
-        ToolSpec(
-            "enrich_company",
-            "clearbit",
-            EnrichArgs,
-            False,
-            "Look up the company's public profile by its domain.",
-        ),
-        ToolSpec(
-            "create_jira_project",
-            "jira",
-            JiraProjectArgs,
-            True,
-            "Create the client's Jira project with kickoff issues.",
-        ),
-        ToolSpec(
-            "draft_welcome_email",
-            "sendgrid",
-            DraftEmailArgs,
-            False,
-            "Draft a personalised welcome email with the model.",
-        ),
-        ToolSpec(
-            "send_welcome_email",
-            "sendgrid",
-            SendEmailArgs,
-            True,
-            "Send the drafted welcome email to the client's contact.",
-        ),
-        ToolSpec(
-            "post_slack_notice",
-            "slack",
-            SlackNoticeArgs,
-            True,
-            "Tell the team in Slack that the client is onboarded.",
-        ),
-    )
-}
+_SPECS = (
+    ToolSpec(
+        name="enrich_company",
+        function="clearbit",
+        vendor="clearbit",
+        args=EnrichArgs,
+        side_effect=False,
+        description="Look up the company's public profile.",
+    ),
+    ToolSpec(
+        name="create_jira_project",
+        function="jira",
+        vendor="jira",
+        args=JiraProjectArgs,
+        side_effect=True,
+        description="Create the client's Jira project and issues.",
+    ),
+    ToolSpec(
+        name="draft_welcome_email",
+        function="sendgrid",
+        vendor="gemini",
+        args=DraftEmailArgs,
+        side_effect=False,
+        description="Draft a personalised welcome email with the model.",
+    ),
+    ToolSpec(
+        name="send_welcome_email",
+        function="sendgrid",
+        vendor="sendgrid",
+        args=SendEmailArgs,
+        side_effect=True,
+        description="Send the drafted welcome email to the client's contact.",
+    ),
+    ToolSpec(
+        name="post_slack_notice",
+        function="slack",
+        vendor="slack",
+        args=SlackNoticeArgs,
+        side_effect=True,
+        description="Tell the team in Slack the client is onboarded.",
+    ),
+)
+TOOLS: dict[str, ToolSpec] = {spec.name: spec for spec in _SPECS}
 
 FUNCTIONS: tuple[str, ...] = tuple(sorted({spec.function for spec in TOOLS.values()}))
 

@@ -67,6 +67,14 @@ class Settings:
     dispatch_deadline: float = 30.0
     function_timeout: float = 60.0
 
+    # Resilience, per vendor: breaker opens after this many consecutive failures, for this
+    # long; at most this many calls in flight per instance.
+    breaker_failure_threshold: int = 5
+    breaker_cooldown: float = 30.0
+    vendor_concurrency: int = 8
+    # A side effect whose outcome is unknown and cannot be looked up: park or repeat.
+    unknown_outcome: str = "park"
+
     dev_port: int = 8080
     log_format: str = "text"  # text | json
 
@@ -126,6 +134,8 @@ class Settings:
     def check(self) -> None:
         if self.backend not in {"local", "gcp"}:
             raise ValueError(f"{PREFIX}BACKEND must be local or gcp, not {self.backend!r}")
+        if self.unknown_outcome not in {"park", "repeat"}:
+            raise ValueError(f"{PREFIX}UNKNOWN_OUTCOME must be park or repeat")
         if not self.vendor_deadline < self.dispatch_deadline < self.function_timeout:
             raise ValueError(
                 "timeouts must chain: vendor connect+read "

@@ -7,7 +7,16 @@ from collections.abc import Sequence
 
 from shared.errors import Conflict
 from shared.local_queue import LocalTaskQueue
-from shared.model import Event, Rejection, RunFilter, RunState, StepOutcome, Task, utcnow
+from shared.model import (
+    BreakerState,
+    Event,
+    Rejection,
+    RunFilter,
+    RunState,
+    StepOutcome,
+    Task,
+    utcnow,
+)
 from shared.sqlite_db import SqliteDatabase
 from shared.task_queue import TaskQueue
 
@@ -35,6 +44,11 @@ CREATE TABLE IF NOT EXISTS step_outcomes (
     step_id TEXT NOT NULL,
     doc TEXT NOT NULL,
     PRIMARY KEY (run_id, step_id)
+);
+CREATE TABLE IF NOT EXISTS breakers (
+    name TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    doc TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS rejections (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -216,3 +230,26 @@ class SqliteStateStore:
             .fetchall()
         )
         return [Rejection.model_validate_json(r["doc"]) for r in rows]
+
+    def breaker(self, name: str) -> BreakerState:
+        row = (
+            self.db.connection()
+            .execute("SELECT doc FROM breakers WHERE name = ?", (name,))
+            .fetchone()
+        )
+        return BreakerState.model_validate_json(row["doc"]) if row else BreakerState(name=name)
+
+    def save_breaker(self, state: BreakerState, *, expected_version: int) -> bool:
+        stored = state.model_copy(update={"version": expected_version + 1})
+        with self.db.transaction() as conn:
+            if expected_version == 0:
+                changed = conn.execute(
+                    "INSERT OR IGNORE INTO breakers (name, version, doc) VALUES (?, 1, ?)",
+                    (state.name, stored.model_dump_json()),
+                ).rowcount
+            else:
+                changed = conn.execute(
+                    "UPDATE breakers SET version = ?, doc = ? WHERE name = ? AND version = ?",
+                    (stored.version, stored.model_dump_json(), state.name, expected_version),
+                ).rowcount
+        return changed == 1

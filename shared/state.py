@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from shared.model import Event, Rejection, RunFilter, RunState, StepOutcome, Task
+from shared.model import BreakerState, Event, Rejection, RunFilter, RunState, StepOutcome, Task
 
 
 class StateStore(Protocol):
@@ -63,3 +63,12 @@ class StateStore(Protocol):
     def record_rejection(self, rejection: Rejection) -> None: ...
 
     def rejections(self, limit: int = 50) -> list[Rejection]: ...
+
+    def breaker(self, name: str) -> BreakerState:
+        """A circuit breaker's state; a closed one when it was never saved."""
+        ...
+
+    def save_breaker(self, state: BreakerState, *, expected_version: int) -> bool:
+        """Store `state` (as version expected_version + 1) if the stored one is at
+        `expected_version`; False if another instance changed it first."""
+        ...

@@ -42,11 +42,12 @@ def answer(
 
 
 def retry_later(error: ChimeraError) -> flask.Response:
-    """Ask the queue to deliver again: 429 with Retry-After for rate limits, else 503."""
-    if isinstance(error, RateLimited):
-        headers = {"Retry-After": str(max(1, round(error.retry_after or 1)))}
-        return answer(429, {"status": "retry", "error": error.as_dict()}, headers)
-    return answer(503, {"status": "retry", "error": error.as_dict()})
+    """Ask the queue to deliver again: 429 for rate limits, else 503; with Retry-After when
+    the error knows how long to wait (a vendor's Retry-After, a circuit's cool-down)."""
+    retry_after = getattr(error, "retry_after", None)
+    headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after else {}
+    status = 429 if isinstance(error, RateLimited) else 503
+    return answer(status, {"status": "retry", "error": error.as_dict()}, headers)
 
 
 def refuse(

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 
 import flask
 from pydantic import ValidationError
 
+from shared.breaker import BreakerPolicy, CircuitBreaker, ConcurrencyLimit
 from shared.errors import ChimeraError, PermanentError, RetryableError
 from shared.logs import log_context
 from shared.model import (
@@ -98,9 +100,12 @@ def _run(
         rt.queue.enqueue(report_task(done))
         return answer(200, {"status": "already_done", "ok": done.ok})
 
+    vendor = TOOLS[call.tool].vendor
+    breaker = CircuitBreaker(store, vendor, _policy(rt))
     started, clock = utcnow(), time.perf_counter()
     try:
-        result = fn(call, attempt)
+        with _limit(vendor, rt.settings.vendor_concurrency).slot(vendor), breaker.guard():
+            result = fn(call, attempt)
         error: ChimeraError | None = None
     except RetryableError as exc:
         error = exc
@@ -168,6 +173,27 @@ def _run(
         },
     )
     return answer(200, {"status": "done", "ok": stored.ok})
+
+
+_limits: dict[str, ConcurrencyLimit] = {}
+_limits_lock = threading.Lock()
+
+
+def _limit(vendor: str, size: int) -> ConcurrencyLimit:
+    """One limit per vendor per instance (per process): what bounds threads in a brownout."""
+    with _limits_lock:
+        if vendor not in _limits or _limits[vendor].limit != size:
+            _limits[vendor] = ConcurrencyLimit(size)
+        return _limits[vendor]
+
+
+def _policy(rt: Runtime) -> BreakerPolicy:
+    s = rt.settings
+    return BreakerPolicy(
+        failure_threshold=s.breaker_failure_threshold,
+        cooldown=s.breaker_cooldown,
+        probe_timeout=s.dispatch_deadline * 2,
+    )
 
 
 def _why_skip(run: RunState | None, call: ToolCall) -> str:

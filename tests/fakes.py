@@ -7,7 +7,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from shared.errors import Conflict, PermanentError
-from shared.model import Event, LlmUsage, Rejection, RunFilter, RunState, StepOutcome, Task, utcnow
+from shared.model import (
+    BreakerState,
+    Event,
+    LlmUsage,
+    Rejection,
+    RunFilter,
+    RunState,
+    StepOutcome,
+    Task,
+    utcnow,
+)
 
 
 class FakeTaskQueue:
@@ -31,14 +41,16 @@ class FakeStateStore:
         self._events: list[Event] = []
         self._outcomes: dict[tuple[str, str], StepOutcome] = {}
         self._rejections: list[Rejection] = []
+        self._breakers: dict[str, BreakerState] = {}
         self._lock = threading.Lock()
 
     def _emit(self, tasks: Sequence[Task]) -> None:
         for task in tasks:
             self.queue.enqueue(task)
 
-    def create_run(self, run: RunState, *, events: Sequence[Event] = (),
-                   tasks: Sequence[Task] = ()) -> tuple[RunState, bool]:
+    def create_run(
+        self, run: RunState, *, events: Sequence[Event] = (), tasks: Sequence[Task] = ()
+    ) -> tuple[RunState, bool]:
         with self._lock:
             if run.run_id in self.runs:
                 return self.runs[run.run_id], False
@@ -51,8 +63,14 @@ class FakeStateStore:
     def load(self, run_id: str) -> RunState | None:
         return self.runs.get(run_id)
 
-    def transition(self, run: RunState, *, expected_version: int,
-                   events: Sequence[Event] = (), tasks: Sequence[Task] = ()) -> RunState:
+    def transition(
+        self,
+        run: RunState,
+        *,
+        expected_version: int,
+        events: Sequence[Event] = (),
+        tasks: Sequence[Task] = (),
+    ) -> RunState:
         with self._lock:
             current = self.runs.get(run.run_id)
             if current is None or current.version != expected_version:
@@ -94,6 +112,16 @@ class FakeStateStore:
     def rejections(self, limit: int = 50) -> list[Rejection]:
         return list(reversed(self._rejections))[:limit]
 
+    def breaker(self, name: str) -> BreakerState:
+        return self._breakers.get(name) or BreakerState(name=name)
+
+    def save_breaker(self, state: BreakerState, *, expected_version: int) -> bool:
+        with self._lock:
+            if self.breaker(state.name).version != expected_version:
+                return False
+            self._breakers[state.name] = state.model_copy(update={"version": expected_version + 1})
+            return True
+
 
 class FakeDirectory:
     def __init__(self, companies: dict[str, Any] | None = None, error: Exception | None = None):
@@ -118,14 +146,28 @@ class FakeJira:
     def find_project(self, key: str) -> dict[str, Any] | None:
         return self.projects.get(key)
 
-    def create_project(self, *, key: str, name: str, description: str, template: str,
-                       project_type: str, lead_account_id: str) -> dict[str, Any]:
+    def create_project(
+        self,
+        *,
+        key: str,
+        name: str,
+        description: str,
+        template: str,
+        project_type: str,
+        lead_account_id: str,
+    ) -> dict[str, Any]:
         if key in self.projects:
-            raise PermanentError("A project with that key already exists.",
-                                 code="project_key_taken")
+            raise PermanentError(
+                "A project with that key already exists.", code="project_key_taken"
+            )
         self.creates += 1
-        self.projects[key] = {"key": key, "id": str(10000 + self.creates), "name": name,
-                              "description": description, "url": f"https://jira/{key}"}
+        self.projects[key] = {
+            "key": key,
+            "id": str(10000 + self.creates),
+            "name": name,
+            "description": description,
+            "url": f"https://jira/{key}",
+        }
         if self.fail_next:
             error, self.fail_next = self.fail_next, None
             raise error  # done at the vendor, but the answer is lost
@@ -134,10 +176,15 @@ class FakeJira:
     def find_issues(self, project_key: str, label: str) -> list[dict[str, Any]]:
         return [i for i in self.issues if i["project"] == project_key and label in i["labels"]]
 
-    def create_issue(self, *, project_key: str, summary: str, description: str,
-                     labels: list[str]) -> dict[str, Any]:
-        issue = {"key": f"{project_key}-{len(self.issues) + 1}", "project": project_key,
-                 "summary": summary, "labels": labels}
+    def create_issue(
+        self, *, project_key: str, summary: str, description: str, labels: list[str]
+    ) -> dict[str, Any]:
+        issue = {
+            "key": f"{project_key}-{len(self.issues) + 1}",
+            "project": project_key,
+            "summary": summary,
+            "labels": labels,
+        }
         self.issues.append(issue)
         return issue
 
@@ -165,15 +212,19 @@ class FakeChat:
     def __init__(self) -> None:
         self.messages: list[dict[str, Any]] = []
 
-    def post_message(self, *, channel: str, text: str, blocks: Any, metadata: dict[str, Any]
-                     ) -> str:
+    def post_message(
+        self, *, channel: str, text: str, blocks: Any, metadata: dict[str, Any]
+    ) -> str:
         self.messages.append({"channel": channel, "text": text, "metadata": metadata})
         return f"1700000000.{len(self.messages):06d}"
 
     def find_message(self, *, channel: str, event_type: str, step_key: str) -> str | None:
         for i, m in enumerate(self.messages):
-            if (m["channel"] == channel and m["metadata"]["event_type"] == event_type
-                    and m["metadata"]["event_payload"]["step_key"] == step_key):
+            if (
+                m["channel"] == channel
+                and m["metadata"]["event_type"] == event_type
+                and m["metadata"]["event_payload"]["step_key"] == step_key
+            ):
                 return f"1700000000.{i + 1:06d}"
         return None
 
@@ -187,8 +238,10 @@ class FakeLanguageModel:
         }
         self.prompts: list[str] = []
 
-    def generate_json(self, *, system: str, prompt: str, schema: dict[str, Any], run_id: str
-                      ) -> tuple[dict[str, Any], LlmUsage]:
+    def generate_json(
+        self, *, system: str, prompt: str, schema: dict[str, Any], run_id: str
+    ) -> tuple[dict[str, Any], LlmUsage]:
         self.prompts.append(prompt)
-        return self.answer, LlmUsage(model="fake", input_tokens=100, output_tokens=50,
-                                     cost_usd=0.0001)
+        return self.answer, LlmUsage(
+            model="fake", input_tokens=100, output_tokens=50, cost_usd=0.0001
+        )

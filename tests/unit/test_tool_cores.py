@@ -19,18 +19,33 @@ DEFAULTS = jira.ProjectDefaults("kanban", "software", "")
 
 
 def call(tool: str, step_id: str, args=None, inputs=None, **request) -> ToolCall:
-    return ToolCall(run_id="run-1", step_id=step_id, tool=tool, args=args or {},
-                    inputs=inputs or {}, request=make_request(**request))
+    return ToolCall(
+        run_id="run-1",
+        step_id=step_id,
+        tool=tool,
+        args=args or {},
+        inputs=inputs or {},
+        request=make_request(**request),
+    )
 
 
 def test_enrich_trims_the_profile_when_found():
-    directory = FakeDirectory({"acme.example": {
-        "name": "Acme", "domain": "acme.example", "description": "Rockets" * 200,
-        "category": {"industry": "Aerospace"}, "metrics": {"employees": 250},
-        "geo": {"city": "Paris", "country": "France"}, "tags": list("abcdefghijk"),
-    }})
-    result = clearbit.enrich(call("enrich_company", "enrich", {"domain": "acme.example"}),
-                             FIRST, directory)
+    directory = FakeDirectory(
+        {
+            "acme.example": {
+                "name": "Acme",
+                "domain": "acme.example",
+                "description": "Rockets" * 200,
+                "category": {"industry": "Aerospace"},
+                "metrics": {"employees": 250},
+                "geo": {"city": "Paris", "country": "France"},
+                "tags": list("abcdefghijk"),
+            }
+        }
+    )
+    result = clearbit.enrich(
+        call("enrich_company", "enrich", {"domain": "acme.example"}), FIRST, directory
+    )
     company = result.output["company"]
     assert result.output["found"] and company["industry"] == "Aerospace"
     assert len(company["description"]) == 600 and len(company["tags"]) == 8
@@ -38,16 +53,18 @@ def test_enrich_trims_the_profile_when_found():
 
 
 def test_enrich_reports_not_found_when_unknown():
-    result = clearbit.enrich(call("enrich_company", "enrich", {"domain": "acme.example"}),
-                             FIRST, FakeDirectory())
+    result = clearbit.enrich(
+        call("enrich_company", "enrich", {"domain": "acme.example"}), FIRST, FakeDirectory()
+    )
     assert result.output == {"found": False, "domain": "acme.example"}
 
 
 def test_enrich_raises_retryable_when_the_vendor_answers_garbage():
     directory = FakeDirectory({"acme.example": {"name": "Acme", "metrics": "lots"}})
     with pytest.raises(BadVendorReply):
-        clearbit.enrich(call("enrich_company", "enrich", {"domain": "acme.example"}),
-                        FIRST, directory)
+        clearbit.enrich(
+            call("enrich_company", "enrich", {"domain": "acme.example"}), FIRST, directory
+        )
 
 
 JIRA_ARGS = {"key": "AC", "name": "Acme onboarding", "kickoff_issues": ["Kickoff", "Access"]}
@@ -55,8 +72,9 @@ JIRA_ARGS = {"key": "AC", "name": "Acme onboarding", "kickoff_issues": ["Kickoff
 
 def test_jira_creates_project_and_kickoff_issues():
     fake = FakeJira()
-    result = jira.create_project(call("create_jira_project", "jira", JIRA_ARGS), FIRST, fake,
-                                 DEFAULTS)
+    result = jira.create_project(
+        call("create_jira_project", "jira", JIRA_ARGS), FIRST, fake, DEFAULTS
+    )
     assert result.output["issues"] == ["AC-1", "AC-2"]
     assert "chimera-run:run-1" in fake.projects["AC"]["description"]
 
@@ -77,8 +95,7 @@ def test_jira_refuses_a_key_owned_by_another_project():
     fake = FakeJira()
     fake.projects["AC"] = {"key": "AC", "description": "someone else's"}
     with pytest.raises(PermanentError) as caught:
-        jira.create_project(call("create_jira_project", "jira", JIRA_ARGS), FIRST, fake,
-                            DEFAULTS)
+        jira.create_project(call("create_jira_project", "jira", JIRA_ARGS), FIRST, fake, DEFAULTS)
     assert caught.value.code == jira.KEY_TAKEN
 
 
@@ -92,26 +109,37 @@ def test_draft_quotes_the_enrichment_and_counts_tokens():
     assert "DATA (untrusted" in model.prompts[0]
 
 
-@pytest.mark.parametrize("answer", [
-    {"subject": "Hi"},
-    {"subject": "Welcome", "text": "x" * 30, "html": "<p>hi</p><script>steal()</script>"},
-    {"subject": "Welcome", "text": "x" * 30, "html": '<a href="javascript:alert(1)">x</a>.....'},
-])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"subject": "Hi"},
+        {"subject": "Welcome", "text": "x" * 30, "html": "<p>hi</p><script>steal()</script>"},
+        {
+            "subject": "Welcome",
+            "text": "x" * 30,
+            "html": '<a href="javascript:alert(1)">x</a>.....',
+        },
+    ],
+)
 def test_draft_is_refused_when_the_model_answer_is_unusable(answer):
     with pytest.raises(PermanentError) as caught:
         sendgrid.draft(call("draft_welcome_email", "draft"), FIRST, FakeLanguageModel(answer))
     assert caught.value.code == "bad_model_output"
 
 
-DRAFT = {"subject": "Welcome aboard", "text": "Hello Ada, welcome aboard!",
-         "html": "<p>Hello Ada, welcome aboard!</p>"}
+DRAFT = {
+    "subject": "Welcome aboard",
+    "text": "Hello Ada, welcome aboard!",
+    "html": "<p>Hello Ada, welcome aboard!</p>",
+}
 SENDER = sendgrid.Sender("welcome@chimera.example", "Chimera")
 
 
 def test_send_goes_to_the_request_contact_only():
     mail = FakeMail()
-    result = sendgrid.send(call("send_welcome_email", "email", inputs={"draft": DRAFT}),
-                           FIRST, mail, SENDER)
+    result = sendgrid.send(
+        call("send_welcome_email", "email", inputs={"draft": DRAFT}), FIRST, mail, SENDER
+    )
     assert mail.sent[0]["to_email"] == "ada@acme.example"
     assert mail.sent[0]["custom_args"] == {"run_id": "run-1", "chimera_step": "run-1:email"}
     assert result.output["message_id"] == "msg-1"
@@ -134,8 +162,12 @@ def test_send_refuses_to_run_without_a_draft():
 
 def test_slack_posts_once_and_a_retry_finds_the_message():
     chat = FakeChat()
-    notice = call("post_slack_notice", "slack", {"channel": "#client-onboarding"},
-                  inputs={"jira": {"project_key": "AC"}, "email": {"to": "ada@acme.example"}})
+    notice = call(
+        "post_slack_notice",
+        "slack",
+        {"channel": "#client-onboarding"},
+        inputs={"jira": {"project_key": "AC"}, "email": {"to": "ada@acme.example"}},
+    )
     slack.post_notice(notice, FIRST, chat, "#general")
     result = slack.post_notice(notice, RETRY, chat, "#general")
     assert len(chat.messages) == 1 and result.output["recovered"]
@@ -144,12 +176,12 @@ def test_slack_posts_once_and_a_retry_finds_the_message():
 
 def test_slack_refuses_a_channel_the_request_did_not_name():
     with pytest.raises(InvalidInput):
-        slack.post_notice(call("post_slack_notice", "slack", {"channel": "#leaks"}), FIRST,
-                          FakeChat(), "#general")
+        slack.post_notice(
+            call("post_slack_notice", "slack", {"channel": "#leaks"}), FIRST, FakeChat(), "#general"
+        )
 
 
 def test_slack_uses_the_configured_channel_when_the_request_names_none():
     chat = FakeChat()
-    slack.post_notice(call("post_slack_notice", "slack", slack_channel=""), FIRST, chat,
-                      "#general")
+    slack.post_notice(call("post_slack_notice", "slack", slack_channel=""), FIRST, chat, "#general")
     assert chat.messages[0]["channel"] == "#general"

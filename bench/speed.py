@@ -1,0 +1,145 @@
+"""How fast is an onboarding? One at a time in process, then a burst against `chimera dev`.
+
+    .venv/bin/python bench/speed.py [--sequential 20] [--burst 200]
+
+Vendors are the sandbox with zero added latency, so this measures Chimera itself: the
+decisions, the queue hops, the state writes and the real SDKs' HTTP round trips.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+from werkzeug.test import Client
+
+from chimera.stack import LocalStack
+from shared.model import RunStatus
+from shared.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def request_body(i: int, tag: str) -> dict[str, str]:
+    return {
+        "company_name": f"Bench Company {i}",
+        "domain": f"bench{i}.example",
+        "contact_email": f"cto@bench{i}.example",
+        "contact_name": "Bench Contact",
+        "goal": "Measure the onboarding pipeline",
+        "request_id": f"{tag}-{i}",
+    }
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def sequential(n: int) -> dict[str, float]:
+    """Submit one run, wait until it succeeds, repeat: the latency of a whole onboarding."""
+    with tempfile.TemporaryDirectory() as home:
+        stack = LocalStack(Settings(home=Path(home))).start()
+        assert stack.runtime is not None
+        store = stack.runtime.store
+        intake = Client(stack.intake())
+        durations = []
+        try:
+            for i in range(n + 1):
+                began = time.perf_counter()
+                run_id = intake.post("/runs", json=request_body(i, "seq")).get_json()["run_id"]
+                while True:
+                    run = store.load(run_id)
+                    if run and (run.status.terminal or run.status is RunStatus.PARKED):
+                        break
+                    time.sleep(0.002)
+                if run.status is not RunStatus.SUCCEEDED:
+                    raise SystemExit(f"run {run_id} ended {run.status}: {run.reason}")
+                if i:  # the first warms up imports and connections
+                    durations.append(time.perf_counter() - began)
+        finally:
+            stack.stop()
+    return {"runs": n, "p50_ms": pct(durations, 0.5) * 1000,
+            "p95_ms": pct(durations, 0.95) * 1000, "max_ms": max(durations) * 1000}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def burst(n: int) -> dict[str, float]:
+    """Submit n runs at once to `chimera dev` over HTTP; time until every one succeeded."""
+    with tempfile.TemporaryDirectory() as home:
+        port, sandbox_port = free_port(), free_port()
+        env = {**os.environ, "CHIMERA_HOME": home}
+        server = subprocess.Popen(
+            [sys.executable, "-m", "chimera.cli", "-q", "dev", "--port", str(port),
+             "--sandbox-port", str(sandbox_port)],
+            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_until_up(base)
+            session = requests.Session()
+            began = time.perf_counter()
+            with ThreadPoolExecutor(32) as pool:
+                answers = list(pool.map(
+                    lambda i: session.post(f"{base}/runs", json=request_body(i, "burst"),
+                                           timeout=30).json(), range(n)))
+            submitted = time.perf_counter() - began
+            run_ids = {a["run_id"] for a in answers}
+            while True:
+                runs = session.get(f"{base}/runs", params={"limit": 1000}, timeout=30).json()
+                done = [r for r in runs["runs"] if r["run_id"] in run_ids
+                        and r["status"] in ("succeeded", "failed", "parked", "cancelled")]
+                if len(done) == len(run_ids):
+                    break
+                time.sleep(0.2)
+            elapsed = time.perf_counter() - began
+            succeeded = sum(r["status"] == "succeeded" for r in done)
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=30)
+    return {"runs": n, "succeeded": succeeded, "submit_s": submitted, "all_done_s": elapsed,
+            "runs_per_s": n / elapsed}
+
+
+def wait_until_up(base: str, timeout: float = 30) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            requests.get(f"{base}/runs", timeout=1)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    raise SystemExit(f"chimera dev did not come up on {base}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sequential", type=int, default=20)
+    parser.add_argument("--burst", type=int, default=200)
+    args = parser.parse_args()
+    results = {}
+    if args.sequential:
+        results["one_onboarding"] = sequential(args.sequential)
+        print("one onboarding, in process:", json.dumps(results["one_onboarding"]))
+    if args.burst:
+        results["burst"] = burst(args.burst)
+        print(f"{args.burst} at once to chimera dev:", json.dumps(results["burst"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,420 @@
+"""Static checks on terraform/: format, least privilege, timeouts, queues, secrets, bundles."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from collections import defaultdict
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from shared.logs import CloudLoggingFormatter
+from shared.queues import QUEUES
+from shared.settings import PREFIX, Settings
+
+hcl2 = pytest.importorskip("hcl2", reason="python-hcl2 is a dev dependency: pip install -e .[dev]")
+
+REPO = Path(__file__).resolve().parents[2]
+TERRAFORM = REPO / "terraform"
+TOOLS = ("clearbit", "jira", "sendgrid", "slack")
+ENTRY_POINTS = {
+    "orchestrator": "handle_task",
+    "orchestrator-intake": "intake_http",
+    "orchestrator-pubsub": "intake_pubsub",
+    **{f"tool-{tool}": "run_tool" for tool in TOOLS},
+}
+# Which function may read which secret (by environment variable), and nothing else.
+SECRET_READERS = {
+    "CHIMERA_CLEARBIT_KEY": {"tool-clearbit"},
+    "CHIMERA_JIRA_TOKEN": {"tool-jira"},
+    "CHIMERA_SENDGRID_KEY": {"tool-sendgrid"},
+    "CHIMERA_SLACK_TOKEN": {"tool-slack"},
+    "CHIMERA_GEMINI_API_KEY": {"orchestrator", "tool-sendgrid"},
+}
+EVERY_FUNCTION_ENV = {
+    "CHIMERA_BACKEND",
+    "CHIMERA_STATE_URL",
+    "CHIMERA_GCP_PROJECT",
+    "CHIMERA_GCP_LOCATION",
+    "CHIMERA_FUNCTIONS_URL",
+    "CHIMERA_TASKS_SERVICE_ACCOUNT",
+    "CHIMERA_LOG_FORMAT",
+    "CHIMERA_VENDOR_CONNECT_TIMEOUT",
+    "CHIMERA_VENDOR_READ_TIMEOUT",
+    "CHIMERA_DISPATCH_DEADLINE",
+    "CHIMERA_FUNCTION_TIMEOUT",
+    "CHIMERA_CLEARBIT_URL",
+    "CHIMERA_JIRA_URL",
+    "CHIMERA_SENDGRID_URL",
+    "CHIMERA_SLACK_URL",
+    "CHIMERA_GEMINI_URL",
+}
+
+
+# --- Reading the configuration --------------------------------------------------------------
+# python-hcl2 4.x gives bare strings; 7.x+ keeps HCL's quotes and marks blocks. Normalise both.
+
+
+def _unquote(text: str) -> str:
+    return text[1:-1] if len(text) >= 2 and text[0] == text[-1] == '"' else text
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {_unquote(k): _clean(v) for k, v in value.items() if k != "__is_block__"}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    if isinstance(value, str):
+        return _unquote(value)
+    return value
+
+
+@cache
+def _config() -> dict[str, list[Any]]:
+    merged: dict[str, list[Any]] = defaultdict(list)
+    for path in sorted(TERRAFORM.glob("*.tf")):
+        with path.open() as handle:
+            parsed = _clean(hcl2.load(handle))
+        for kind, items in parsed.items():
+            merged[kind].extend(items)
+    return dict(merged)
+
+
+def _variables() -> dict[str, dict[str, Any]]:
+    return {name: body for item in _config()["variable"] for name, body in item.items()}
+
+
+def _locals() -> dict[str, Any]:
+    return {k: v for block in _config()["locals"] for k, v in block.items()}
+
+
+def _resources(kind: str) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for item in _config()["resource"]:
+        for name, body in item.get(kind, {}).items():
+            found[name] = body
+    return found
+
+
+def _all_resources() -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (kind, name, body)
+        for item in _config()["resource"]
+        for kind, named in item.items()
+        for name, body in named.items()
+    ]
+
+
+def _default(reference: Any) -> Any:
+    """The default of `${var.x}`; any other value as it is."""
+    match = re.fullmatch(r"\$\{var\.(\w+)\}", reference) if isinstance(reference, str) else None
+    return _variables()[match[1]]["default"] if match else reference
+
+
+def _functions() -> dict[str, dict[str, Any]]:
+    return _locals()["functions"]
+
+
+def _build_bundles() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("build_bundles", TERRAFORM / "build_bundles.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+# --- Format and scanners ----------------------------------------------------------------------
+
+
+def test_terraform_is_formatted_when_terraform_is_installed() -> None:
+    terraform = shutil.which("terraform")
+    if terraform is None:
+        pytest.skip("terraform is not on PATH: `terraform fmt -check` not run")
+    done = subprocess.run(
+        [terraform, "fmt", "-check", "-recursive", "-diff", str(TERRAFORM)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, f"run `terraform fmt -recursive terraform/`:\n{done.stdout}"
+
+
+@pytest.mark.timeout(900)  # the first run installs Checkov into .venv-checkov
+def test_checkov_passes_when_enabled() -> None:
+    wanted = os.environ.get("CHIMERA_CHECKOV") == "1"
+    if not wanted and not (REPO / ".venv-checkov" / "bin" / "checkov").exists():
+        pytest.skip("Checkov not installed: set CHIMERA_CHECKOV=1 or run scripts/checkov.sh")
+    done = subprocess.run(
+        ["bash", str(REPO / "scripts" / "checkov.sh")],
+        capture_output=True,
+        text=True,
+        timeout=880,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, f"Checkov failed:\n{done.stdout}\n{done.stderr}"
+
+
+# --- Identities and access --------------------------------------------------------------------
+
+
+def test_every_function_has_its_own_service_account() -> None:
+    functions = _functions()
+    assert {name: f["entry_point"] for name, f in functions.items()} == ENTRY_POINTS
+
+    accounts = _resources("google_service_account")
+    assert accounts["function"]["for_each"] == "${local.functions}"
+    assert "${each.key}" in accounts["function"]["account_id"]
+    for name in functions:
+        account_id = accounts["function"]["account_id"].replace("${each.key}", name)
+        assert re.fullmatch(r"[a-z][a-z0-9-]{4,28}[a-z0-9]", account_id), account_id
+
+    deployed = _resources("google_cloudfunctions2_function")
+    assert list(deployed) == ["function"], "every function is one instance of one resource"
+    function = deployed["function"]
+    assert function["for_each"] == "${local.functions}"
+    service = function["service_config"][0]
+    assert service["service_account_email"] == "${google_service_account.function[each.key].email}"
+
+
+def test_nothing_is_public_in_any_terraform_file() -> None:
+    files = [*TERRAFORM.rglob("*.tf"), *TERRAFORM.glob("*.tfvars*")]
+    files = [f for f in files if ".terraform" not in f.parts]
+    assert files
+    for path in files:
+        text = path.read_text().lower()
+        for member in ("allusers", "allauthenticatedusers"):
+            assert member not in text, f"{path.name} names {member}"
+
+
+def test_only_the_tasks_account_invokes_the_orchestrator_and_the_tools() -> None:
+    functions = _functions()
+    task_targets = {name for name, f in functions.items() if f["invoked_by"] == "tasks"}
+    assert task_targets == {"orchestrator", *(f"tool-{t}" for t in TOOLS)}
+    assert functions["orchestrator-intake"]["invoked_by"] == "intake"
+    assert functions["orchestrator-pubsub"]["invoked_by"] == "eventarc"
+
+    invokers = {
+        name: body
+        for kind, name, body in _all_resources()
+        if str(body.get("role", "")) in ("roles/run.invoker", "roles/cloudfunctions.invoker")
+    }
+    assert set(invokers) == {"tasks_invoker", "intake_invoker", "trigger_invoker"}
+    assert invokers["tasks_invoker"]["member"] == "${google_service_account.tasks.member}"
+    assert 'f.invoked_by == "tasks"' in invokers["tasks_invoker"]["for_each"]
+    assert invokers["intake_invoker"]["for_each"] == "${toset(var.intake_invokers)}"
+    assert '"orchestrator-intake"' in invokers["intake_invoker"]["name"]
+    assert (
+        invokers["trigger_invoker"]["member"] == "${google_service_account.intake_trigger.member}"
+    )
+    # No binding outside these: no project-wide invoker, no function-level IAM resources.
+    assert not [
+        k for k, _, _ in _all_resources() if k.startswith("google_cloudfunctions2_function_iam")
+    ]
+
+
+def test_enqueuers_get_their_queues_and_act_as_the_tasks_account() -> None:
+    functions = _functions()
+    for name, f in functions.items():
+        assert set(f["enqueues_to"]) <= set(QUEUES), name
+    assert set(functions["orchestrator"]["enqueues_to"]) == set(QUEUES)
+    for name in ("orchestrator-intake", "orchestrator-pubsub", *(f"tool-{t}" for t in TOOLS)):
+        assert functions[name]["enqueues_to"] == ["orchestrator"], name
+
+    enqueuer = _resources("google_cloud_tasks_queue_iam_member")["enqueuer"]
+    assert enqueuer["role"] == "roles/cloudtasks.enqueuer"
+    act_as = _resources("google_service_account_iam_member")["tasks_act_as"]
+    assert act_as["role"] == "roles/iam.serviceAccountUser"
+    assert act_as["service_account_id"] == "${google_service_account.tasks.name}"
+    datastore = _resources("google_project_iam_member")["datastore_user"]
+    assert datastore["role"] == "roles/datastore.user"
+    assert "databases/${var.firestore_database}" in datastore["condition"][0]["expression"]
+
+
+def test_each_tool_reads_only_its_own_secrets() -> None:
+    secrets = _locals()["secrets"]
+    readers = {s["env"]: set(s["readers"]) for s in secrets.values()}
+    assert readers == SECRET_READERS
+
+    binding = _resources("google_secret_manager_secret_iam_member")["reader"]
+    assert binding["for_each"] == "${local.secret_reads}"
+    assert binding["role"] == "roles/secretmanager.secretAccessor"
+    assert binding["member"] == "${google_service_account.function[each.value.function].member}"
+    # A function gets as environment only the secrets it reads.
+    function = _resources("google_cloudfunctions2_function")["function"]
+    dynamic = function["service_config"][0]["dynamic"]
+    (secret_env,) = [d["secret_environment_variables"] for d in dynamic]
+    assert "read.function == each.key" in secret_env["for_each"]
+    # Never at project level, where every secret would be readable.
+    for kind, name, body in _all_resources():
+        if kind.startswith("google_project_iam"):
+            assert "secretmanager" not in str(body.get("role", "")), name
+    assert not _resources("google_secret_manager_secret_version"), "secret values stay out of band"
+
+
+# --- Settings, timeouts, queues ---------------------------------------------------------------
+
+
+def test_every_variable_has_a_description_and_a_type() -> None:
+    for name, body in _variables().items():
+        assert str(body.get("description", "")).strip(), f"variable {name} has no description"
+        assert "type" in body, f"variable {name} has no type"
+
+
+def test_environment_names_are_settings_fields() -> None:
+    fields = {f"{PREFIX}{f.name.upper()}" for f in dataclasses.fields(Settings)}
+    fixed = _locals()["fixed_environment"]
+    assert set(fixed) == EVERY_FUNCTION_ENV
+    assert fixed["CHIMERA_BACKEND"] == "gcp"
+    assert fixed["CHIMERA_LOG_FORMAT"] == "json"
+    assert fixed["CHIMERA_STATE_URL"].startswith("firestore://")
+    own = {key for f in _functions().values() for key in f["env"]}
+    assert own == {"CHIMERA_JIRA_USER"}
+    assert set(_functions()["tool-jira"]["env"]) == {"CHIMERA_JIRA_USER"}
+    for name in (*fixed, *own, *SECRET_READERS):
+        assert name in fields, f"{name} is not a shared.settings.Settings field"
+
+
+def test_timeouts_chain_when_defaults_are_used() -> None:
+    variables = _variables()
+    connect = variables["vendor_connect_timeout"]["default"]
+    read = variables["vendor_read_timeout"]["default"]
+    dispatch = variables["dispatch_deadline"]["default"]
+    function_timeout = variables["function_timeout"]["default"]
+
+    local = Settings()
+    assert connect == pytest.approx(local.vendor_connect_timeout)
+    assert read == pytest.approx(local.vendor_read_timeout)
+    assert dispatch == pytest.approx(local.dispatch_deadline)
+    assert function_timeout == pytest.approx(local.function_timeout)
+
+    assert 15 <= dispatch <= 1800, "Cloud Tasks accepts dispatch deadlines of 15s to 30min"
+    assert connect + read < dispatch
+    for name, f in _functions().items():
+        assert dispatch < _default(f["timeout_seconds"]), name
+    service = _resources("google_cloudfunctions2_function")["function"]["service_config"][0]
+    assert service["timeout_seconds"] == "${each.value.timeout_seconds}"
+
+
+def test_queues_match_shared_queues() -> None:
+    queues = _locals()["queues"]
+    assert set(queues) == set(QUEUES) == {"orchestrator", *(f"tool-{t}" for t in TOOLS)}
+    for name, config in QUEUES.items():
+        tf = queues[name]
+        assert tf["target"] == config.target, name
+        for field in (
+            "max_attempts",
+            "min_backoff",
+            "max_backoff",
+            "max_doublings",
+            "max_dispatches_per_second",
+            "max_concurrent_dispatches",
+        ):
+            assert tf[field] == pytest.approx(getattr(config, field)), f"{name}.{field}"
+        assert config.target in _functions(), f"{name} targets an unknown function"
+
+    queue = _resources("google_cloud_tasks_queue")["queue"]
+    assert queue["for_each"] == "${local.queues}"
+    assert queue["name"] == "${each.key}"
+    assert queue["retry_config"][0]["max_attempts"] == "${each.value.max_attempts}"
+    assert queue["rate_limits"][0]["max_concurrent_dispatches"] == (
+        "${each.value.max_concurrent_dispatches}"
+    )
+
+
+def test_queue_targets_absorb_their_concurrent_dispatches() -> None:
+    functions = _functions()
+    for name, config in QUEUES.items():
+        target = functions[config.target]
+        capacity = target["max_instances"] * target["concurrency"]
+        assert capacity >= config.max_concurrent_dispatches, name
+
+
+def test_log_fields_the_metrics_read_are_top_level_in_json_logs() -> None:
+    record = logging.LogRecord("chimera", logging.INFO, __file__, 1, "step done", None, None)
+    record.tool = "jira"
+    record.latency_ms = 12
+    record.outcome = "parked"
+    entry = json.loads(CloudLoggingFormatter().format(record))
+    assert {"tool": "jira", "latency_ms": 12, "outcome": "parked"}.items() <= entry.items()
+
+    metrics = _resources("google_logging_metric")
+    assert "jsonPayload.latency_ms" in metrics["step_latency"]["value_extractor"]
+    assert metrics["step_latency"]["label_extractors"]["tool"] == "EXTRACT(jsonPayload.tool)"
+    assert 'jsonPayload.outcome="parked"' in metrics["parked_runs"]["filter"].replace("\\", "")
+
+
+# --- Bundles ----------------------------------------------------------------------------------
+
+
+def test_every_function_is_served_by_a_bundle_that_exports_its_entry_point() -> None:
+    bundles = _build_bundles().BUNDLES
+    for name, f in _functions().items():
+        assert f["bundle"] in bundles, name
+        assert f["entry_point"] in bundles[f["bundle"]].entry_points, name
+
+
+def _tree(root: Path) -> None:
+    for path, text in {
+        "shared/__init__.py": "",
+        "shared/settings.py": "X = 1\n",
+        "shared/__pycache__/settings.cpython-311.pyc": "junk",
+        "tools/__init__.py": "",
+        "tools/jira/__init__.py": "",
+        "tools/jira/main.py": "def run_tool(request):\n    return 'ok'\n",
+        "tools/jira/requirements.txt": "functions-framework>=3.8,<4\n",
+        "tools/slack/main.py": "",
+    }.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(text)
+
+
+def test_bundle_holds_shared_its_folder_and_a_root_main_when_built(tmp_path: Path) -> None:
+    builder = _build_bundles()
+    _tree(tmp_path / "repo")
+    (built,) = builder.build(tmp_path / "repo", tmp_path / "out", ["tool-jira"]).values()
+
+    with zipfile.ZipFile(built) as archive:
+        names = set(archive.namelist())
+        root_main = archive.read("main.py").decode()
+        requirements = archive.read("requirements.txt").decode()
+    assert names == {
+        "main.py",
+        "requirements.txt",
+        "shared/__init__.py",
+        "shared/settings.py",
+        "tools/__init__.py",
+        "tools/jira/__init__.py",
+        "tools/jira/main.py",
+        "tools/jira/requirements.txt",
+    }
+    assert "from tools.jira.main import run_tool" in root_main
+    assert requirements == "functions-framework>=3.8,<4\n"
+
+
+def test_bundle_bytes_are_the_same_when_built_twice(tmp_path: Path) -> None:
+    builder = _build_bundles()
+    _tree(tmp_path / "repo")
+    first = builder.build(tmp_path / "repo", tmp_path / "a", ["tool-jira"])["tool-jira"]
+    os.utime(tmp_path / "repo" / "tools/jira/main.py", (1, 1))
+    second = builder.build(tmp_path / "repo", tmp_path / "b", ["tool-jira"])["tool-jira"]
+    assert first.read_bytes() == second.read_bytes()
+
+
+def test_bundle_build_fails_when_a_requirements_file_is_missing(tmp_path: Path) -> None:
+    builder = _build_bundles()
+    _tree(tmp_path / "repo")
+    with pytest.raises(FileNotFoundError, match="tools/slack/requirements.txt"):
+        builder.build(tmp_path / "repo", tmp_path / "out", ["tool-slack"])
