@@ -146,5 +146,10 @@ def _apply(rt: Runtime, run_id: str, decide: Decide) -> str:
         except Conflict:
             time.sleep(random.uniform(0, 0.01 * 2**attempt))
             continue
+        if decision.run.status is RunStatus.PARKED:
+            # One line per parked run: the log-based metric behind the parked-runs alert.
+            log.error(
+                "run parked: %s", decision.run.reason, extra={"outcome": "parked", "run_id": run_id}
+            )
         return decision.run.status.value
     raise Conflict(f"run {run_id} kept changing under us")

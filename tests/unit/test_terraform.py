@@ -73,7 +73,8 @@ def _unquote(text: str) -> str:
 
 def _clean(value: Any) -> Any:
     if isinstance(value, dict):
-        return {_unquote(k): _clean(v) for k, v in value.items() if k != "__is_block__"}
+        # Drop the parser's own markers (__is_block__, __comments__).
+        return {_unquote(k): _clean(v) for k, v in value.items() if not k.startswith("__")}
     if isinstance(value, list):
         return [_clean(v) for v in value]
     if isinstance(value, str):
@@ -273,6 +274,14 @@ def test_every_variable_has_a_description_and_a_type() -> None:
         assert "type" in body, f"variable {name} has no type"
 
 
+def test_example_tfvars_sets_only_declared_variables() -> None:
+    with (TERRAFORM / "terraform.tfvars.example").open() as handle:
+        example = _clean(hcl2.load(handle))
+    assert set(example) <= set(_variables())
+    required = {name for name, body in _variables().items() if "default" not in body}
+    assert required <= set(example), "the example leaves a required variable out"
+
+
 def test_environment_names_are_settings_fields() -> None:
     fields = {f"{PREFIX}{f.name.upper()}" for f in dataclasses.fields(Settings)}
     fixed = _locals()["fixed_environment"]
@@ -280,9 +289,13 @@ def test_environment_names_are_settings_fields() -> None:
     assert fixed["CHIMERA_BACKEND"] == "gcp"
     assert fixed["CHIMERA_LOG_FORMAT"] == "json"
     assert fixed["CHIMERA_STATE_URL"].startswith("firestore://")
-    own = {key for f in _functions().values() for key in f["env"]}
-    assert own == {"CHIMERA_JIRA_USER"}
-    assert set(_functions()["tool-jira"]["env"]) == {"CHIMERA_JIRA_USER"}
+    functions = _functions()
+    own = {key for f in functions.values() for key in f["env"]}
+    assert [n for n, f in functions.items() if "CHIMERA_JIRA_USER" in f["env"]] == ["tool-jira"]
+    for name, f in functions.items():
+        if f["invoked_by"] == "tasks":  # behind IAM, the targets check the tasks' tokens too
+            assert "verify_task_identity" in f["env"]["CHIMERA_REQUIRE_IDENTITY"], name
+    assert _variables()["verify_task_identity"]["default"] is True
     for name in (*fixed, *own, *SECRET_READERS):
         assert name in fields, f"{name} is not a shared.settings.Settings field"
 
