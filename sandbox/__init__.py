@@ -1,0 +1,1 @@
+"""A local stand-in for Chimera's vendors, speaking their real HTTP APIs."""

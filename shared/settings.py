@@ -32,6 +32,11 @@ class Settings:
     functions_url: str = ""
     tasks_service_account: str = ""
     tasks_emulator_host: str = ""
+    # Defence in depth behind the functions' IAM: each target verifies its caller's Google ID
+    # token (audience, and for queue targets the tasks service account; shared/identity.py).
+    require_identity: bool = False
+    # The audience intake callers' ID tokens name; empty means <functions_url>/orchestrator-intake.
+    intake_audience: str = ""
 
     # Vendors: empty URL means the sandbox at sandbox_url; set a real base URL to go live.
     sandbox_url: str = "http://127.0.0.1:8086"
@@ -120,9 +125,9 @@ class Settings:
             kind = type(f.default)
             if kind is bool:
                 values[f.name] = raw.strip().lower() in {"1", "true", "yes", "on"}
-            elif kind in (int, float, Path):
+            elif kind in (int, float) or isinstance(f.default, Path):
                 try:
-                    values[f.name] = kind(raw)
+                    values[f.name] = Path(raw) if isinstance(f.default, Path) else kind(raw)
                 except ValueError as exc:
                     raise ValueError(f"{PREFIX}{f.name.upper()}={raw!r}: {exc}") from None
             else:

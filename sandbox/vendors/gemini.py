@@ -1,0 +1,198 @@
+"""The Gemini API's `models/{model}:generateContent`, answering structured output locally."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from sandbox.calls import Call, Reply, Route, json_reply
+from sandbox.schema_sample import sample_instance
+from sandbox.welcome_email import draft_welcome_email, extract_facts, is_welcome_email_task
+
+GOOGLE_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+}
+_EMAIL_FIELDS = {
+    "subject": "subject",
+    "title": "subject",
+    "text": "text",
+    "body": "text",
+    "plain_text": "text",
+    "text_body": "text",
+    "html": "html",
+    "html_body": "html",
+    "body_html": "html",
+}
+
+
+class GeminiApi:
+    """Deterministic answers: the same prompt and schema always get the same JSON and usage."""
+
+    name = "gemini"
+    secret_keys: tuple[str, ...] = ()
+
+    def routes(self) -> list[Route]:
+        return [
+            Route(
+                "/<any('v1', 'v1beta', 'v1alpha'):version>/models/<model_call>",
+                ("POST",),
+                "generateContent",
+                self.generate_content,
+            ),
+            # Vertex AI's path for the same call, for when the model runs there.
+            Route(
+                "/<any('v1', 'v1beta1'):version>/projects/<project>/locations/<location>"
+                "/publishers/google/models/<model_call>",
+                ("POST",),
+                "generateContent",
+                self.generate_content,
+            ),
+        ]
+
+    def authenticate(self, call: Call) -> Reply | None:
+        if call.header("x-goog-api-key") or call.query.get("key") or call.bearer_token():
+            return None
+        return _google_error(
+            403,
+            "Method doesn't allow unregistered callers (callers without established identity)."
+            " Please use API Key or other form of API consumer identity to call this API.",
+        )
+
+    def run_id(self, call: Call) -> str | None:
+        return None  # only the X-Chimera-Run-Id header names the run here
+
+    def error_reply(self, status: int) -> Reply:
+        if status == 503:
+            return _google_error(503, "The model is overloaded. Please try again later.")
+        return _google_error(status, "An internal error has occurred. Please retry.")
+
+    def rate_limited_reply(self) -> Reply:
+        reply = _google_error(
+            429,
+            "Resource has been exhausted (e.g. check quota).",
+            details=[{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1s"}],
+        )
+        reply.headers["Retry-After"] = "1"
+        return reply
+
+    def generate_content(self, call: Call) -> Reply:
+        model, _, method = call.args["model_call"].partition(":")
+        if method != "generateContent":
+            return _google_error(404, f"Method '{method}' is not supported by the sandbox.")
+        if not model.startswith("gemini"):
+            return _google_error(
+                404,
+                f"models/{model} is not found for API version {call.args['version']}, "
+                "or is not supported for generateContent.",
+            )
+        body = call.body
+        if call.body_malformed or not isinstance(body, dict):
+            return _google_error(400, "Invalid JSON payload received. Expected an object.")
+        problem, prompt, system = _read_texts(body)
+        if problem:
+            return _google_error(400, problem)
+        config = body.get("generationConfig") or {}
+        if not isinstance(config, dict):
+            return _google_error(400, "Invalid value at 'generation_config': expected an object.")
+        temperature = config.get("temperature", 1.0)
+        if not isinstance(temperature, int | float) or not 0 <= temperature <= 2:
+            return _google_error(400, "temperature must be between 0.0 and 2.0.")
+        schema = config.get("responseJsonSchema", config.get("responseSchema"))
+        if "responseJsonSchema" in config and "responseSchema" in config:
+            return _google_error(400, "Set only one of responseSchema and responseJsonSchema.")
+        mime = config.get("responseMimeType", "text/plain")
+        if schema is not None and mime != "application/json":
+            return _google_error(
+                400, "responseMimeType must be application/json when a response schema is set."
+            )
+        answer = _answer(system, prompt, schema, json_mode=mime == "application/json")
+        prompt_tokens = _tokens(system + prompt)
+        answer_tokens = _tokens(answer)
+        return json_reply(
+            200,
+            {
+                "candidates": [
+                    {
+                        "content": {"parts": [{"text": answer}], "role": "model"},
+                        "finishReason": "STOP",
+                        "index": 0,
+                    }
+                ],
+                "usageMetadata": {
+                    "promptTokenCount": prompt_tokens,
+                    "candidatesTokenCount": answer_tokens,
+                    "totalTokenCount": prompt_tokens + answer_tokens,
+                    "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt_tokens}],
+                },
+                "modelVersion": model,
+                "responseId": hashlib.sha256((system + prompt + answer).encode()).hexdigest()[:22],
+            },
+        )
+
+
+def _read_texts(body: dict[str, Any]) -> tuple[str | None, str, str]:
+    """(problem, prompt text, system text) from `contents` and `systemInstruction`."""
+    contents = body.get("contents")
+    if not isinstance(contents, list) or not contents:
+        return "* GenerateContentRequest.contents: contents is not specified", "", ""
+    prompt_parts: list[str] = []
+    for index, content in enumerate(contents):
+        parts = content.get("parts") if isinstance(content, dict) else None
+        if not isinstance(parts, list) or not parts:
+            return (
+                f"* GenerateContentRequest.contents[{index}].parts: "
+                "contents.parts must not be empty.",
+                "",
+                "",
+            )
+        prompt_parts += [str(part.get("text", "")) for part in parts if isinstance(part, dict)]
+    system_parts: list[str] = []
+    instruction = body.get("systemInstruction")
+    if isinstance(instruction, dict) and isinstance(instruction.get("parts"), list):
+        system_parts = [str(p.get("text", "")) for p in instruction["parts"] if isinstance(p, dict)]
+    elif instruction is not None:
+        return "Invalid value at 'system_instruction': expected a Content object.", "", ""
+    return None, "\n".join(prompt_parts), "\n".join(system_parts)
+
+
+def _answer(system: str, prompt: str, schema: Any, *, json_mode: bool) -> str:
+    if is_welcome_email_task(system, prompt):
+        email = draft_welcome_email(extract_facts(prompt + "\n" + system))
+        if schema is None:
+            return json.dumps(email) if json_mode else email["text"]
+
+        def choose(name: str, subschema: Mapping[str, Any]) -> str | None:
+            role = _EMAIL_FIELDS.get(name.lower())
+            return email[role] if role else None
+
+        return json.dumps(sample_instance(schema, seed_text=prompt, choose=choose))
+    if schema is not None:
+        return json.dumps(sample_instance(schema, seed_text=prompt))
+    if json_mode:
+        return json.dumps(
+            {"answer": prompt.strip().splitlines()[0][:200] if prompt.strip() else ""}
+        )
+    excerpt = prompt.strip().splitlines()[0][:200] if prompt.strip() else ""
+    return f"Sandbox answer to: {excerpt}"
+
+
+def _tokens(text: str) -> int:
+    return math.ceil(len(text) / 4)
+
+
+def _google_error(
+    status: int, message: str, *, details: list[dict[str, Any]] | None = None
+) -> Reply:
+    error: dict[str, Any] = {"code": status, "message": message, "status": GOOGLE_STATUS[status]}
+    if details:
+        error["details"] = details
+    return json_reply(status, {"error": error})

@@ -1,0 +1,216 @@
+"""The LanguageModel port on Gemini via `google-genai`: the only place google.genai is imported."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import re
+from typing import Any
+
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types
+
+from shared.errors import (
+    AuthFailed,
+    BadVendorReply,
+    InvalidInput,
+    NotFound,
+    PermanentError,
+    RateLimited,
+    VendorTimeout,
+    VendorUnavailable,
+)
+from shared.model import LlmUsage
+from shared.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+RUN_ID_HEADER = "X-Chimera-Run-Id"
+# Pinned rather than left to the SDK: google-genai 3.x defaults the Gemini API to v1 (and
+# reads GOOGLE_GENAI_API_VERSION), while responseJsonSchema is documented on v1beta.
+GEMINI_API_VERSION = "v1beta"
+VERTEX_API_VERSION = "v1"
+# Stands in for an unset key: given none, the SDK would quietly read GOOGLE_API_KEY or
+# GEMINI_API_KEY from the environment instead; the call then fails as unauthenticated.
+_UNSET_KEY = "unset"
+_MAX_MESSAGE = 300
+
+
+def _transport_errors() -> tuple[tuple[type[Exception], ...], tuple[type[Exception], ...]]:
+    """(timeouts, other transport failures) of whichever httpx flavour the SDK runs on."""
+    timeouts: list[type[Exception]] = []
+    transport: list[type[Exception]] = []
+    for module_name in ("httpx", "httpx2"):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        timeouts.append(module.TimeoutException)
+        transport.append(module.TransportError)
+    return tuple(timeouts), tuple(transport)
+
+
+_TIMEOUTS, _TRANSPORT_ERRORS = _transport_errors()
+
+
+class GeminiLanguageModel:
+    """Structured JSON answers from Gemini, with token usage and cost.
+
+    The base URL is always `settings.vendor_url("gemini")`: the sandbox unless
+    `gemini_url` names a real endpoint, so nothing reaches Google by accident.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        vertexai: bool = False,
+        project: str = "",
+        location: str = "",
+    ) -> None:
+        self._model = settings.gemini_model
+        self._price_in = settings.gemini_price_in
+        self._price_out = settings.gemini_price_out
+        http_options = types.HttpOptions(
+            base_url=settings.vendor_url("gemini"),
+            api_version=VERTEX_API_VERSION if vertexai else GEMINI_API_VERSION,
+            # Milliseconds; httpx applies it to connecting and to each read.
+            timeout=int(settings.vendor_read_timeout * 1000),
+            # One attempt: the queue owns retries.
+            retry_options=types.HttpRetryOptions(attempts=1),
+        )
+        if vertexai:
+            self._client = genai.Client(
+                vertexai=True,
+                project=project or settings.gcp_project,
+                location=location or settings.gcp_location,
+                http_options=http_options,
+            )
+        else:
+            # vertexai=False explicitly: left unset, GOOGLE_GENAI_USE_VERTEXAI would decide.
+            self._client = genai.Client(
+                vertexai=False,
+                api_key=settings.gemini_api_key or _UNSET_KEY,
+                http_options=http_options,
+            )
+
+    def generate_json(
+        self, *, system: str, prompt: str, schema: dict[str, Any], run_id: str
+    ) -> tuple[dict[str, Any], LlmUsage]:
+        """One JSON object satisfying `schema`, at temperature 0, and what it cost."""
+        config = types.GenerateContentConfig(
+            system_instruction=system or None,
+            temperature=0,
+            response_mime_type="application/json",
+            response_json_schema=schema,
+            http_options=types.HttpOptions(headers={RUN_ID_HEADER: run_id}),
+        )
+        try:
+            response = self._client.models.generate_content(
+                model=self._model, contents=prompt, config=config
+            )
+        except genai_errors.APIError as exc:
+            raise _error_for(exc) from None
+        except _TIMEOUTS:
+            raise VendorTimeout("Gemini did not answer in time") from None
+        except _TRANSPORT_ERRORS as exc:
+            raise VendorUnavailable(f"Gemini unreachable ({type(exc).__name__})") from None
+        except ValueError:
+            # The SDK parses the body itself; a 200 that is not JSON ends up here.
+            raise BadVendorReply("Gemini answered a body that is not JSON") from None
+
+        answer = _parse_answer(response)
+        usage = self._usage(response)
+        logger.debug(
+            "gemini generateContent model=%s tokens in=%s out=%s",
+            self._model,
+            usage.input_tokens,
+            usage.output_tokens,
+        )
+        return answer, usage
+
+    def _usage(self, response: types.GenerateContentResponse) -> LlmUsage:
+        metadata = response.usage_metadata
+        input_tokens = (metadata.prompt_token_count or 0) if metadata else 0
+        # Thinking tokens are billed as output.
+        output_tokens = (
+            (metadata.candidates_token_count or 0) + (metadata.thoughts_token_count or 0)
+            if metadata
+            else 0
+        )
+        cost = (input_tokens * self._price_in + output_tokens * self._price_out) / 1_000_000
+        return LlmUsage(
+            model=self._model,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cost_usd=round(cost, 8),
+        )
+
+
+def _parse_answer(response: types.GenerateContentResponse) -> dict[str, Any]:
+    try:
+        text = response.text
+    except ValueError:
+        text = None
+    if not text:
+        candidates = response.candidates or []
+        reason = candidates[0].finish_reason if candidates else None
+        blocked = response.prompt_feedback.block_reason if response.prompt_feedback else None
+        raise BadVendorReply(
+            f"Gemini answered no text (finish reason {reason}, block reason {blocked})"
+        )
+    try:
+        answer = json.loads(text)
+    except ValueError:
+        raise BadVendorReply("Gemini's answer is not JSON") from None
+    if not isinstance(answer, dict):
+        raise BadVendorReply(f"Gemini's answer is JSON but not an object ({type(answer).__name__})")
+    return answer
+
+
+def _error_for(exc: genai_errors.APIError) -> Exception:
+    status = exc.code or 0
+    google_status = str(exc.status or "")
+    message = f"Gemini answered {status} {google_status}: {str(exc.message or '')[:_MAX_MESSAGE]}"
+    if status in (401, 403) or _has_reason(exc, "API_KEY_INVALID"):
+        return AuthFailed(message)
+    if status == 429:
+        return RateLimited(message, retry_after=_retry_after(exc))
+    if status >= 500 or status == 408:
+        return VendorUnavailable(message)
+    if status == 404:
+        return NotFound(message)
+    if status == 400:
+        return InvalidInput(message)
+    return PermanentError(message, code=f"gemini_http_{status}")
+
+
+def _has_reason(exc: genai_errors.APIError, reason: str) -> bool:
+    return any(
+        isinstance(detail, dict) and detail.get("reason") == reason for detail in _details(exc)
+    )
+
+
+def _details(exc: genai_errors.APIError) -> list[Any]:
+    body = exc.details if isinstance(exc.details, dict) else {}
+    error = body.get("error", body)
+    details = error.get("details") if isinstance(error, dict) else None
+    return details if isinstance(details, list) else []
+
+
+def _retry_after(exc: genai_errors.APIError) -> float | None:
+    """Retry-After, else google.rpc.RetryInfo's retryDelay ("12s", "1.5s")."""
+    headers = getattr(exc.response, "headers", None)
+    value = headers.get("retry-after") if headers is not None else None
+    if value:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            pass
+    for detail in _details(exc):
+        delay = detail.get("retryDelay") if isinstance(detail, dict) else None
+        if isinstance(delay, str) and (match := re.fullmatch(r"(\d+(?:\.\d+)?)s", delay)):
+            return float(match.group(1))
+    return None

@@ -1,0 +1,271 @@
+"""Jira Cloud through the `jira` library: the only place Jira is called."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar
+
+import requests
+from jira import JIRA, JIRAError
+
+from shared.errors import (
+    AuthFailed,
+    BadVendorReply,
+    InvalidInput,
+    NotFound,
+    PermanentError,
+    RateLimited,
+    VendorTimeout,
+    VendorUnavailable,
+)
+from shared.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+ISSUE_TYPE = "Task"
+SEARCH_LIMIT = 50
+_MAX_MESSAGE = 300
+T = TypeVar("T")
+
+
+class ProjectKeyTaken(PermanentError):
+    """Jira already has a project with this key (ours from an earlier try, or someone else's)."""
+
+    code = "project_key_taken"
+
+
+class JiraClient:
+    """Projects and issues. Built once per instance; the library's own retries are off."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._server = settings.vendor_url("jira").rstrip("/")
+        # get_server_info=False: constructing must not call Jira (nothing connects at startup).
+        self._jira = JIRA(
+            server=self._server,
+            basic_auth=(settings.jira_user, settings.jira_token),
+            get_server_info=False,
+            max_retries=0,
+            timeout=settings.vendor_timeout,
+        )
+        # Chimera targets Jira Cloud. The library learns that from serverInfo, which we skip;
+        # without it, it searches through /rest/api/2/search, which Cloud removed (410 Gone
+        # since 2025, CHANGE-2046), instead of the token-paged /rest/api/2/search/jql.
+        self._jira.deploymentType = "Cloud"
+        self._lead_account_id = settings.jira_lead_account_id
+
+    def find_project(self, key: str) -> dict[str, Any] | None:
+        """The project with this key, or None."""
+        try:
+            raw = self._call("project.get", lambda: self._jira.project(key).raw)
+        except NotFound:
+            return None
+        return self._project_dict(raw, fallback_key=key)
+
+    def create_project(
+        self,
+        *,
+        key: str,
+        name: str,
+        description: str,
+        template: str,
+        project_type: str,
+        lead_account_id: str,
+    ) -> dict[str, Any]:
+        """Create a project; ProjectKeyTaken when the key exists.
+
+        Posts the payload itself instead of `JIRA.create_project`, which always sends an empty
+        description, sends the Server-only `lead` unless it fetched server info first, and
+        first reads permission, security and category schemes (admin-only, and it raises
+        RuntimeError on sites without an issue security scheme).
+        """
+        lead = lead_account_id or self._lead_account_id or self._my_account_id()
+        payload = {
+            "key": key,
+            "name": name,
+            "description": description,
+            "projectTypeKey": project_type,
+            "projectTemplateKey": template,
+            "leadAccountId": lead,
+            "assigneeType": "PROJECT_LEAD",
+        }
+        try:
+            created = self._call("project.create", lambda: self._post_json("project", payload))
+        except _RejectedFields as exc:
+            if "already exists" in exc.field_errors.get("projectKey", ""):
+                raise ProjectKeyTaken(f"Jira project key {key} is already taken") from None
+            raise
+        if not isinstance(created, dict) or not created.get("key"):
+            raise BadVendorReply("Jira created a project but did not answer its key")
+        return {
+            "key": created["key"],
+            "id": str(created.get("id", "")),
+            "name": name,
+            "description": description,
+            "url": self._browse_url(created["key"]),
+        }
+
+    def find_issues(self, project_key: str, label: str) -> list[dict[str, Any]]:
+        """Issues in the project carrying the label, oldest first (for idempotency lookups).
+
+        Raises NotFound when the project does not exist (Jira rejects the query then).
+        """
+        jql = (
+            f"project = {_jql_string(project_key)} AND labels = {_jql_string(label)}"
+            " ORDER BY created ASC"
+        )
+        found = self._call(
+            "issue.search",
+            lambda: self._jira.enhanced_search_issues(
+                jql, maxResults=SEARCH_LIMIT, fields="summary,labels", json_result=True
+            ),
+        )
+        issues = found.get("issues") if isinstance(found, dict) else None
+        if not isinstance(issues, list):
+            raise BadVendorReply("Jira search answered without an issues list")
+        return [
+            {"key": issue["key"], "summary": (issue.get("fields") or {}).get("summary", "")}
+            for issue in issues
+            if isinstance(issue, dict) and issue.get("key")
+        ]
+
+    def create_issue(
+        self, *, project_key: str, summary: str, description: str, labels: Sequence[str]
+    ) -> dict[str, Any]:
+        """Create a Task; returns its key and browse URL."""
+        fields = {
+            # Dicts, not bare strings: a bare key or type name makes the library look them
+            # up first (GET project/{key}, and the project's issue types).
+            "project": {"key": project_key},
+            "issuetype": {"name": ISSUE_TYPE},
+            "summary": summary,
+            "description": description,
+            "labels": list(labels),
+        }
+        issue = self._call(
+            "issue.create", lambda: self._jira.create_issue(fields=fields, prefetch=False)
+        )
+        key = getattr(issue, "key", None)
+        if not key:
+            raise BadVendorReply("Jira created an issue but did not answer its key")
+        return {"key": key, "url": self._browse_url(key)}
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _my_account_id(self) -> str:
+        # GET /myself, cached by the library for the life of this client.
+        account_id = self._call("myself", lambda: self._jira.current_user("accountId"))
+        if not account_id:
+            raise BadVendorReply("Jira did not say who the API user is")
+        return str(account_id)
+
+    def _post_json(self, path: str, payload: dict[str, Any]) -> Any:
+        # The library's session: its auth, headers, timeout and (disabled) retries.
+        response = self._jira._session.post(self._jira._get_url(path), data=json.dumps(payload))
+        return response.json()
+
+    def _project_dict(self, raw: Any, *, fallback_key: str) -> dict[str, Any]:
+        if not isinstance(raw, dict) or not raw.get("key"):
+            raise BadVendorReply("Jira answered a project without a key")
+        return {
+            "key": raw["key"],
+            "id": str(raw.get("id", "")),
+            "name": raw.get("name", ""),
+            "description": raw.get("description") or "",
+            "url": self._browse_url(raw.get("key", fallback_key)),
+        }
+
+    def _browse_url(self, key: str) -> str:
+        return f"{self._server}/browse/{key}"
+
+    def _call(self, action: str, work: Callable[[], T]) -> T:
+        """Run one library call, turning every failure into a shared error."""
+        try:
+            result = work()
+        except JIRAError as exc:
+            raise _error_for(action, exc) from None
+        except requests.Timeout:
+            raise VendorTimeout(f"Jira {action} timed out") from None
+        except ValueError:
+            # Includes requests' JSONDecodeError: a 2xx whose body is not JSON.
+            raise BadVendorReply(f"Jira {action} answered a body that is not JSON") from None
+        except KeyError:
+            raise BadVendorReply(f"Jira {action} answered an unexpected shape") from None
+        except requests.RequestException as exc:
+            raise VendorUnavailable(f"Jira {action} unreachable ({type(exc).__name__})") from None
+        logger.debug("jira %s ok", action)
+        return result
+
+
+class _RejectedFields(InvalidInput):
+    """Jira's 400, keeping its per-field errors so create_project can spot a taken key."""
+
+    def __init__(self, message: str, field_errors: dict[str, str]) -> None:
+        super().__init__(message)
+        self.field_errors = field_errors
+
+
+def _error_for(action: str, exc: JIRAError) -> Exception:
+    status = exc.status_code or 0
+    response = exc.response if isinstance(exc.response, requests.Response) else None
+    messages, field_errors = _jira_errors(response)
+    detail = "; ".join(messages + [f"{k}: {v}" for k, v in field_errors.items()])
+    message = (
+        f"Jira {action} answered {status}: {(detail or exc.text or 'no details')[:_MAX_MESSAGE]}"
+    )
+    if status == 0:
+        return VendorUnavailable(f"Jira {action} gave no response")
+    if status in (401, 403):
+        return AuthFailed(message)
+    if status == 404:
+        return NotFound(message)
+    if status == 429:
+        return RateLimited(message, retry_after=_retry_after(response))
+    if status >= 500:
+        return VendorUnavailable(message)
+    if status == 400:
+        if action == "issue.search" and any(
+            "does not exist for the field 'project'" in m for m in messages
+        ):
+            return NotFound(message, code="project_not_found")
+        return _RejectedFields(message, field_errors)
+    return PermanentError(message, code=f"jira_http_{status}")
+
+
+def _jira_errors(response: requests.Response | None) -> tuple[list[str], dict[str, str]]:
+    """Jira's error body: {"errorMessages": [...], "errors": {field: message}}."""
+    if response is None:
+        return [], {}
+    try:
+        body = response.json()
+    except ValueError:
+        return [], {}
+    if not isinstance(body, dict):
+        return [], {}
+    messages = [str(m) for m in body.get("errorMessages") or [] if m]
+    errors = body.get("errors")
+    if not isinstance(errors, dict):
+        errors = {}
+    return messages, {str(k): str(v) for k, v in errors.items()}
+
+
+def _jql_string(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def _retry_after(response: requests.Response | None) -> float | None:
+    value = ((response.headers.get("Retry-After") if response is not None else None) or "").strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,197 @@
+"""SendGrid v3 through the `sendgrid` library: the only place SendGrid is called."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import urllib.error
+from collections.abc import Callable
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar
+
+import python_http_client
+from python_http_client.exceptions import HTTPError
+from sendgrid import SendGridAPIClient
+from sendgrid.helpers.mail import CustomArg, From, Mail, To
+
+from shared.errors import (
+    AuthFailed,
+    BadVendorReply,
+    InvalidInput,
+    NotFound,
+    PermanentError,
+    RateLimited,
+    VendorTimeout,
+    VendorUnavailable,
+)
+from shared.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+RUN_ID_HEADER = "X-Chimera-Run-Id"
+STEP_ARG = "chimera_step"
+RUN_ARG = "run_id"
+ACTIVITY_LIMIT = 10
+# Stands in for an unset key: given an empty one, the SDK would quietly read SENDGRID_API_KEY
+# from the environment instead, and the request fails with 401 either way.
+_UNSET_KEY = "unset"
+_MAX_MESSAGE = 300
+T = TypeVar("T")
+
+
+class SendGridMailer:
+    """Sends mail and finds it again by its step key. Built once per instance."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._sendgrid = SendGridAPIClient(
+            api_key=settings.sendgrid_key or _UNSET_KEY, host=settings.vendor_url("sendgrid")
+        )
+        # urllib takes one timeout for connecting and for each read.
+        self._timeout = settings.vendor_read_timeout
+        # python_http_client logs every request's headers, Authorization included, at DEBUG.
+        logging.getLogger("python_http_client.client").setLevel(logging.INFO)
+
+    def send(
+        self,
+        *,
+        to_email: str,
+        to_name: str,
+        from_email: str,
+        from_name: str,
+        subject: str,
+        text: str,
+        html: str,
+        custom_args: dict[str, str],
+    ) -> str:
+        """Send one email; returns SendGrid's X-Message-Id.
+
+        `custom_args` must carry `chimera_step` (what find_sent looks for) and `run_id`.
+        """
+        missing = [arg for arg in (STEP_ARG, RUN_ARG) if not custom_args.get(arg)]
+        if missing:
+            raise InvalidInput(f"custom_args must include {', '.join(missing)}")
+        mail = Mail(
+            from_email=From(from_email, from_name or None),
+            to_emails=To(to_email, to_name or None),
+            subject=subject,
+            plain_text_content=text,
+            html_content=html,
+        )
+        mail.custom_arg = [CustomArg(key, str(value)) for key, value in custom_args.items()]
+        response = self._call(
+            "mail.send",
+            lambda: self._client(custom_args[RUN_ARG]).mail.send.post(
+                request_body=mail.get(), timeout=self._timeout
+            ),
+        )
+        message_id = response.headers.get("X-Message-Id") if response.headers else None
+        if response.status_code != 202 or not message_id:
+            raise BadVendorReply(
+                f"SendGrid answered {response.status_code} without an X-Message-Id"
+            )
+        logger.debug("sendgrid mail.send accepted message %s", message_id)
+        return str(message_id)
+
+    def find_sent(self, *, step_key: str) -> str | None:
+        """The X-Message-Id of a mail already sent for this step, via Email Activity, or None.
+
+        Email Activity is a paid add-on and lags sends by seconds to minutes, so None means
+        "not seen yet", not "certainly never sent".
+        """
+        escaped = step_key.replace("\\", "\\\\").replace('"', '\\"')
+        query = f"unique_args['{STEP_ARG}']=\"{escaped}\""
+        response = self._call(
+            "messages.search",
+            lambda: self._client(None).messages.get(
+                query_params={"query": query, "limit": ACTIVITY_LIMIT}, timeout=self._timeout
+            ),
+        )
+        try:
+            body = json.loads(response.body) if response.body else None
+        except ValueError:
+            raise BadVendorReply(
+                "SendGrid Email Activity answered a body that is not JSON"
+            ) from None
+        messages = body.get("messages") if isinstance(body, dict) else None
+        if response.status_code != 200 or not isinstance(messages, list):
+            raise BadVendorReply("SendGrid Email Activity answered without a messages list")
+        for message in messages:
+            msg_id = message.get("msg_id") if isinstance(message, dict) else None
+            if isinstance(msg_id, str) and msg_id:
+                # Activity ids are the X-Message-Id followed by ".filter...": keep the prefix.
+                return msg_id.split(".", 1)[0]
+        return None
+
+    def _client(self, run_id: str | None) -> python_http_client.Client:
+        """A request-scoped client with its own headers.
+
+        python_http_client merges per-call headers into the shared client's dict, so a run id
+        set on one call would stick to later calls and race between threads.
+        """
+        headers = dict(self._sendgrid.client.request_headers)
+        if run_id:
+            headers[RUN_ID_HEADER] = run_id
+        return python_http_client.Client(
+            host=self._sendgrid.host, request_headers=headers, version=3, timeout=self._timeout
+        )
+
+    def _call(self, action: str, work: Callable[[], T]) -> T:
+        try:
+            return work()
+        except HTTPError as exc:
+            raise _error_for(action, exc) from None
+        except TimeoutError:
+            raise VendorTimeout(f"SendGrid {action} timed out") from None
+        except urllib.error.URLError as exc:
+            if isinstance(exc.reason, TimeoutError):
+                raise VendorTimeout(f"SendGrid {action} timed out connecting") from None
+            raise VendorUnavailable(f"SendGrid {action} unreachable ({exc.reason})") from None
+        except (http.client.HTTPException, OSError) as exc:
+            raise VendorUnavailable(f"SendGrid {action} failed ({type(exc).__name__})") from None
+
+
+def _error_for(action: str, exc: HTTPError) -> Exception:
+    status = exc.status_code
+    message = f"SendGrid {action} answered {status}: {_vendor_message(exc)}"
+    if status in (401, 403):
+        return AuthFailed(message)
+    if status == 429:
+        return RateLimited(message, retry_after=_retry_after(exc.headers))
+    if status >= 500:
+        return VendorUnavailable(message)
+    if status in (400, 413, 422):
+        return InvalidInput(message)
+    if status == 404:
+        return NotFound(message)
+    return PermanentError(message, code=f"sendgrid_http_{status}")
+
+
+def _vendor_message(exc: HTTPError) -> str:
+    """SendGrid's {"errors": [{"message", "field"}]} as one line."""
+    try:
+        errors = json.loads(exc.body).get("errors") or []
+        parts = [
+            f"{e.get('field')}: {e.get('message')}" if e.get("field") else str(e.get("message"))
+            for e in errors
+            if isinstance(e, dict)
+        ]
+        text = "; ".join(parts)
+    except (ValueError, TypeError, AttributeError):
+        text = str(exc.reason or "")
+    return text[:_MAX_MESSAGE] or "no details"
+
+
+def _retry_after(headers: Any) -> float | None:
+    value = str((headers.get("Retry-After") if headers is not None else None) or "").strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
+    except (TypeError, ValueError):
+        return None

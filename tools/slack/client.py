@@ -1,0 +1,190 @@
+"""Slack's Web API through `slack_sdk`: the only place Slack is called."""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import re
+import urllib.error
+from collections.abc import Callable
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.web import SlackResponse
+
+from shared.errors import (
+    AuthFailed,
+    BadVendorReply,
+    InvalidInput,
+    NotFound,
+    PermanentError,
+    RateLimited,
+    VendorTimeout,
+    VendorUnavailable,
+)
+from shared.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+HISTORY_LIMIT = 200
+AUTH_ERRORS = frozenset(
+    {
+        "not_authed",
+        "invalid_auth",
+        "account_inactive",
+        "token_revoked",
+        "token_expired",
+        "no_permission",
+        "missing_scope",
+        "not_allowed_token_type",
+        "ekm_access_denied",
+    }
+)
+# Slack sometimes reports its own trouble with HTTP 200 and ok=false.
+TRANSIENT_ERRORS = frozenset(
+    {"internal_error", "fatal_error", "service_unavailable", "request_timeout", "team_added_to_org"}
+)
+INPUT_ERRORS = frozenset(
+    {
+        "no_text",
+        "msg_too_long",
+        "invalid_blocks",
+        "invalid_blocks_format",
+        "invalid_metadata_format",
+        "invalid_metadata_schema",
+        "metadata_too_large",
+        "invalid_arguments",
+        "invalid_cursor",
+        "too_many_attachments",
+    }
+)
+# Real Slack error codes are snake_case; anything else is the SDK describing a body it
+# could not parse ("Received a response in a non-JSON format: ...").
+_ERROR_CODE_RE = re.compile(r"^[a-z0-9_]+$")
+
+
+class SlackChat:
+    """Posts messages with metadata and finds them again. Built once per instance."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._client = WebClient(
+            token=settings.slack_token,
+            base_url=settings.vendor_url("slack").rstrip("/") + "/api/",
+            # urllib takes one timeout for connecting and for each read.
+            timeout=settings.vendor_read_timeout,  # type: ignore[arg-type]
+            # The default retries connection errors once; the queue owns retries.
+            retry_handlers=[],
+            logger=logging.getLogger(f"{__name__}.sdk"),
+        )
+
+    def post_message(
+        self,
+        *,
+        channel: str,
+        text: str,
+        blocks: list[dict[str, Any]] | None = None,
+        metadata: dict[str, Any],
+    ) -> str:
+        """Post to a channel (#name or id); returns the message's ts.
+
+        `metadata` is Slack message metadata, {"event_type": ..., "event_payload": {...}}; put
+        `run_id` and `step_key` in the payload so find_message can recognise the message.
+        """
+        if not isinstance(metadata.get("event_type"), str) or not isinstance(
+            metadata.get("event_payload"), dict
+        ):
+            raise InvalidInput("metadata needs an event_type and an event_payload object")
+        response = self._call(
+            "chat.postMessage",
+            lambda: self._client.chat_postMessage(
+                channel=channel, text=text, blocks=blocks, metadata=metadata
+            ),
+        )
+        ts = response.get("ts")
+        if not isinstance(ts, str) or not ts:
+            raise BadVendorReply("Slack accepted the message but answered no ts")
+        return ts
+
+    def find_message(self, *, channel: str, event_type: str, step_key: str) -> str | None:
+        """The ts of a recent message whose metadata names this step, or None.
+
+        Reads the newest HISTORY_LIMIT messages: a retry looks for a message posted moments
+        earlier by the same step, so it is near the top.
+        """
+        response = self._call(
+            "conversations.history",
+            lambda: self._client.conversations_history(
+                channel=channel, limit=HISTORY_LIMIT, include_all_metadata=True
+            ),
+        )
+        messages = response.get("messages")
+        if not isinstance(messages, list):
+            raise BadVendorReply("Slack history answered without a messages list")
+        for message in messages:
+            metadata = message.get("metadata") if isinstance(message, dict) else None
+            if not isinstance(metadata, dict) or metadata.get("event_type") != event_type:
+                continue
+            payload = metadata.get("event_payload")
+            if isinstance(payload, dict) and payload.get("step_key") == step_key:
+                return str(message.get("ts"))
+        return None
+
+    def _call(self, action: str, work: Callable[[], SlackResponse]) -> SlackResponse:
+        try:
+            response = work()
+        except SlackApiError as exc:
+            raise _error_for(action, exc.response) from None
+        except TimeoutError:
+            raise VendorTimeout(f"Slack {action} timed out") from None
+        except urllib.error.URLError as exc:
+            if isinstance(exc.reason, TimeoutError):
+                raise VendorTimeout(f"Slack {action} timed out connecting") from None
+            raise VendorUnavailable(f"Slack {action} unreachable ({exc.reason})") from None
+        except (http.client.HTTPException, OSError) as exc:
+            raise VendorUnavailable(f"Slack {action} failed ({type(exc).__name__})") from None
+        except SlackClientError as exc:
+            raise InvalidInput(f"Slack {action} refused the request: {exc}") from None
+        logger.debug("slack %s ok", action)
+        return response
+
+
+def _error_for(action: str, response: SlackResponse) -> Exception:
+    status = response.status_code
+    data = response.data if isinstance(response.data, dict) else {}
+    error = str(data.get("error") or "")
+    message = f"Slack {action} failed: {error[:120] or f'HTTP {status}'}"
+    if status == 429 or error == "ratelimited":
+        return RateLimited(message, retry_after=_retry_after(response.headers))
+    if status >= 500 or error in TRANSIENT_ERRORS:
+        return VendorUnavailable(message)
+    if not _ERROR_CODE_RE.match(error):
+        return BadVendorReply(f"Slack {action} answered a body that is not Slack's JSON")
+    if status in (401, 403) or error in AUTH_ERRORS:
+        return AuthFailed(message, code="auth_failed")
+    if error == "channel_not_found":
+        return NotFound(message, code="channel_not_found")
+    if error in INPUT_ERRORS:
+        return InvalidInput(message)
+    # not_in_channel, is_archived, restricted_action, ...: no retry will change them.
+    return PermanentError(message, code=error or f"slack_http_{status}")
+
+
+def _retry_after(headers: Any) -> float | None:
+    value = ""
+    if isinstance(headers, dict):
+        for name, raw in headers.items():
+            if name.lower() == "retry-after":
+                value = str(raw[0] if isinstance(raw, list) else raw).strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
+    except (TypeError, ValueError):
+        return None
