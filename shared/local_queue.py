@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from shared.model import Task
 from shared.queues import QUEUES, QueueConfig
+from shared.retry_after import retry_after
 from shared.sqlite_db import SqliteDatabase
 
 log = logging.getLogger(__name__)
@@ -378,7 +379,7 @@ class LocalDispatcher:
                 row["retry_count"],
                 status=result.status,
                 error=result.error,
-                retry_after=_retry_after(result.headers),
+                retry_after=retry_after(result.headers),
                 now=now,
             )
 
@@ -409,13 +410,3 @@ class LocalDispatcher:
             " last_error = ?, lease_owner = NULL, lease_until = NULL WHERE name = ?",
             (QUEUED, retries, now + delay, status, error, name),
         )
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    for key, value in headers.items():
-        if key.lower() == "retry-after":
-            try:
-                return max(0.0, float(value))
-            except ValueError:
-                return None
-    return None

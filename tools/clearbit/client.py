@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import requests
@@ -20,6 +18,7 @@ from shared.errors import (
     VendorTimeout,
     VendorUnavailable,
 )
+from shared.retry_after import retry_after
 from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -75,7 +74,7 @@ class ClearbitDirectory:
             raise RetryableError(
                 f"Clearbit is still looking up {domain}",
                 code="enrichment_pending",
-                retry_after=_retry_after(response),
+                retry_after=retry_after(response.headers),
             )
         if status == 404:
             return None
@@ -88,7 +87,7 @@ def _error_for(response: requests.Response) -> Exception:
     if status in (401, 403):
         return AuthFailed(message)
     if status == 429:
-        return RateLimited(message, retry_after=_retry_after(response))
+        return RateLimited(message, retry_after=retry_after(response.headers))
     if status >= 500:
         return VendorUnavailable(message)
     if status in (400, 422):
@@ -112,18 +111,3 @@ def _vendor_message(response: requests.Response) -> str:
     except (ValueError, AttributeError):
         text = response.reason or ""
     return text[:_MAX_MESSAGE] or "no details"
-
-
-def _retry_after(response: requests.Response) -> float | None:
-    """Seconds from a Retry-After header, in either of its two forms."""
-    value = (response.headers.get("Retry-After") or "").strip()
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
-    except (TypeError, ValueError):
-        return None

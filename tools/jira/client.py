@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 import requests
@@ -22,6 +20,7 @@ from shared.errors import (
     VendorTimeout,
     VendorUnavailable,
 )
+from shared.retry_after import retry_after
 from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -223,7 +222,9 @@ def _error_for(action: str, exc: JIRAError) -> Exception:
     if status == 404:
         return NotFound(message)
     if status == 429:
-        return RateLimited(message, retry_after=_retry_after(response))
+        return RateLimited(
+            message, retry_after=retry_after(response.headers if response is not None else None)
+        )
     if status >= 500:
         return VendorUnavailable(message)
     if status == 400:
@@ -255,17 +256,3 @@ def _jira_errors(response: requests.Response | None) -> tuple[list[str], dict[st
 def _jql_string(value: str) -> str:
     escaped = value.replace("\\", "\\\\").replace('"', '\\"')
     return f'"{escaped}"'
-
-
-def _retry_after(response: requests.Response | None) -> float | None:
-    value = ((response.headers.get("Retry-After") if response is not None else None) or "").strip()
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
-    except (TypeError, ValueError):
-        return None

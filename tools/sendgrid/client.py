@@ -7,9 +7,7 @@ import json
 import logging
 import urllib.error
 from collections.abc import Callable
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import python_http_client
 from python_http_client.exceptions import HTTPError
@@ -26,6 +24,7 @@ from shared.errors import (
     VendorTimeout,
     VendorUnavailable,
 )
+from shared.retry_after import retry_after
 from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -158,7 +157,7 @@ def _error_for(action: str, exc: HTTPError) -> Exception:
     if status in (401, 403):
         return AuthFailed(message)
     if status == 429:
-        return RateLimited(message, retry_after=_retry_after(exc.headers))
+        return RateLimited(message, retry_after=retry_after(exc.headers))
     if status >= 500:
         return VendorUnavailable(message)
     if status in (400, 413, 422):
@@ -181,17 +180,3 @@ def _vendor_message(exc: HTTPError) -> str:
     except (ValueError, TypeError, AttributeError):
         text = str(exc.reason or "")
     return text[:_MAX_MESSAGE] or "no details"
-
-
-def _retry_after(headers: Any) -> float | None:
-    value = str((headers.get("Retry-After") if headers is not None else None) or "").strip()
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
-    except (TypeError, ValueError):
-        return None

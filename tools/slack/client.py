@@ -7,8 +7,6 @@ import logging
 import re
 import urllib.error
 from collections.abc import Callable
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 from slack_sdk import WebClient
@@ -25,6 +23,7 @@ from shared.errors import (
     VendorTimeout,
     VendorUnavailable,
 )
+from shared.retry_after import retry_after
 from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -157,7 +156,7 @@ def _error_for(action: str, response: SlackResponse) -> Exception:
     error = str(data.get("error") or "")
     message = f"Slack {action} failed: {error[:120] or f'HTTP {status}'}"
     if status == 429 or error == "ratelimited":
-        return RateLimited(message, retry_after=_retry_after(response.headers))
+        return RateLimited(message, retry_after=retry_after(response.headers))
     if status >= 500 or error in TRANSIENT_ERRORS:
         return VendorUnavailable(message)
     if not _ERROR_CODE_RE.match(error):
@@ -170,21 +169,3 @@ def _error_for(action: str, response: SlackResponse) -> Exception:
         return InvalidInput(message)
     # not_in_channel, is_archived, restricted_action, ...: no retry will change them.
     return PermanentError(message, code=error or f"slack_http_{status}")
-
-
-def _retry_after(headers: Any) -> float | None:
-    value = ""
-    if isinstance(headers, dict):
-        for name, raw in headers.items():
-            if name.lower() == "retry-after":
-                value = str(raw[0] if isinstance(raw, list) else raw).strip()
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
-    except (TypeError, ValueError):
-        return None
