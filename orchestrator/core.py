@@ -164,7 +164,7 @@ def default_plan(run: RunState) -> tuple[PlanStep, ...]:
             step_id="jira",
             tool="create_jira_project",
             args={
-                "key": project_key(request.company_name),
+                "key": project_key(request.domain, request.company_name),
                 "name": f"{request.company_name} onboarding"[:80],
                 "kickoff_issues": [
                     "Kickoff call with " + (request.contact_name or request.company_name),
@@ -185,15 +185,18 @@ def default_plan(run: RunState) -> tuple[PlanStep, ...]:
     )
 
 
-def project_key(company_name: str) -> str:
-    """A Jira key from the name's initials (ACME from "Acme Corp" is AC; long names abbreviate)."""
-    words = re.findall(r"[A-Za-z][A-Za-z0-9]*", company_name.upper())
-    if not words:
-        return "CLIENT"
-    key = words[0][:6] if len(words) == 1 else "".join(w[0] for w in words)[:6]
-    if len(key) < 2:
-        key = (key + words[0])[:6] if len(words[0]) > 1 else key + "X"
-    return key[:10]
+def project_key(domain: str, company_name: str = "") -> str:
+    """A Jira key from the domain's first label (acme.example: ACME), which is as unique as
+    the client; from the name's initials when the label makes no key. Jira keys are 2 to 10
+    capitals and digits, starting with a letter."""
+    label = re.sub(r"[^A-Z0-9]", "", domain.split(".")[0].upper())
+    if label and not label[0].isalpha():
+        label = "X" + label
+    if len(label) >= 2:
+        return label[:10]
+    words = re.findall(r"[A-Z][A-Z0-9]*", company_name.upper())
+    initials = "".join(w[0] for w in words)
+    return (initials + "XX")[: max(2, len(initials))][:10] if initials else "CLIENT"
 
 
 def _start(run: RunState, now: datetime) -> Decision:

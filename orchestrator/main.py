@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from orchestrator import service
 from shared.errors import Conflict
+from shared.identity import identity_denied, intake_audience, task_audience
 from shared.logs import log_context
 from shared.model import OnboardingRequest, OrchestratorTask, Rejection, RunFilter, RunStatus
 from shared.queues import ORCHESTRATOR_QUEUE
@@ -29,6 +30,10 @@ RUN_PATH = re.compile(r"^/runs/(?P<run_id>[A-Za-z0-9_-]+)(?::(?P<action>resume|c
 @functions_framework.http
 def intake_http(request: flask.Request) -> flask.Response:
     """POST /runs starts a run; GET /runs and GET /runs/{id} read them."""
+    settings = runtime().settings
+    denied = identity_denied(request, settings, audience=intake_audience(settings))
+    if denied is not None:
+        return denied
     path = request.path.rstrip("/") or "/"
     if request.method == "POST" and path in ("/", "/runs"):
         return _submit(request)
@@ -134,6 +139,12 @@ def intake_pubsub(event: CloudEvent) -> None:
 def handle_task(request: flask.Request) -> flask.Response:
     """The orchestrator queue's target: a run to start or a step's report to take in."""
     rt = runtime()
+    audience = task_audience(rt.settings, ORCHESTRATOR_QUEUE)
+    denied = identity_denied(
+        request, rt.settings, audience=audience, email=rt.settings.tasks_service_account
+    )
+    if denied is not None:
+        return denied
     attempt = attempt_of(request, ORCHESTRATOR_QUEUE)
     raw = request.get_data()
     try:

@@ -51,10 +51,11 @@ class CircuitBreaker:
         self.before_call()
         try:
             yield
-        except (RateLimited, CircuitOpen):
-            raise  # the vendor is alive and asking us to slow down: not a failure
-        except RetryableError:
-            self.on_failure()
+        except RetryableError as exc:
+            if isinstance(exc, RateLimited):
+                self.on_success()  # alive, asking us to slow down: the queue waits as asked
+            else:
+                self.on_failure()
             raise
         except PermanentError:
             self.on_success()  # it answered, if only to say no

@@ -59,8 +59,16 @@ class LocalTaskQueue:
         self.db = db
         self.queues = dict(queues)
         self.wakeup = threading.Event()
+        self._inserted = threading.local()
         db.ensure_schema(SCHEMA)
-        db.on_commit(self.wakeup.set)
+        db.on_commit(self._wake_if_inserted)
+
+    def _wake_if_inserted(self) -> None:
+        # Only a commit that queued a task wakes the dispatcher; its own commits must not,
+        # or it would spin.
+        if getattr(self._inserted, "flag", False):
+            self._inserted.flag = False
+            self.wakeup.set()
 
     def enqueue(self, task: Task) -> bool:
         with self.db.transaction() as conn:
@@ -72,6 +80,7 @@ class LocalTaskQueue:
             raise ValueError(f"unknown queue {task.queue!r}")
         now = time.time()
         due = task.schedule_time.timestamp() if task.schedule_time else now
+        self._inserted.flag = True
         return (
             conn.execute(
                 "INSERT OR IGNORE INTO tasks (name, queue, payload, due_at, state, created_at)"

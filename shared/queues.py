@@ -5,6 +5,7 @@ The Terraform in terraform/queues.tf mirrors these numbers; a test keeps the two
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 ORCHESTRATOR_QUEUE = "orchestrator"
@@ -33,6 +34,12 @@ class QueueConfig:
             delay += linear_steps * self.min_backoff * (2**self.max_doublings)
         return min(delay, self.max_backoff)
 
+    def scaled(self, factor: float) -> QueueConfig:
+        """The same queue with its backoffs times `factor` (the local queue, in tests)."""
+        return dataclasses.replace(
+            self, min_backoff=self.min_backoff * factor, max_backoff=self.max_backoff * factor
+        )
+
     def retry_window(self, dispatch_deadline: float) -> float:
         """The longest a task can live: every attempt's deadline plus every backoff."""
         backoffs = sum(self.backoff(n) for n in range(1, self.max_attempts))
@@ -48,10 +55,12 @@ QUEUES: dict[str, QueueConfig] = {
     for q in (
         # Decisions are cheap and idempotent: retry fast, many at once.
         QueueConfig(ORCHESTRATOR_QUEUE, "orchestrator", 100, 0.1, 10, 4, 500, 100),
-        QueueConfig(tool_queue("clearbit"), "tool-clearbit", 8, 0.5, 60, 4, 50, 20),
-        QueueConfig(tool_queue("jira"), "tool-jira", 8, 1, 120, 4, 10, 10),
-        QueueConfig(tool_queue("sendgrid"), "tool-sendgrid", 8, 1, 120, 4, 50, 20),
+        # Tools: 25 attempts over about 20 minutes (1, 2, 4 ... 32 s, then every 60 s), so a
+        # flaky vendor or an open circuit's cool-downs do not park a run; a longer outage does.
+        QueueConfig(tool_queue("clearbit"), "tool-clearbit", 25, 1, 60, 5, 50, 20),
+        QueueConfig(tool_queue("jira"), "tool-jira", 25, 1, 60, 5, 10, 10),
+        QueueConfig(tool_queue("sendgrid"), "tool-sendgrid", 25, 1, 60, 5, 50, 20),
         # Slack allows about one message per second per channel; its 429s carry Retry-After.
-        QueueConfig(tool_queue("slack"), "tool-slack", 8, 1, 120, 4, 20, 10),
+        QueueConfig(tool_queue("slack"), "tool-slack", 25, 1, 60, 5, 20, 10),
     )
 }

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from shared.logs import configure_logging
+from shared.queues import QUEUES
 from shared.settings import Settings
 from shared.state import StateStore
 from shared.task_queue import TaskQueue
@@ -31,7 +32,8 @@ def build_runtime(settings: Settings) -> Runtime:
         from shared.sqlite_state import SqliteStateStore
 
         db = SqliteDatabase(Path(location.removeprefix("sqlite:///")))
-        local_queue = LocalTaskQueue(db)
+        scale = settings.local_backoff_scale
+        local_queue = LocalTaskQueue(db, {n: q.scaled(scale) for n, q in QUEUES.items()})
         if settings.backend == "local":
             return Runtime(settings, SqliteStateStore(db, local_queue), local_queue)
         queue = _cloud_tasks(settings)

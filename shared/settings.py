@@ -77,6 +77,8 @@ class Settings:
     breaker_failure_threshold: int = 5
     breaker_cooldown: float = 30.0
     vendor_concurrency: int = 8
+    # The local queue's backoffs times this (demos and tests; Retry-After is kept in full).
+    local_backoff_scale: float = 1.0
     # A side effect whose outcome is unknown and cannot be looked up: park or repeat.
     unknown_outcome: str = "park"
 

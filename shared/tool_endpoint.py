@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from shared.breaker import BreakerPolicy, CircuitBreaker, ConcurrencyLimit
 from shared.errors import ChimeraError, PermanentError, RetryableError
+from shared.identity import identity_denied, task_audience
 from shared.logs import log_context
 from shared.model import (
     Attempt,
@@ -55,6 +56,12 @@ def tool_endpoint(
 
     def handle(request: flask.Request) -> flask.Response:
         rt = runtime()
+        audience = task_audience(rt.settings, actor)
+        denied = identity_denied(
+            request, rt.settings, audience=audience, email=rt.settings.tasks_service_account
+        )
+        if denied is not None:
+            return denied
         attempt = attempt_of(request, actor)
         raw = request.get_data()
         try:

@@ -15,38 +15,38 @@ locals {
     }
     "tool-clearbit" = {
       target                    = "tool-clearbit"
-      max_attempts              = 8
-      min_backoff               = 0.5
+      max_attempts              = 25
+      min_backoff               = 1
       max_backoff               = 60
-      max_doublings             = 4
+      max_doublings             = 5
       max_dispatches_per_second = 50
       max_concurrent_dispatches = 20
     }
     "tool-jira" = {
       target                    = "tool-jira"
-      max_attempts              = 8
+      max_attempts              = 25
       min_backoff               = 1
-      max_backoff               = 120
-      max_doublings             = 4
+      max_backoff               = 60
+      max_doublings             = 5
       max_dispatches_per_second = 10
       max_concurrent_dispatches = 10
     }
     "tool-sendgrid" = {
       target                    = "tool-sendgrid"
-      max_attempts              = 8
+      max_attempts              = 25
       min_backoff               = 1
-      max_backoff               = 120
-      max_doublings             = 4
+      max_backoff               = 60
+      max_doublings             = 5
       max_dispatches_per_second = 50
       max_concurrent_dispatches = 20
     }
     # Slack allows about one message per second per channel; its 429s carry Retry-After.
     "tool-slack" = {
       target                    = "tool-slack"
-      max_attempts              = 8
+      max_attempts              = 25
       min_backoff               = 1
-      max_backoff               = 120
-      max_doublings             = 4
+      max_backoff               = 60
+      max_doublings             = 5
       max_dispatches_per_second = 20
       max_concurrent_dispatches = 10
     }

@@ -10,6 +10,8 @@ import pytest
 from shared import runtime
 from shared.model import OnboardingRequest, RunState
 
+pytest_plugins = ["tests.emulators"]
+
 
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path, monkeypatch) -> Iterator[None]:
@@ -38,5 +40,6 @@ def make_request(**changes) -> OnboardingRequest:
 
 def make_run(**changes) -> RunState:
     request = changes.pop("request", None) or make_request()
-    return RunState(run_id=request.run_id(), request_key=request.idempotency_key(),
-                    request=request, **changes)
+    return RunState(
+        run_id=request.run_id(), request_key=request.idempotency_key(), request=request, **changes
+    )

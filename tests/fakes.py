@@ -176,17 +176,20 @@ class FakeJira:
     def find_issues(self, project_key: str, label: str) -> list[dict[str, Any]]:
         return [i for i in self.issues if i["project"] == project_key and label in i["labels"]]
 
-    def create_issue(
-        self, *, project_key: str, summary: str, description: str, labels: list[str]
-    ) -> dict[str, Any]:
-        issue = {
-            "key": f"{project_key}-{len(self.issues) + 1}",
-            "project": project_key,
-            "summary": summary,
-            "labels": labels,
-        }
-        self.issues.append(issue)
-        return issue
+    def create_issues(
+        self, *, project_key: str, summaries: list[str], description: str, labels: list[str]
+    ) -> list[dict[str, Any]]:
+        created = []
+        for summary in summaries:
+            issue = {
+                "key": f"{project_key}-{len(self.issues) + 1}",
+                "project": project_key,
+                "summary": summary,
+                "labels": list(labels),
+            }
+            self.issues.append(issue)
+            created.append(issue)
+        return created
 
 
 class FakeMail:

@@ -77,6 +77,7 @@ class JiraApi:
             Route(f"{API}/project", ("POST",), "project.create", self.create_project),
             Route(f"{API}/project/<key>", ("GET",), "project.get", self.get_project),
             Route(f"{API}/issue", ("POST",), "issue.create", self.create_issue),
+            Route(f"{API}/issue/bulk", ("POST",), "issue.bulk_create", self.create_issues),
             Route(f"{API}/issue/<key>", ("GET",), "issue.get", self.get_issue),
             Route(f"{API}/search", ("GET", "POST"), "issue.search", self.search),
             Route(f"{API}/search/jql", ("GET", "POST"), "issue.search", self.search_jql),
@@ -104,7 +105,10 @@ class JiraApi:
         body = call.body if isinstance(call.body, dict) else {}
         fields = body.get("fields")
         if not isinstance(fields, dict):
-            fields = {}
+            updates = body.get("issueUpdates")
+            first = updates[0] if isinstance(updates, list) and updates else {}
+            fields = first.get("fields") if isinstance(first, dict) else None
+            fields = fields if isinstance(fields, dict) else {}
         for text in (body.get("description"), fields.get("description")):
             if isinstance(text, str) and (match := RUN_MARKER_RE.search(text)):
                 return match.group(1)
@@ -291,7 +295,42 @@ class JiraApi:
             or not isinstance(body.get("fields"), dict)
         ):
             return _errors(400, ['Can not deserialize the request: expected {"fields": {...}}.'])
-        fields = body["fields"]
+        with self._db.transaction() as conn:
+            created, problems = self._insert_issue(conn, call, body["fields"])
+        if created is None:
+            return _errors(400, [], problems)
+        return json_reply(201, created)
+
+    def create_issues(self, call: Call) -> Reply:
+        """POST /issue/bulk: each update is created or refused on its own, as Jira does."""
+        body = call.body
+        updates = body.get("issueUpdates") if isinstance(body, dict) else None
+        if call.body_malformed or not isinstance(updates, list):
+            return _errors(400, ['Can not deserialize the request: expected "issueUpdates".'])
+        issues, errors = [], []
+        with self._db.transaction() as conn:
+            for number, update in enumerate(updates):
+                fields = update.get("fields") if isinstance(update, dict) else None
+                created, problems = (
+                    self._insert_issue(conn, call, fields)
+                    if isinstance(fields, dict)
+                    else (None, {"fields": "expected an object"})
+                )
+                if created is None:
+                    errors.append(
+                        {
+                            "status": 400,
+                            "failedElementNumber": number,
+                            "elementErrors": {"errorMessages": [], "errors": problems},
+                        }
+                    )
+                else:
+                    issues.append(created)
+        return json_reply(201 if issues else 400, {"issues": issues, "errors": errors})
+
+    def _insert_issue(
+        self, conn: sqlite3.Connection, call: Call, fields: dict[str, Any]
+    ) -> tuple[dict[str, Any] | None, dict[str, str]]:
         problems: dict[str, str] = {}
         project_ref = fields.get("project")
         project_key = None
@@ -319,47 +358,43 @@ class JiraApi:
                     problems["labels"] = f"The label '{label}' contains spaces which is invalid."
         if description is not None and not isinstance(description, str):
             problems["description"] = "Operation value must be a string"
-        with self._db.transaction() as conn:
-            project = None
-            if project_key:
-                column = "id" if str(project_key).isdigit() else "key"
-                project = _project_row(conn, column, str(project_key))
-                if project is None:
-                    problems["project"] = "Specify a valid project ID or key"
-            if problems or project is None or issue_type is None:
-                return _errors(400, [], problems)
-            number = project["next_issue"]
-            conn.execute(
-                "UPDATE jira_projects SET next_issue = next_issue + 1 WHERE id = ?",
-                (project["id"],),
-            )
-            (issue_id,) = conn.execute(
-                "SELECT COALESCE(MAX(id), 10000) + 1 FROM jira_issues"
-            ).fetchone()
-            key = f"{project['key']}-{number}"
-            conn.execute(
-                "INSERT INTO jira_issues (id, key, project_id, summary, description, labels,"
-                " issuetype, reporter, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    issue_id,
-                    key,
-                    project["id"],
-                    summary,
-                    description,
-                    json.dumps(labels),
-                    issue_type[1],
-                    _caller(call),
-                    _now_iso(),
-                ),
-            )
-        return json_reply(
-            201,
-            {
-                "id": str(issue_id),
-                "key": key,
-                "self": f"{call.base_url}/rest/api/2/issue/{issue_id}",
-            },
+        project = None
+        if project_key:
+            column = "id" if str(project_key).isdigit() else "key"
+            project = _project_row(conn, column, str(project_key))
+            if project is None:
+                problems["project"] = "Specify a valid project ID or key"
+        if problems or project is None or issue_type is None:
+            return None, problems
+        number = project["next_issue"]
+        conn.execute(
+            "UPDATE jira_projects SET next_issue = next_issue + 1 WHERE id = ?",
+            (project["id"],),
         )
+        (issue_id,) = conn.execute(
+            "SELECT COALESCE(MAX(id), 10000) + 1 FROM jira_issues"
+        ).fetchone()
+        key = f"{project['key']}-{number}"
+        conn.execute(
+            "INSERT INTO jira_issues (id, key, project_id, summary, description, labels,"
+            " issuetype, reporter, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                issue_id,
+                key,
+                project["id"],
+                summary,
+                description,
+                json.dumps(labels),
+                issue_type[1],
+                _caller(call),
+                _now_iso(),
+            ),
+        )
+        return {
+            "id": str(issue_id),
+            "key": key,
+            "self": f"{call.base_url}/rest/api/2/issue/{issue_id}",
+        }, {}
 
     def get_issue(self, call: Call) -> Reply:
         key = call.args["key"]

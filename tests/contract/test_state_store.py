@@ -23,6 +23,7 @@ from shared.sqlite_db import SqliteDatabase
 from shared.sqlite_state import SqliteStateStore
 from shared.state import StateStore
 from tests.conftest import make_request, make_run
+from tests.emulators import firestore_store_under_test
 from tests.fakes import FakeStateStore
 
 
@@ -43,7 +44,11 @@ def _sqlite(tmp_path) -> StoreUnderTest:
     return StoreUnderTest(SqliteStateStore(db, queue), lambda name: queue.get(name) is not None)
 
 
-ADAPTERS: dict[str, Callable] = {"fake": _fake, "sqlite": _sqlite}
+ADAPTERS: dict[str, Callable] = {
+    "fake": _fake,
+    "sqlite": _sqlite,
+    "firestore": firestore_store_under_test,
+}
 
 
 @pytest.fixture(params=sorted(ADAPTERS))
@@ -58,11 +63,15 @@ def _task(name: str) -> Task:
 def test_create_run_is_idempotent_when_created_twice(sut):
     run = make_run()
     first, created = sut.store.create_run(
-        run, events=[Event(run_id=run.run_id, kind="run.created", actor="t")],
-        tasks=[_task("start-1")])
+        run,
+        events=[Event(run_id=run.run_id, kind="run.created", actor="t")],
+        tasks=[_task("start-1")],
+    )
     again, created_again = sut.store.create_run(
-        run, events=[Event(run_id=run.run_id, kind="run.created", actor="t")],
-        tasks=[_task("start-2")])
+        run,
+        events=[Event(run_id=run.run_id, kind="run.created", actor="t")],
+        tasks=[_task("start-2")],
+    )
     assert created and not created_again
     assert again == first and first.version == 1
     assert [e.kind for e in sut.store.events(run.run_id)] == ["run.created"]
@@ -75,9 +84,12 @@ def test_load_returns_none_when_run_is_missing(sut):
 
 def test_transition_bumps_version_and_emits_tasks(sut):
     run, _ = sut.store.create_run(make_run())
-    moved = sut.store.transition(run.evolve(status=RunStatus.RUNNING), expected_version=1,
-                                 events=[Event(run_id=run.run_id, kind="x", actor="t")],
-                                 tasks=[_task("dispatch-1")])
+    moved = sut.store.transition(
+        run.evolve(status=RunStatus.RUNNING),
+        expected_version=1,
+        events=[Event(run_id=run.run_id, kind="x", actor="t")],
+        tasks=[_task("dispatch-1")],
+    )
     assert moved.version == 2
     loaded = sut.store.load(run.run_id)
     assert loaded.status is RunStatus.RUNNING and loaded.version == 2
@@ -88,8 +100,9 @@ def test_transition_raises_conflict_when_version_is_stale(sut):
     run, _ = sut.store.create_run(make_run())
     sut.store.transition(run.evolve(status=RunStatus.RUNNING), expected_version=1)
     with pytest.raises(Conflict):
-        sut.store.transition(run.evolve(status=RunStatus.PARKED), expected_version=1,
-                             tasks=[_task("lost")])
+        sut.store.transition(
+            run.evolve(status=RunStatus.PARKED), expected_version=1, tasks=[_task("lost")]
+        )
     assert sut.store.load(run.run_id).status is RunStatus.RUNNING
     assert not sut.queued("lost")
 
@@ -126,8 +139,13 @@ def test_events_keep_their_order(sut):
 
 
 def test_record_outcome_keeps_the_first_when_recorded_twice(sut):
-    first = StepOutcome(run_id="r1", step_id="jira", tool="create_jira_project", ok=True,
-                        output={"project_key": "AC"})
+    first = StepOutcome(
+        run_id="r1",
+        step_id="jira",
+        tool="create_jira_project",
+        ok=True,
+        output={"project_key": "AC"},
+    )
     second = first.model_copy(update={"ok": False, "error": StepError(code="x", message="y")})
     assert sut.store.record_outcome(first) == first
     assert sut.store.record_outcome(second) == first
@@ -137,8 +155,9 @@ def test_record_outcome_keeps_the_first_when_recorded_twice(sut):
 
 
 def test_discard_outcome_lets_a_step_be_recorded_again(sut):
-    failed = StepOutcome(run_id="r1", step_id="jira", tool="t", ok=False,
-                         error=StepError(code="x", message="y"))
+    failed = StepOutcome(
+        run_id="r1", step_id="jira", tool="t", ok=False, error=StepError(code="x", message="y")
+    )
     sut.store.record_outcome(failed)
     sut.store.discard_outcome("r1", "jira")
     ok = failed.model_copy(update={"ok": True, "error": None, "generation": 2})

@@ -22,9 +22,18 @@ from shared.queues import QueueConfig
 from shared.sqlite_db import SqliteDatabase
 from tests.fakes import FakeTaskQueue
 
-FAST = {"work": QueueConfig("work", "work", max_attempts=3, min_backoff=0.01, max_backoff=0.05,
-                            max_doublings=2, max_dispatches_per_second=1000,
-                            max_concurrent_dispatches=2)}
+FAST = {
+    "work": QueueConfig(
+        "work",
+        "work",
+        max_attempts=3,
+        min_backoff=0.01,
+        max_backoff=0.05,
+        max_doublings=2,
+        max_dispatches_per_second=1000,
+        max_concurrent_dispatches=2,
+    )
+}
 
 
 @pytest.fixture(params=["fake", "local"])
@@ -160,8 +169,9 @@ def test_concurrency_is_bounded_per_queue(tmp_path):
 
 def test_scheduled_task_waits_for_its_time(tmp_path):
     q = _local(tmp_path)
-    q.enqueue(Task(queue="work", name="later", payload={},
-                   schedule_time=utcnow() + timedelta(hours=1)))
+    q.enqueue(
+        Task(queue="work", name="later", payload={}, schedule_time=utcnow() + timedelta(hours=1))
+    )
     target = Recorder()
     d = LocalDispatcher(q, {"work": target}, poll_interval=0.01)
     assert d.dispatch_due() == 0
@@ -182,8 +192,10 @@ def test_lease_of_a_dead_dispatcher_is_delivered_again(tmp_path):
     q = _local(tmp_path)
     q.enqueue(Task(queue="work", name="t-1", payload={}))
     with q.db.transaction() as conn:  # leased by a dispatcher that was kill -9ed
-        conn.execute("UPDATE tasks SET state = ?, lease_owner = 'gone', lease_until = ?",
-                     (LEASED, time.time() + 3600))
+        conn.execute(
+            "UPDATE tasks SET state = ?, lease_owner = 'gone', lease_until = ?",
+            (LEASED, time.time() + 3600),
+        )
     target = Recorder()
     d = LocalDispatcher(q, {"work": target}, poll_interval=0.01).start()
     try:
@@ -194,7 +206,15 @@ def test_lease_of_a_dead_dispatcher_is_delivered_again(tmp_path):
 
 
 def test_backoff_follows_cloud_tasks_schedule():
-    config = QueueConfig("q", "q", 100, min_backoff=10, max_backoff=300, max_doublings=3,
-                         max_dispatches_per_second=1, max_concurrent_dispatches=1)
+    config = QueueConfig(
+        "q",
+        "q",
+        100,
+        min_backoff=10,
+        max_backoff=300,
+        max_doublings=3,
+        max_dispatches_per_second=1,
+        max_concurrent_dispatches=1,
+    )
     # The example in Cloud Tasks' RetryConfig documentation.
     assert [config.backoff(n) for n in range(1, 9)] == [10, 20, 40, 80, 160, 240, 300, 300]

@@ -194,33 +194,38 @@ def test_jira_issue_created_and_found_by_label(settings: Settings, sandbox: Sand
         lead_account_id="712020:lead",
     )
 
-    issue = jira.create_issue(
+    issues = jira.create_issues(
         project_key="ONB",
-        summary="Kick-off with Acme Robotics",
+        summaries=["Kick-off with Acme Robotics", "Grant access"],
         description="Set up the kick-off. chimera-run:run-j2",
         labels=["chimera-step-kickoff"],
     )
 
-    assert issue == {"key": "ONB-1", "url": f"{settings.vendor_url('jira')}/browse/ONB-1"}
+    browse = f"{settings.vendor_url('jira')}/browse"
+    assert issues == [
+        {"key": "ONB-1", "url": f"{browse}/ONB-1"},
+        {"key": "ONB-2", "url": f"{browse}/ONB-2"},
+    ]
     assert jira.find_issues("ONB", "chimera-step-kickoff") == [
-        {"key": "ONB-1", "summary": "Kick-off with Acme Robotics"}
+        {"key": "ONB-1", "summary": "Kick-off with Acme Robotics"},
+        {"key": "ONB-2", "summary": "Grant access"},
     ]
     assert jira.find_issues("ONB", "chimera-step-other") == []
     with pytest.raises(NotFound):
         jira.find_issues("NOPE", "chimera-step-kickoff")
-    [create] = sandbox.records.list(vendor="jira", action="issue.create")
+    [create] = sandbox.records.list(vendor="jira", action="issue.bulk_create")
     assert (create["run_id"], create["status"]) == ("run-j2", 201)
     searches = sandbox.records.list(vendor="jira", action="issue.search")
     # Jira Cloud's current search; the older /rest/api/2/search answers 410 there.
     assert {s["path"] for s in searches} == {"/jira/rest/api/2/search/jql"}
     assert searches[0]["request"]["fields"] == ["summary", "labels"]
-    assert create["request"]["fields"]["labels"] == ["chimera-step-kickoff"]
+    assert create["request"]["issueUpdates"][0]["fields"]["labels"] == ["chimera-step-kickoff"]
 
 
 def test_jira_invalid_issue_is_invalid_input(settings: Settings) -> None:
     with pytest.raises(InvalidInput):
-        JiraClient(settings).create_issue(
-            project_key="ONB", summary="x", description="", labels=["has space"]
+        JiraClient(settings).create_issues(
+            project_key="ONB", summaries=["x"], description="", labels=["has space"]
         )
 
 

@@ -114,18 +114,19 @@ def test_redispatch_lists_dispatched_steps_without_outcome():
 
 
 @pytest.mark.parametrize(
-    ("name", "key"),
+    ("domain", "name", "key"),
     [
-        ("Acme Corp", "AC"),
-        ("Globex", "GLOBEX"),
-        ("Initech Software Holdings", "ISH"),
-        ("3M", "MX"),
-        ("!!!", "CLIENT"),
-        ("A", "AX"),
+        ("acme.example", "Acme Corp", "ACME"),
+        ("client7.example", "Client 7 Ltd", "CLIENT7"),
+        ("3m.com", "3M", "X3M"),
+        ("very-long-company-name.io", "Long", "VERYLONGCO"),
+        ("x.example", "Initech Software Holdings", "ISH"),
+        ("x.example", "!!!", "CLIENT"),
+        ("x.example", "Zed", "ZX"),
     ],
 )
-def test_project_key_is_a_valid_jira_key(name, key):
-    assert core.project_key(name) == key
+def test_project_key_is_a_valid_jira_key(domain, name, key):
+    assert core.project_key(domain, name) == key
 
 
 def test_plan_uses_the_request_channel():

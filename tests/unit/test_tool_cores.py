@@ -91,9 +91,21 @@ def test_jira_retry_adopts_its_own_project_when_the_answer_was_lost():
     assert result.output["issues"] == again.output["issues"] == ["AC-1", "AC-2"]
 
 
-def test_jira_refuses_a_key_owned_by_another_project():
+def test_jira_takes_the_next_key_when_another_project_owns_it():
     fake = FakeJira()
     fake.projects["AC"] = {"key": "AC", "description": "someone else's"}
+    jira_call = call("create_jira_project", "jira", JIRA_ARGS)
+    result = jira.create_project(jira_call, FIRST, fake, DEFAULTS)
+    assert result.output["project_key"] == "AC2"
+    # A retry walks the same keys and adopts its own project instead of making AC3.
+    again = jira.create_project(jira_call, RETRY, fake, DEFAULTS)
+    assert again.output["project_key"] == "AC2" and fake.creates == 1
+
+
+def test_jira_gives_up_when_every_candidate_key_is_taken():
+    fake = FakeJira()
+    for key in jira.candidate_keys("AC"):
+        fake.projects[key] = {"key": key, "description": "someone else's"}
     with pytest.raises(PermanentError) as caught:
         jira.create_project(call("create_jira_project", "jira", JIRA_ARGS), FIRST, fake, DEFAULTS)
     assert caught.value.code == jira.KEY_TAKEN

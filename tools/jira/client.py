@@ -131,26 +131,40 @@ class JiraClient:
             if isinstance(issue, dict) and issue.get("key")
         ]
 
-    def create_issue(
-        self, *, project_key: str, summary: str, description: str, labels: Sequence[str]
-    ) -> dict[str, Any]:
-        """Create a Task; returns its key and browse URL."""
-        fields = {
-            # Dicts, not bare strings: a bare key or type name makes the library look them
-            # up first (GET project/{key}, and the project's issue types).
-            "project": {"key": project_key},
-            "issuetype": {"name": ISSUE_TYPE},
-            "summary": summary,
-            "description": description,
-            "labels": list(labels),
-        }
-        issue = self._call(
-            "issue.create", lambda: self._jira.create_issue(fields=fields, prefetch=False)
+    def create_issues(
+        self,
+        *,
+        project_key: str,
+        summaries: Sequence[str],
+        description: str,
+        labels: Sequence[str],
+    ) -> list[dict[str, Any]]:
+        """Create Tasks in one bulk call; returns each one's key and browse URL, in order."""
+        field_list = [
+            {
+                # Dicts, not bare strings: a bare key or type name makes the library look them
+                # up first (GET project/{key}, and the project's issue types).
+                "project": {"key": project_key},
+                "issuetype": {"name": ISSUE_TYPE},
+                "summary": summary,
+                "description": description,
+                "labels": list(labels),
+            }
+            for summary in summaries
+        ]
+        results = self._call(
+            "issue.bulk_create",
+            lambda: self._jira.create_issues(field_list=field_list, prefetch=False),
         )
-        key = getattr(issue, "key", None)
-        if not key:
-            raise BadVendorReply("Jira created an issue but did not answer its key")
-        return {"key": key, "url": self._browse_url(key)}
+        created = []
+        for result in results:
+            if result.get("status") != "Success":
+                raise InvalidInput(f"Jira refused an issue: {result.get('error')}")
+            key = getattr(result.get("issue"), "key", None)
+            if not key:
+                raise BadVendorReply("Jira created an issue but did not answer its key")
+            created.append({"key": key, "url": self._browse_url(key)})
+        return created
 
     # -- plumbing ---------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -30,9 +31,16 @@ class JiraPort(Protocol):
 
     def find_issues(self, project_key: str, label: str) -> list[dict[str, Any]]: ...
 
-    def create_issue(
-        self, *, project_key: str, summary: str, description: str, labels: list[str]
-    ) -> dict[str, Any]: ...
+    def create_issues(
+        self,
+        *,
+        project_key: str,
+        summaries: Sequence[str],
+        description: str,
+        labels: Sequence[str],
+    ) -> list[dict[str, Any]]:
+        """Create issues in one call; their keys, in order."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -47,60 +55,82 @@ def run_marker(run_id: str) -> str:
     return f"chimera-run:{run_id}"
 
 
+def candidate_keys(key: str, tries: int = 9) -> list[str]:
+    """The plan's key, then KEY2..KEY9: another client may own the plain initials."""
+    return [key] + [f"{key[: 10 - len(str(n))]}{n}" for n in range(2, tries + 1)]
+
+
 def create_project(
     call: ToolCall, attempt: Attempt, jira: JiraPort, defaults: ProjectDefaults
 ) -> StepResult:
+    """Create the project under the first free candidate key, or adopt our own.
+
+    The candidates are walked in the same order on every attempt, so a retry finds the
+    project an earlier attempt created (its description carries this run's marker).
+    """
     args = JiraProjectArgs.model_validate(call.args)
     marker = run_marker(call.run_id)
     request = call.request
-    existed = attempt.may_have_run and _ours(jira.find_project(args.key), marker, args.key)
-    project = existed or None
-    if project is None:
-        description = (
-            f"Onboarding of {request.company_name} ({request.domain}).\n"
-            f"Goal: {request.goal}\n\n{marker}"
-        )
+    description = (
+        f"Onboarding of {request.company_name} ({request.domain}).\n"
+        f"Goal: {request.goal}\n\n{marker}"
+    )
+    project, key, existed = None, "", False
+    for key in candidate_keys(args.key):
+        found = jira.find_project(key) if attempt.may_have_run else None
+        if found is not None:
+            if _ours(found, marker):
+                project, existed = found, True
+                break
+            continue
         try:
             project = jira.create_project(
-                key=args.key,
+                key=key,
                 name=args.name,
                 description=description,
                 template=args.template or defaults.template,
                 project_type=defaults.project_type,
                 lead_account_id=defaults.lead_account_id,
             )
+            break
         except PermanentError as exc:
             if exc.code != KEY_TAKEN:
                 raise
             # Made by an attempt of ours whose answer was lost, or somebody else's project.
-            project = _ours(jira.find_project(args.key), marker, args.key)
-            existed = project
+            found = jira.find_project(key)
+            if found is not None and _ours(found, marker):
+                project, existed = found, True
+                break
+    if project is None:
+        raise PermanentError(
+            f"Jira keys {args.key}..{key} all belong to other projects", code=KEY_TAKEN
+        )
 
     label = "chimera-" + stable_hash(f"{call.run_id}:{call.step_id}", 12)
-    known = {i["summary"]: i for i in jira.find_issues(args.key, label)} if existed else {}
-    issues = []
-    for summary in args.kickoff_issues:
-        issue = known.get(summary) or jira.create_issue(
-            project_key=args.key,
-            summary=summary,
-            description=f"Kickoff task for {request.company_name}.\n\n{marker}",
+    known = {i["summary"]: i["key"] for i in jira.find_issues(key, label)} if existed else {}
+    missing = [summary for summary in args.kickoff_issues if summary not in known]
+    if missing:
+        # One call for all of them: fewer calls, fewer chances for a flaky vendor to fail us.
+        created = jira.create_issues(
+            project_key=key,
+            summaries=missing,
             labels=[label],
+            description=f"Kickoff task for {request.company_name}.\n\n{marker}",
         )
-        issues.append(issue["key"])
+        known.update(
+            (summary, issue["key"]) for summary, issue in zip(missing, created, strict=True)
+        )
+    issues = [known[summary] for summary in args.kickoff_issues]
     return StepResult(
         output={
-            "project_key": args.key,
+            "project_key": key,
             "project_id": str(project.get("id", "")),
             "project_url": project.get("url", ""),
             "issues": issues,
         },
-        summary=f"project {args.key} with {len(issues)} kickoff issues",
+        summary=f"project {key} with {len(issues)} kickoff issues",
     )
 
 
-def _ours(project: dict[str, Any] | None, marker: str, key: str) -> dict[str, Any] | None:
-    if project is None:
-        return None
-    if marker not in (project.get("description") or ""):
-        raise PermanentError(f"Jira project key {key} belongs to another project", code=KEY_TAKEN)
-    return project
+def _ours(project: dict[str, Any], marker: str) -> bool:
+    return marker in (project.get("description") or "")
