@@ -104,7 +104,7 @@ class LocalStack:
     def _targets(self) -> dict[str, Target]:
         names = [ORCHESTRATOR_QUEUE, *(tool_queue(f) for f in FUNCTIONS)]
         if self.over_http:
-            return {n: HttpTarget(f"{self.url}/functions/{n}") for n in names}
+            return {n: HttpTarget(f"{self.url}/functions/{n}/") for n in names}
         return {n: WsgiTarget(self.apps[n]) for n in names}
 
     def _serve(self, port: int) -> None:

@@ -76,7 +76,7 @@ class Settings:
     # long; at most this many calls in flight per instance.
     breaker_failure_threshold: int = 5
     breaker_cooldown: float = 30.0
-    vendor_concurrency: int = 8
+    vendor_concurrency: int = 20
     # The local queue's backoffs times this (demos and tests; Retry-After is kept in full).
     local_backoff_scale: float = 1.0
     # A side effect whose outcome is unknown and cannot be looked up: park or repeat.

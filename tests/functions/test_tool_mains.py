@@ -1,0 +1,160 @@
+"""Each tool's deployed target through the Functions Framework, on in-memory fakes."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from orchestrator import core
+from shared.errors import VendorTimeout
+from shared.model import OrchestratorTask, RunStatus, StepStatus, utcnow
+from tests.conftest import make_run
+from tests.fakes import FakeChat, FakeDirectory, FakeJira, FakeLanguageModel, FakeMail
+from tests.functions.conftest import client_of
+
+DRAFT = {
+    "subject": "Welcome aboard",
+    "text": "Hello Ada, welcome aboard!",
+    "html": "<p>Hello Ada, welcome aboard!</p>",
+}
+
+
+def _tool(monkeypatch, function: str, **fakes):
+    client = client_of(f"tools/{function}/main.py", "run_tool")
+    module = sys.modules["main"]  # the Functions Framework loaded the target as `main`
+    for name, fake in fakes.items():
+        monkeypatch.setattr(module, name, lambda fake=fake: fake)
+    return client
+
+
+def _dispatched(store, step_id: str):
+    """A stored run whose `step_id` is dispatched, and the tool call the orchestrator sent."""
+    run = core.decide(make_run(), OrchestratorTask(run_id="x", kind="start"), {}, utcnow()).run
+    step = run.steps[step_id].model_copy(update={"status": StepStatus.DISPATCHED})
+    run = run.evolve(steps={**run.steps, step_id: step})
+    run, _ = store.create_run(run)
+    plan_step = next(s for s in run.plan if s.step_id == step_id)
+    inputs = {"draft": DRAFT} if step_id == "email" else {}
+    call = core.redispatch(run, {})[0].model_copy(
+        update={
+            "step_id": step_id,
+            "tool": plan_step.tool,
+            "args": plan_step.args,
+            "inputs": inputs,
+        }
+    )
+    return run, call.model_dump(mode="json")
+
+
+QUEUED = {
+    "X-CloudTasks-QueueName": "q",
+    "X-CloudTasks-TaskName": "t-1",
+    "X-CloudTasks-TaskRetryCount": "0",
+}
+
+CASES = [
+    ("clearbit", "enrich", "directory", lambda: FakeDirectory({"acme.example": {"name": "A"}})),
+    ("jira", "jira", "jira", FakeJira),
+    ("sendgrid", "draft", "model", FakeLanguageModel),
+    ("sendgrid", "email", "mailer", FakeMail),
+    ("slack", "slack", "chat", FakeChat),
+]
+
+
+@pytest.mark.parametrize(("function", "step_id", "port", "make"), CASES)
+def test_tool_records_its_outcome_and_reports_once(
+    fakes, monkeypatch, function, step_id, port, make
+):
+    store, queue = fakes
+    client = _tool(monkeypatch, function, **{port: make()})
+    run, call = _dispatched(store, step_id)
+    response = client.post("/", json=call, headers=QUEUED)
+    assert response.status_code == 200 and response.get_json() == {"status": "done", "ok": True}
+    outcome = store.outcome(run.run_id, step_id)
+    assert outcome.ok and outcome.attempts == 1
+    assert [t.name for t in queue.on("orchestrator")] == [f"{run.run_id}-{step_id}-g1-done"]
+    # Delivered again (at least once): the stored outcome is reported, the vendor untouched.
+    again = client.post("/", json=call, headers=QUEUED)
+    assert again.get_json()["status"] == "already_done"
+    assert store.outcome(run.run_id, step_id) == outcome
+    assert len(queue.on("orchestrator")) == 1
+
+
+def test_duplicate_delivery_calls_the_vendor_once(fakes, monkeypatch):
+    chat = FakeChat()
+    client = _tool(monkeypatch, "slack", chat=chat)
+    _, call = _dispatched(fakes[0], "slack")
+    for _ in range(3):
+        assert client.post("/", json=call, headers=QUEUED).status_code == 200
+    assert len(chat.messages) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"not json", "Invalid JSON"),
+        (b'{"run_id": "r"}', "Field required"),
+    ],
+)
+def test_malformed_task_is_refused_without_touching_any_run(fakes, monkeypatch, body, reason):
+    store, queue = fakes
+    client = _tool(monkeypatch, "jira", jira=FakeJira())
+    run, _ = _dispatched(store, "jira")
+    direct = client.post("/", data=body, content_type="application/json")
+    assert direct.status_code == 400 and reason in direct.get_json()["error"]["message"]
+    queued = client.post("/", data=body, content_type="application/json", headers=QUEUED)
+    assert queued.status_code == 200 and queued.get_json()["status"] == "rejected"
+    assert store.load(run.run_id) == run and queue.on("orchestrator") == []
+    assert len(store.rejections()) == 2
+
+
+def test_tool_refuses_a_call_for_another_function(fakes, monkeypatch):
+    client = _tool(monkeypatch, "slack", chat=FakeChat())
+    _, call = _dispatched(fakes[0], "jira")
+    response = client.post("/", json=call)
+    assert response.status_code == 400
+    assert "does not run" in response.get_json()["error"]["message"]
+
+
+def test_tool_refuses_invalid_arguments(fakes, monkeypatch):
+    client = _tool(monkeypatch, "jira", jira=FakeJira())
+    _, call = _dispatched(fakes[0], "jira")
+    call["args"]["key"] = "lower-case"
+    assert client.post("/", json=call).status_code == 400
+
+
+def test_retryable_failure_asks_the_queue_to_retry(fakes, monkeypatch):
+    store, queue = fakes
+    jira = FakeJira()
+    jira.fail_next = VendorTimeout("read timed out")
+    client = _tool(monkeypatch, "jira", jira=jira)
+    run, call = _dispatched(store, "jira")
+    response = client.post("/", json=call, headers=QUEUED)
+    assert response.status_code == 503
+    assert store.outcome(run.run_id, "jira") is None and queue.on("orchestrator") == []
+    assert [e.kind for e in store.events(run.run_id)] == ["step.retry"]
+    # The next delivery finds the project its predecessor made, and does not make another.
+    retry = client.post("/", json=call, headers={**QUEUED, "X-CloudTasks-TaskRetryCount": "1"})
+    assert retry.status_code == 200 and jira.creates == 1
+    assert store.outcome(run.run_id, "jira").attempts == 2
+
+
+def test_task_of_a_cancelled_run_does_nothing(fakes, monkeypatch):
+    store, _ = fakes
+    chat = FakeChat()
+    client = _tool(monkeypatch, "slack", chat=chat)
+    run, call = _dispatched(store, "slack")
+    store.transition(core.cancel(run, "client withdrew", utcnow()).run, expected_version=1)
+    response = client.post("/", json=call, headers=QUEUED)
+    assert response.get_json()["status"] == "skipped" and chat.messages == []
+    assert store.load(run.run_id).status is RunStatus.CANCELLED
+    assert [e.kind for e in store.events(run.run_id)] == ["step.skipped"]
+
+
+def test_task_for_a_missing_run_is_acknowledged(fakes, monkeypatch):
+    client = _tool(monkeypatch, "slack", chat=FakeChat())
+    _, call = _dispatched(fakes[0], "slack")
+    call["run_id"] = "run-gone"
+    response = client.post("/", json=call, headers=QUEUED)
+    assert response.status_code == 200 and response.get_json()["status"] == "skipped"
