@@ -29,6 +29,7 @@ class VendorFaults:
 
     odds: dict[str, float] = field(default_factory=dict)
     latency_ms: float = 0.0
+    brownout_ms: float = 0.0  # added latency inside the plan's brownout window only
 
 
 @dataclass(frozen=True)
@@ -37,12 +38,17 @@ class FaultPlan:
 
     Spec: comma-separated `vendor.kind=value` with vendor one of VENDORS or `*`, kind one of
     error, rate_limit, timeout, garbage (probabilities) or latency_ms (milliseconds on every
-    call); plus `seed=N` and `hang_s=S` (how long a `timeout` fault holds its answer).
+    call) or brownout_ms (milliseconds on every call inside the brownout window); plus
+    `seed=N`, `hang_s=S` (how long a `timeout` fault holds its answer), `brownout=A-B` (the
+    window, in seconds from `t0`) and `t0=EPOCH` (default: when the sandbox starts, so a
+    benchmark that restarts the sandbox can keep one window across restarts).
     """
 
     vendors: dict[str, VendorFaults] = field(default_factory=dict)
     seed: str = "0"
     hang_s: float = DEFAULT_HANG_S
+    brownout: tuple[float, float] | None = None
+    t0: float | None = None
 
     @classmethod
     def parse(cls, spec: str | None) -> FaultPlan:
@@ -52,6 +58,8 @@ class FaultPlan:
             ValueError: naming the offending entry, for any unknown key or out-of-range value.
         """
         seed, hang_s = "0", DEFAULT_HANG_S
+        brownout: tuple[float, float] | None = None
+        t0: float | None = None
         wildcard: dict[str, float] = {}
         explicit: dict[str, dict[str, float]] = {}
         for raw in (spec or "").split(","):
@@ -65,6 +73,18 @@ class FaultPlan:
                 seed = value
             elif key == "hang_s":
                 hang_s = _number(entry, value, minimum=0.0)
+            elif key == "t0":
+                t0 = _number(entry, value, minimum=0.0)
+            elif key == "brownout":
+                start, dash, end = value.partition("-")
+                if not dash:
+                    raise ValueError(f"fault spec entry {entry!r}: expected brownout=START-END")
+                window = (_number(entry, start, minimum=0.0), _number(entry, end, minimum=0.0))
+                if window[1] <= window[0]:
+                    raise ValueError(
+                        f"fault spec entry {entry!r}: the window ends before it starts"
+                    )
+                brownout = window
             else:
                 vendor, dot, kind = key.partition(".")
                 if not dot:
@@ -76,14 +96,14 @@ class FaultPlan:
                         f"fault spec entry {entry!r}: unknown vendor {vendor!r} "
                         f"(one of {', '.join(VENDORS)} or *)"
                     )
-                if kind == "latency_ms":
+                if kind in ("latency_ms", "brownout_ms"):
                     number = _number(entry, value, minimum=0.0)
                 elif kind in KINDS:
                     number = _number(entry, value, minimum=0.0, maximum=1.0)
                 else:
                     raise ValueError(
                         f"fault spec entry {entry!r}: unknown fault {kind!r} "
-                        f"(one of {', '.join(KINDS)}, latency_ms)"
+                        f"(one of {', '.join(KINDS)}, latency_ms, brownout_ms)"
                     )
                 target = wildcard if vendor == WILDCARD else explicit.setdefault(vendor, {})
                 target[kind] = number
@@ -99,16 +119,22 @@ class FaultPlan:
                     f"fault probabilities for {vendor} add up to {total:g}, more than 1"
                 )
             latency = merged.get("latency_ms", 0.0)
-            if odds or latency:
-                vendors[vendor] = VendorFaults(odds=odds, latency_ms=latency)
-        return cls(vendors=vendors, seed=seed, hang_s=hang_s)
+            brownout_ms = merged.get("brownout_ms", 0.0)
+            if odds or latency or brownout_ms:
+                vendors[vendor] = VendorFaults(
+                    odds=odds, latency_ms=latency, brownout_ms=brownout_ms
+                )
+        if brownout is None and any(v.brownout_ms for v in vendors.values()):
+            raise ValueError("brownout_ms needs a window: brownout=START-END (seconds)")
+        return cls(vendors=vendors, seed=seed, hang_s=hang_s, brownout=brownout, t0=t0)
 
     @property
     def active(self) -> bool:
         return bool(self.vendors)
 
-    def fault_for(self, vendor: str, n: int) -> Fault:
-        """The fault for a vendor's n-th call (0-based): the same answer every time.
+    def fault_for(self, vendor: str, n: int, now: float | None = None) -> Fault:
+        """The fault for a vendor's n-th call (0-based): the same answer every time, plus the
+        brownout's latency when `now` (epoch seconds) falls in the window.
 
         Each call draws from its own generator seeded by (seed, vendor, n), so calls to other
         vendors, or their interleaving across threads, never shift this vendor's sequence.
@@ -117,6 +143,10 @@ class FaultPlan:
         if faults is None:
             return Fault()
         latency_s = faults.latency_ms / 1000.0
+        if faults.brownout_ms and self.brownout and now is not None and self.t0 is not None:
+            since = now - self.t0
+            if self.brownout[0] <= since < self.brownout[1]:
+                latency_s += faults.brownout_ms / 1000.0
         rng = random.Random(f"{self.seed}:{vendor}:{n}")
         draw = rng.random()
         threshold = 0.0

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
@@ -56,7 +58,8 @@ class SandboxApp:
     def __init__(self, home: Path, plan: FaultPlan, *, stopping: threading.Event) -> None:
         db = sandbox_database(home)
         self.records = RecordStore(home, db=db)
-        self.plan = plan
+        # The brownout window counts from t0: given, or this start.
+        self.plan = plan if plan.t0 is not None else dataclasses.replace(plan, t0=time.time())
         self._stopping = stopping
         apis: list[VendorApi] = [
             ClearbitApi(),
@@ -123,7 +126,7 @@ class SandboxApp:
         with self._calls_lock:
             n = self._calls[vendor]
             self._calls[vendor] = n + 1
-        return self.plan.fault_for(vendor, n)
+        return self.plan.fault_for(vendor, n, now=time.time())
 
     def _handle(self, api: VendorApi, route: Route, call: Call) -> Reply:
         try:

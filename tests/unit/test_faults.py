@@ -111,3 +111,25 @@ def test_latency_applies_to_every_call_when_set() -> None:
 
     assert all(plan.fault_for("clearbit", n) == Fault(latency_s=0.25) for n in range(10))
     assert plan.fault_for("jira", 0) == Fault()
+
+
+def test_brownout_adds_latency_only_inside_its_window():
+    plan = FaultPlan.parse("gemini.brownout_ms=45000,brownout=10-40,t0=1000")
+    assert plan.fault_for("gemini", 0, now=1005).latency_s == 0
+    assert plan.fault_for("gemini", 1, now=1010).latency_s == 45
+    assert plan.fault_for("gemini", 2, now=1039.9).latency_s == 45
+    assert plan.fault_for("gemini", 3, now=1040).latency_s == 0
+    assert plan.fault_for("jira", 0, now=1020).latency_s == 0
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "gemini.brownout_ms=100",
+        "gemini.brownout_ms=1,brownout=5-2",
+        "gemini.brownout_ms=1,brownout=5",
+    ],
+)
+def test_brownout_needs_a_valid_window(spec):
+    with pytest.raises(ValueError):
+        FaultPlan.parse(spec)
