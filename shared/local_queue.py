@@ -223,7 +223,15 @@ class LocalDispatcher:
         self.poll_interval = poll_interval
         self.clock = clock
         self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dispatch")
+        # A pool per queue: a queue whose vendor browns out fills its own workers, never
+        # another queue's. Threads start on demand, so idle queues cost nothing.
+        self._pools = {
+            name: ThreadPoolExecutor(
+                max_workers=min(queue.queues[name].max_concurrent_dispatches, workers),
+                thread_name_prefix=f"dispatch-{name}",
+            )
+            for name in self.targets
+        }
         self._in_flight: dict[str, int] = {name: 0 for name in self.targets}
         self._limits = {
             name: _RateLimiter(queue.queues[name].max_dispatches_per_second)
@@ -245,7 +253,8 @@ class LocalDispatcher:
         self.queue.wakeup.set()
         if self._thread:
             self._thread.join(timeout=5)
-        self._pool.shutdown(wait=True, cancel_futures=False)
+        for pool in self._pools.values():
+            pool.shutdown(wait=True, cancel_futures=False)
         with self.db.transaction() as conn:
             conn.execute("DELETE FROM dispatchers WHERE owner = ?", (self.owner,))
 
@@ -327,7 +336,7 @@ class LocalDispatcher:
         for name, row in leased:
             with self._lock:
                 self._in_flight[name] += 1
-            self._pool.submit(self._deliver, name, row)
+            self._pools[name].submit(self._deliver, name, row)
         return len(leased)
 
     def _deliver(self, queue_name: str, row: sqlite3.Row) -> None:

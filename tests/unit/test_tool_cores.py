@@ -197,3 +197,34 @@ def test_slack_uses_the_configured_channel_when_the_request_names_none():
     chat = FakeChat()
     slack.post_notice(call("post_slack_notice", "slack", slack_channel=""), FIRST, chat, "#general")
     assert chat.messages[0]["channel"] == "#general"
+
+
+class MailWithoutActivity(FakeMail):
+    """An account without SendGrid's Email Activity add-on: the lookup is refused."""
+
+    def find_sent(self, *, step_key: str) -> str | None:
+        raise PermanentError("Email Activity is not enabled", code="auth_failed")
+
+
+def test_send_parks_when_an_earlier_attempt_may_have_sent_and_no_lookup_exists():
+    mail = MailWithoutActivity()
+    send_call = call("send_welcome_email", "email", inputs={"draft": DRAFT})
+    with pytest.raises(PermanentError) as caught:
+        sendgrid.send(send_call, RETRY, mail, SENDER)
+    assert caught.value.code == "outcome_unknown" and mail.sent == []
+    assert "may already have been sent" in caught.value.message
+
+
+def test_send_repeats_when_the_policy_says_so_and_the_result_says_so():
+    mail = MailWithoutActivity()
+    repeat = sendgrid.Sender("welcome@chimera.example", "Chimera", unknown_outcome="repeat")
+    send_call = call("send_welcome_email", "email", inputs={"draft": DRAFT})
+    result = sendgrid.send(send_call, RETRY, mail, repeat)
+    assert len(mail.sent) == 1 and result.output["outcome_was_unknown"] is True
+    assert "second copy" in result.summary
+
+
+def test_send_needs_no_lookup_on_a_first_attempt():
+    mail = MailWithoutActivity()
+    sendgrid.send(call("send_welcome_email", "email", inputs={"draft": DRAFT}), FIRST, mail, SENDER)
+    assert len(mail.sent) == 1

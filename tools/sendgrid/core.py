@@ -9,7 +9,7 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared.errors import InvalidInput, PermanentError
+from shared.errors import InvalidInput, OutcomeUnknown, PermanentError
 from shared.llm import LanguageModel
 from shared.model import Attempt, StepResult, ToolCall
 from shared.registry import DraftEmailArgs
@@ -68,6 +68,9 @@ class EmailDraft(BaseModel):
 class Sender:
     email: str
     name: str
+    # When an earlier attempt may have sent the email and SendGrid cannot tell us: `park`
+    # the run for a person to decide, or `repeat` the send (the client may get two).
+    unknown_outcome: str = "park"
 
 
 def draft(call: ToolCall, attempt: Attempt, model: LanguageModel) -> StepResult:
@@ -113,8 +116,19 @@ def send(call: ToolCall, attempt: Attempt, mail: MailPort, sender: Sender) -> St
     except (KeyError, ValidationError):
         raise InvalidInput("send_welcome_email needs the draft step's output") from None
     key = step_key(call)
+    outcome_unknown = False
     if attempt.may_have_run:
-        sent = mail.find_sent(step_key=key)
+        try:
+            sent = mail.find_sent(step_key=key)
+        except PermanentError as exc:
+            # No Email Activity on this account (a paid add-on): we cannot know.
+            if sender.unknown_outcome != "repeat":
+                raise OutcomeUnknown(
+                    f"the welcome email to {request.contact_email} may already have been sent "
+                    f"and SendGrid's message lookup is unavailable ({exc.code}); check SendGrid, "
+                    "then resume the run to send it or cancel it"
+                ) from None
+            sent, outcome_unknown = None, True
         if sent:
             return StepResult(
                 output={
@@ -135,7 +149,16 @@ def send(call: ToolCall, attempt: Attempt, mail: MailPort, sender: Sender) -> St
         html=email.html,
         custom_args={"run_id": call.run_id, "chimera_step": key},
     )
+    output = {"message_id": message_id, "to": request.contact_email, "subject": email.subject}
+    if outcome_unknown:
+        # The run says so: an earlier attempt may have sent it too.
+        output["outcome_was_unknown"] = True
     return StepResult(
-        output={"message_id": message_id, "to": request.contact_email, "subject": email.subject},
-        summary=f"sent to {request.contact_email}",
+        output=output,
+        summary=f"sent to {request.contact_email}"
+        + (
+            " (an earlier attempt's outcome was unknown: it may be a second copy)"
+            if outcome_unknown
+            else ""
+        ),
     )

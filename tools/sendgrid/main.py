@@ -16,7 +16,7 @@ model = per_runtime(GeminiLanguageModel)
 
 def _sender() -> core.Sender:
     settings = runtime().settings
-    return core.Sender(settings.sender_email, settings.sender_name)
+    return core.Sender(settings.sender_email, settings.sender_name, settings.unknown_outcome)
 
 
 run_tool = functions_framework.http(
