@@ -93,6 +93,9 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--sandbox-port", type=int, default=8086)
     dev.add_argument("--faults", default="")
     dev.add_argument(
+        "--sandbox-url", default="", help="use a sandbox already running there (python -m sandbox)"
+    )
+    dev.add_argument(
         "--http", action="store_true", help="deliver tasks over loopback HTTP instead of in process"
     )
     dev.set_defaults(handler=cmd_dev)
@@ -251,11 +254,12 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
         sandbox_port=args.sandbox_port,
         serve_port=port,
         over_http=args.http,
+        sandbox_url=args.sandbox_url,
     ).start()
-    assert stack.sandbox is not None
+    sandbox_url = stack.sandbox.url if stack.sandbox else args.sandbox_url
     console.print(
         f"Chimera dev stack on {stack.url}: POST {stack.url}/runs, "
-        f"GET {stack.url}/runs/<id>; vendor sandbox on {stack.sandbox.url}"
+        f"GET {stack.url}/runs/<id>; vendor sandbox on {sandbox_url}"
     )
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -60,12 +60,15 @@ class LocalStack:
         sandbox_port: int = 0,
         serve_port: int | None = None,
         over_http: bool = False,
+        sandbox_url: str = "",
     ) -> None:
         self.base_settings = settings
         self.faults = faults
         self.sandbox_port = sandbox_port
         self.serve_port = serve_port
         self.over_http = over_http and serve_port is not None
+        # An external sandbox (its own process), or one embedded in this stack.
+        self.sandbox_url = sandbox_url
         self.sandbox: SandboxServer | None = None
         self.dispatcher: LocalDispatcher | None = None
         self.runtime: Runtime | None = None
@@ -80,10 +83,12 @@ class LocalStack:
 
     def start(self) -> LocalStack:
         settings = self.base_settings
-        self.sandbox = SandboxServer(
-            settings.home, faults=self.faults, port=self.sandbox_port
-        ).start()
-        settings = settings.replace(sandbox_url=self.sandbox.url)
+        if not self.sandbox_url:
+            self.sandbox = SandboxServer(
+                settings.home, faults=self.faults, port=self.sandbox_port
+            ).start()
+        sandbox_url = self.sandbox.url if self.sandbox else self.sandbox_url
+        settings = settings.replace(sandbox_url=sandbox_url)
         self.runtime = build_runtime(settings)
         install(self.runtime)
         self.apps = {
@@ -98,7 +103,7 @@ class LocalStack:
         self.dispatcher = LocalDispatcher(
             queue, self._targets(), dispatch_deadline=settings.dispatch_deadline
         ).start()
-        log.info("local stack up: state %s, sandbox %s", settings.state_location, self.sandbox.url)
+        log.info("local stack up: state %s, sandbox %s", settings.state_location, sandbox_url)
         return self
 
     def _targets(self) -> dict[str, Target]:

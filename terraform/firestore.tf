@@ -12,3 +12,37 @@ resource "google_firestore_database" "state" {
 
   depends_on = [google_project_service.api]
 }
+
+# `chimera runs list --status parked`: runs of one status, newest first.
+resource "google_firestore_index" "runs_by_status" {
+  project    = var.project_id
+  database   = google_firestore_database.state.name
+  collection = "runs"
+
+  fields {
+    field_path = "status"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "created_at"
+    order      = "DESCENDING"
+  }
+}
+
+# Nested maps that no query filters on: not indexing them keeps writes cheap and far from
+# the per-document index-entry limit as plans, outputs and event details grow.
+resource "google_firestore_field" "unindexed" {
+  for_each = {
+    "runs.plan"     = ["runs", "plan"]
+    "runs.steps"    = ["runs", "steps"]
+    "runs.request"  = ["runs", "request"]
+    "steps.output"  = ["steps", "output"]
+    "events.detail" = ["events", "detail"]
+  }
+  project    = var.project_id
+  database   = google_firestore_database.state.name
+  collection = each.value[0]
+  field      = each.value[1]
+
+  index_config {}
+}
