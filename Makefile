@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format bench bench-speed clean
+.PHONY: demo test lint format bench-speed bench-torture clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,3 +41,6 @@ bench-speed: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .chimera .pytest_cache .ruff_cache .mypy_cache
+
+bench-torture: $(STAMP)
+	$(BIN)/python bench/torture.py $(ARGS)

@@ -115,7 +115,7 @@ def test_redelivered_tasks_change_nothing(start_stack, tmp_path):
     assert len(skipped) == 5 and all("succeeded" in e.detail["reason"] for e in skipped)
 
 
-def test_a_permanent_failure_parks_the_run_and_resume_finishes_it(start_stack, tmp_path):
+def test_a_permanent_failure_parks_the_run_with_its_reason(start_stack, tmp_path):
     stack = start_stack()
     # Slack knows no #missing-... channel: a permanent error, the run parks on that step.
     run_id = submit(stack, body(slack_channel="#missing-team"))[1]["run_id"]

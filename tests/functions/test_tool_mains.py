@@ -158,3 +158,16 @@ def test_task_for_a_missing_run_is_acknowledged(fakes, monkeypatch):
     call["run_id"] = "run-gone"
     response = client.post("/", json=call, headers=QUEUED)
     assert response.status_code == 200 and response.get_json()["status"] == "skipped"
+
+
+def test_rate_limited_vendor_asks_the_queue_to_wait_as_long_as_it_said(fakes, monkeypatch):
+    from shared.errors import RateLimited
+
+    class SlowDown(FakeChat):
+        def post_message(self, **message):  # type: ignore[no-untyped-def, override]
+            raise RateLimited("ratelimited", retry_after=7)
+
+    client = _tool(monkeypatch, "slack", chat=SlowDown())
+    _, call = _dispatched(fakes[0], "slack")
+    response = client.post("/", json=call, headers=QUEUED)
+    assert response.status_code == 429 and response.headers["Retry-After"] == "7"
