@@ -69,8 +69,12 @@ def sequential(n: int) -> dict[str, float]:
                     durations.append(time.perf_counter() - began)
         finally:
             stack.stop()
-    return {"runs": n, "p50_ms": pct(durations, 0.5) * 1000,
-            "p95_ms": pct(durations, 0.95) * 1000, "max_ms": max(durations) * 1000}
+    return {
+        "runs": n,
+        "p50_ms": pct(durations, 0.5) * 1000,
+        "p95_ms": pct(durations, 0.95) * 1000,
+        "max_ms": max(durations) * 1000,
+    }
 
 
 def free_port() -> int:
@@ -85,9 +89,21 @@ def burst(n: int) -> dict[str, float]:
         port, sandbox_port = free_port(), free_port()
         env = {**os.environ, "CHIMERA_HOME": home}
         server = subprocess.Popen(
-            [sys.executable, "-m", "chimera.cli", "-q", "dev", "--port", str(port),
-             "--sandbox-port", str(sandbox_port)],
-            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [
+                sys.executable,
+                "-m",
+                "chimera.cli",
+                "-q",
+                "dev",
+                "--port",
+                str(port),
+                "--sandbox-port",
+                str(sandbox_port),
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         base = f"http://127.0.0.1:{port}"
         try:
@@ -95,15 +111,24 @@ def burst(n: int) -> dict[str, float]:
             session = requests.Session()
             began = time.perf_counter()
             with ThreadPoolExecutor(32) as pool:
-                answers = list(pool.map(
-                    lambda i: session.post(f"{base}/runs", json=request_body(i, "burst"),
-                                           timeout=30).json(), range(n)))
+                answers = list(
+                    pool.map(
+                        lambda i: session.post(
+                            f"{base}/runs", json=request_body(i, "burst"), timeout=30
+                        ).json(),
+                        range(n),
+                    )
+                )
             submitted = time.perf_counter() - began
             run_ids = {a["run_id"] for a in answers}
             while True:
                 runs = session.get(f"{base}/runs", params={"limit": 1000}, timeout=30).json()
-                done = [r for r in runs["runs"] if r["run_id"] in run_ids
-                        and r["status"] in ("succeeded", "failed", "parked", "cancelled")]
+                done = [
+                    r
+                    for r in runs["runs"]
+                    if r["run_id"] in run_ids
+                    and r["status"] in ("succeeded", "failed", "parked", "cancelled")
+                ]
                 if len(done) == len(run_ids):
                     break
                 time.sleep(0.2)
@@ -112,8 +137,13 @@ def burst(n: int) -> dict[str, float]:
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=30)
-    return {"runs": n, "succeeded": succeeded, "submit_s": submitted, "all_done_s": elapsed,
-            "runs_per_s": n / elapsed}
+    return {
+        "runs": n,
+        "succeeded": succeeded,
+        "submit_s": submitted,
+        "all_done_s": elapsed,
+        "runs_per_s": n / elapsed,
+    }
 
 
 def wait_until_up(base: str, timeout: float = 30) -> None:
