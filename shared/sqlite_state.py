@@ -210,7 +210,7 @@ class SqliteStateStore:
 
     def list_runs(self, query: RunFilter | None = None) -> list[RunState]:
         query = query or RunFilter()
-        sql, params = "SELECT doc FROM runs", []
+        sql, params = "SELECT doc FROM runs", list[object]()
         if query.status is not None:
             sql += " WHERE status = ?"
             params.append(query.status.value)
