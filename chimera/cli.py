@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import signal
 import sys
 import threading
@@ -36,9 +37,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         console.print(f"[red]configuration error:[/] {exc}")
         return 2
-    configure_logging(
-        settings.log_format, level=30 if args.quiet else 20, secrets=settings.secret_values()
-    )
+    # The live view shows each retry; the log says only what the view cannot (errors).
+    level = logging.ERROR if args.handler is cmd_onboard else (30 if args.quiet else 20)
+    configure_logging(settings.log_format, level=level, secrets=settings.secret_values())
+
     return int(args.handler(args, settings) or 0)
 
 
@@ -134,7 +136,14 @@ def cmd_onboard(args: argparse.Namespace, settings: Settings) -> int:
         run_id = answer["run_id"]
         if not answer["created"]:
             console.print(f"[dim]the same request was made before: following {run_id}[/]")
-        run = _follow(stack, run_id)
+        try:
+            run = _follow(stack, run_id)
+        except KeyboardInterrupt:
+            console.print(
+                f"\nstopped following {run_id}; the run is safe on disk and goes on at the "
+                f"next `chimera dev` (or `chimera runs show {run_id}`)"
+            )
+            return 130
     finally:
         stack.stop()
     assert stack.runtime is not None
@@ -160,7 +169,7 @@ def _follow(stack: LocalStack, run_id: str) -> RunState:
                 break
             time.sleep(0.05)
             run = store.load(run_id) or run
-            live.update(render.live_view(run))
+            live.update(render.live_view(run, store.events(run_id)))
     return run
 
 

@@ -30,20 +30,26 @@ def styled(status: Any) -> Text:
     return Text(status.value, style=STATUS_STYLE.get(status, ""))
 
 
-def steps_table(run: RunState) -> Table:
+def steps_table(run: RunState, events: list[Event] | None = None) -> Table:
+    """One row per step; a step still out shows its latest failed attempt, from `events`."""
+    retries = {e.step_id: e for e in events or () if e.kind == "step.retry"}
     table = Table(box=None, pad_edge=False, show_edge=False)
     for column in ("step", "tool", "status", "attempts", "latency", "result"):
         table.add_column(column, no_wrap=column != "result")
     for plan_step in run.plan:
         step = run.steps[plan_step.step_id]
-        result = step.output
+        result, attempts = step.output, str(step.attempts or "")
         if step.error:
             result = f"{step.error.code}: {step.error.message}"
+        elif step.status is StepStatus.DISPATCHED and step.step_id in retries:
+            retry = retries[step.step_id].detail
+            attempts = str(retry.get("attempt", ""))
+            result = f"retrying after {retry.get('code')}: {retry.get('message')}"
         table.add_row(
             step.step_id,
             step.tool,
             styled(step.status),
-            str(step.attempts or ""),
+            attempts,
             f"{step.latency_ms} ms" if step.latency_ms is not None else "",
             result,
         )
@@ -66,8 +72,8 @@ def run_header(run: RunState) -> Text:
     return text
 
 
-def live_view(run: RunState) -> Group:
-    return Group(run_header(run), steps_table(run))
+def live_view(run: RunState, events: list[Event] | None = None) -> Group:
+    return Group(run_header(run), steps_table(run, events))
 
 
 def timeline(run: RunState, events: list[Event]) -> Group:
