@@ -6,7 +6,7 @@ import math
 import random
 from dataclasses import dataclass, field
 
-VENDORS = ("clearbit", "jira", "sendgrid", "slack", "gemini")
+VENDORS = ("clearbit", "jira", "sendgrid", "slack", "gemini", "website")
 WILDCARD = "*"
 # Drawn in this order from one random number, so a spec's meaning never depends on key order.
 KINDS = ("error", "rate_limit", "timeout", "garbage")

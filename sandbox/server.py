@@ -24,6 +24,7 @@ from sandbox.vendors.gemini import GeminiApi
 from sandbox.vendors.jira import JiraApi
 from sandbox.vendors.sendgrid import SendGridApi
 from sandbox.vendors.slack import SlackApi
+from sandbox.vendors.website import WebsiteApi
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ class SandboxApp:
             SendGridApi(db),
             SlackApi(db),
             GeminiApi(),
+            WebsiteApi(),
         ]
         self._apis = {api.name: api for api in apis}
         self._routes: dict[str, tuple[VendorApi, Route]] = {}

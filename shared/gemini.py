@@ -58,21 +58,17 @@ _TIMEOUTS, _TRANSPORT_ERRORS = _transport_errors()
 class GeminiLanguageModel:
     """Structured JSON answers from Gemini, with token usage and cost.
 
-    The base URL is always `settings.vendor_url("gemini")`: the sandbox unless
-    `gemini_url` names a real endpoint, so nothing reaches Google by accident.
+    The Gemini API (an API key) or Vertex AI (a project and location, with Application
+    Default Credentials), as `settings.gemini_vertexai` says. The base URL is always
+    `settings.vendor_url("gemini")`: the sandbox unless `gemini_url` names a real endpoint
+    (e.g. https://us-central1-aiplatform.googleapis.com), so nothing reaches Google by accident.
     """
 
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        vertexai: bool = False,
-        project: str = "",
-        location: str = "",
-    ) -> None:
+    def __init__(self, settings: Settings) -> None:
         self._model = settings.gemini_model
         self._price_in = settings.gemini_price_in
         self._price_out = settings.gemini_price_out
+        vertexai = settings.gemini_vertexai
         http_options = types.HttpOptions(
             base_url=settings.vendor_url("gemini"),
             api_version=VERTEX_API_VERSION if vertexai else GEMINI_API_VERSION,
@@ -82,10 +78,19 @@ class GeminiLanguageModel:
             retry_options=types.HttpRetryOptions(attempts=1),
         )
         if vertexai:
+            project = settings.gemini_project or settings.gcp_project
+            if not project or not settings.gemini_location:
+                raise ValueError(
+                    "Gemini on Vertex AI needs CHIMERA_GEMINI_PROJECT (or CHIMERA_GCP_PROJECT) "
+                    "and CHIMERA_GEMINI_LOCATION"
+                )
+            # No API key: Vertex AI authenticates with the instance's Application Default
+            # Credentials. Project and location are explicit, so the SDK ignores GOOGLE_API_KEY
+            # and GOOGLE_CLOUD_PROJECT/LOCATION from the environment.
             self._client = genai.Client(
                 vertexai=True,
-                project=project or settings.gcp_project,
-                location=location or settings.gcp_location,
+                project=project,
+                location=settings.gemini_location,
                 http_options=http_options,
             )
         else:

@@ -7,6 +7,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 PREFIX = "CHIMERA_"
 
@@ -46,6 +47,15 @@ class Settings:
     slack_url: str = ""
     gemini_url: str = ""
 
+    # Enrichment: providers tried in order; the next one when a provider has no profile for
+    # the domain or fails for good (tools/clearbit/core.py says when else).
+    enrichment_providers: str = "clearbit,website"
+    # The website provider's page URL, `{domain}` filled in. Empty: https://{domain}/ on the
+    # gcp backend, the sandbox's <sandbox_url>/website/{domain}/ on the local one.
+    website_url: str = ""
+    website_max_bytes: int = 512 * 1024
+    website_max_redirects: int = 3
+
     # Secrets: local defaults are the sandbox's; never logged (see __repr__).
     clearbit_key: str = field(default="sandbox-clearbit-key", repr=False)
     jira_user: str = "chimera@example.com"
@@ -55,6 +65,11 @@ class Settings:
     gemini_api_key: str = field(default="sandbox-gemini-key", repr=False)
 
     gemini_model: str = "gemini-2.5-flash"
+    # Vertex AI instead of the Gemini API: no key, Application Default Credentials, in
+    # gemini_project (empty means gcp_project) at gemini_location.
+    gemini_vertexai: bool = False
+    gemini_project: str = ""
+    gemini_location: str = "us-central1"
     # USD per million tokens, input and output; for the run's cost estimate.
     gemini_price_in: float = 0.30
     gemini_price_out: float = 2.50
@@ -113,7 +128,7 @@ class Settings:
             if not f.repr and getattr(self, f.name)
         ]
 
-    def replace(self, **changes: object) -> Settings:
+    def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
     @classmethod
@@ -124,7 +139,7 @@ class Settings:
             raw = env.get(PREFIX + f.name.upper())
             if raw is None:
                 continue
-            kind = type(f.default)
+            kind: Any = type(f.default)
             if kind is bool:
                 values[f.name] = raw.strip().lower() in {"1", "true", "yes", "on"}
             elif kind in (int, float) or isinstance(f.default, Path):
@@ -148,4 +163,11 @@ class Settings:
                 "timeouts must chain: vendor connect+read "
                 f"({self.vendor_deadline}s) < dispatch deadline ({self.dispatch_deadline}s) "
                 f"< function timeout ({self.function_timeout}s)"
+            )
+        providers = [p for p in self.enrichment_providers.split(",") if p.strip()]
+        if len(providers) * self.vendor_deadline >= self.dispatch_deadline:
+            raise ValueError(
+                f"{len(providers)} enrichment providers in a row may take "
+                f"{len(providers) * self.vendor_deadline}s, not under the dispatch deadline "
+                f"({self.dispatch_deadline}s): shorten the vendor timeouts or the providers"
             )

@@ -12,6 +12,7 @@ from shared.model import OrchestratorTask, RunStatus, StepStatus, utcnow
 from tests.conftest import make_run
 from tests.fakes import FakeChat, FakeDirectory, FakeJira, FakeLanguageModel, FakeMail
 from tests.functions.conftest import client_of
+from tools.clearbit.core import Provider
 
 DRAFT = {
     "subject": "Welcome aboard",
@@ -53,8 +54,9 @@ QUEUED = {
     "X-CloudTasks-TaskRetryCount": "0",
 }
 
+ENRICHED = {"acme.example": {"name": "A"}}
 CASES = [
-    ("clearbit", "enrich", "directory", lambda: FakeDirectory({"acme.example": {"name": "A"}})),
+    ("clearbit", "enrich", "providers", lambda: [Provider("clearbit", FakeDirectory(ENRICHED))]),
     ("jira", "jira", "jira", FakeJira),
     ("sendgrid", "draft", "model", FakeLanguageModel),
     ("sendgrid", "email", "mailer", FakeMail),

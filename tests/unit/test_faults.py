@@ -40,6 +40,7 @@ def test_wildcard_applies_to_every_vendor_unless_overridden() -> None:
         "sendgrid": 0.1,
         "slack": 0.1,
         "gemini": 0.1,
+        "website": 0.1,
     }
     assert all(plan.vendors[vendor].latency_ms == 20 for vendor in VENDORS)
 

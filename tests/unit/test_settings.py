@@ -35,7 +35,9 @@ def test_timeouts_must_chain_vendor_then_dispatch_then_function():
     defaults = Settings()
     assert defaults.vendor_deadline < defaults.dispatch_deadline < defaults.function_timeout
     with pytest.raises(ValueError, match="timeouts must chain"):
-        Settings.from_env({"CHIMERA_VENDOR_READ_TIMEOUT": "30"})
+        Settings.from_env(
+            {"CHIMERA_VENDOR_READ_TIMEOUT": "30", "CHIMERA_ENRICHMENT_PROVIDERS": "website"}
+        )
     with pytest.raises(ValueError, match="timeouts must chain"):
         Settings.from_env({"CHIMERA_DISPATCH_DEADLINE": "90"})
 
@@ -57,3 +59,14 @@ def test_secrets_never_show_in_repr():
     settings = Settings.from_env({"CHIMERA_SLACK_TOKEN": "xoxb-very-secret-token"})
     assert "xoxb-very-secret-token" not in repr(settings)
     assert "xoxb-very-secret-token" in settings.secret_values()
+
+
+def test_enrichment_providers_in_a_row_must_fit_the_dispatch_deadline():
+    with pytest.raises(ValueError, match="enrichment providers"):
+        Settings.from_env({"CHIMERA_VENDOR_READ_TIMEOUT": "12"})  # 2 x 15.05 s > 30 s
+    assert (
+        Settings.from_env(
+            {"CHIMERA_VENDOR_READ_TIMEOUT": "12", "CHIMERA_ENRICHMENT_PROVIDERS": "website"}
+        ).vendor_read_timeout
+        == 12
+    )

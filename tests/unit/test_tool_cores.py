@@ -44,7 +44,9 @@ def test_enrich_trims_the_profile_when_found():
         }
     )
     result = clearbit.enrich(
-        call("enrich_company", "enrich", {"domain": "acme.example"}), FIRST, directory
+        call("enrich_company", "enrich", {"domain": "acme.example"}),
+        FIRST,
+        [clearbit.Provider("clearbit", directory)],
     )
     company = result.output["company"]
     assert result.output["found"] and company["industry"] == "Aerospace"
@@ -54,7 +56,9 @@ def test_enrich_trims_the_profile_when_found():
 
 def test_enrich_reports_not_found_when_unknown():
     result = clearbit.enrich(
-        call("enrich_company", "enrich", {"domain": "acme.example"}), FIRST, FakeDirectory()
+        call("enrich_company", "enrich", {"domain": "acme.example"}),
+        FIRST,
+        [clearbit.Provider("clearbit", FakeDirectory())],
     )
     assert result.output == {"found": False, "domain": "acme.example"}
 
@@ -63,7 +67,9 @@ def test_enrich_raises_retryable_when_the_vendor_answers_garbage():
     directory = FakeDirectory({"acme.example": {"name": "Acme", "metrics": "lots"}})
     with pytest.raises(BadVendorReply):
         clearbit.enrich(
-            call("enrich_company", "enrich", {"domain": "acme.example"}), FIRST, directory
+            call("enrich_company", "enrich", {"domain": "acme.example"}),
+            FIRST,
+            [clearbit.Provider("clearbit", directory)],
         )
 
 

@@ -92,6 +92,9 @@ def _error_for(response: requests.Response) -> Exception:
         return VendorUnavailable(message)
     if status in (400, 422):
         return InvalidInput(message)
+    if status == 410:
+        # What a retired API answers: Clearbit's free platform was shut down in 2025.
+        return PermanentError(f"{message} (the API was retired)", code="clearbit_gone")
     return PermanentError(message, code=f"clearbit_http_{status}")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -149,7 +149,11 @@ def send(call: ToolCall, attempt: Attempt, mail: MailPort, sender: Sender) -> St
         html=email.html,
         custom_args={"run_id": call.run_id, "chimera_step": key},
     )
-    output = {"message_id": message_id, "to": request.contact_email, "subject": email.subject}
+    output: dict[str, Any] = {
+        "message_id": message_id,
+        "to": request.contact_email,
+        "subject": email.subject,
+    }
     if outcome_unknown:
         # The run says so: an earlier attempt may have sent it too.
         output["outcome_was_unknown"] = True
