@@ -1,7 +1,7 @@
 # The Google APIs Chimera uses. Left enabled on destroy: other workloads in the project may
 # depend on them, and disabling an API can take its data down with it.
 locals {
-  apis = toset([
+  apis = setunion(toset([
     "artifactregistry.googleapis.com",
     "cloudbuild.googleapis.com",
     "cloudfunctions.googleapis.com",
@@ -16,7 +16,7 @@ locals {
     "run.googleapis.com",
     "secretmanager.googleapis.com",
     "storage.googleapis.com",
-  ])
+  ]), var.gemini_vertexai ? toset(["aiplatform.googleapis.com"]) : toset([]))
 }
 
 resource "google_project_service" "api" {

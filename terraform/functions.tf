@@ -153,6 +153,9 @@ locals {
     CHIMERA_SENDGRID_URL           = var.sendgrid_url
     CHIMERA_SLACK_URL              = var.slack_url
     CHIMERA_GEMINI_URL             = var.gemini_url
+    CHIMERA_ENRICHMENT_PROVIDERS   = var.enrichment_providers
+    CHIMERA_GEMINI_VERTEXAI        = tostring(var.gemini_vertexai)
+    CHIMERA_GEMINI_LOCATION        = var.region
   }
   # The fixed values win over var.extra_environment.
   environment = merge(var.extra_environment, local.fixed_environment)

@@ -157,3 +157,13 @@ resource "google_project_iam_member" "build_staged_source_reader" {
     expression  = "resource.name.startsWith(\"projects/_/buckets/gcf-v2-sources-\")"
   }
 }
+
+# --- Vertex AI: only the functions that ask the model, only when Gemini runs on Vertex ---------
+
+resource "google_project_iam_member" "vertex_user" {
+  for_each = var.gemini_vertexai ? toset(["orchestrator", "tool-sendgrid"]) : toset([])
+
+  project = var.project_id
+  role    = "roles/aiplatform.user"
+  member  = google_service_account.function[each.key].member
+}

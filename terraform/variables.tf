@@ -414,3 +414,20 @@ variable "queue_backlog_threshold" {
     error_message = "queue_backlog_threshold must be positive."
   }
 }
+
+variable "enrichment_providers" {
+  description = "Enrichment providers tried in order, comma-separated: clearbit (legacy keys), website (keyless) (CHIMERA_ENRICHMENT_PROVIDERS)."
+  type        = string
+  default     = "clearbit,website"
+
+  validation {
+    condition     = can(regex("^(clearbit|website)(,(clearbit|website))*$", var.enrichment_providers))
+    error_message = "enrichment_providers names clearbit and/or website, comma-separated."
+  }
+}
+
+variable "gemini_vertexai" {
+  description = "Call Gemini through Vertex AI in this project and region (service-account credentials, no API key) instead of the Gemini API (CHIMERA_GEMINI_VERTEXAI). Set gemini_url to https://REGION-aiplatform.googleapis.com with it."
+  type        = bool
+  default     = false
+}
