@@ -55,6 +55,7 @@ class SlackApi:
                 "conversations.history",
                 self.history,
             ),
+            Route("/api/conversations.list", ("GET", "POST"), "conversations.list", self.list),
         ]
 
     def authenticate(self, call: Call) -> Reply | None:
@@ -127,9 +128,46 @@ class SlackApi:
         message = _message(ts, str(text or ""), blocks, metadata, with_metadata=True)
         return json_reply(200, {"ok": True, "channel": channel_id, "ts": ts, "message": message})
 
+    def list(self, call: Call) -> Reply:
+        """conversations.list: the channels that have messages, a page at a time."""
+        params = call.params()
+        try:
+            limit = min(max(int(params.get("limit") or 100), 1), 1000)
+            offset = int(base64.b64decode(str(params.get("cursor") or "")).decode() or 0)
+        except ValueError:
+            return _fail("invalid_cursor")
+        rows = (
+            self._db.connection()
+            .execute(
+                "SELECT DISTINCT channel_id, channel_name FROM slack_messages"
+                " WHERE channel_name IS NOT NULL ORDER BY channel_name LIMIT ? OFFSET ?",
+                (limit + 1, offset),
+            )
+            .fetchall()
+        )
+        more = len(rows) > limit
+        channels = [
+            {
+                "id": r["channel_id"],
+                "name": r["channel_name"].lstrip("#"),
+                "is_channel": True,
+                "is_archived": False,
+                "is_member": True,
+            }
+            for r in rows[:limit]
+        ]
+        cursor = base64.b64encode(str(offset + limit).encode()).decode() if more else ""
+        return json_reply(
+            200, {"ok": True, "channels": channels, "response_metadata": {"next_cursor": cursor}}
+        )
+
     def history(self, call: Call) -> Reply:
         params = call.params()
-        channel = _resolve_channel(str(params.get("channel") or ""))
+        channel_param = str(params.get("channel") or "").strip()
+        # As in Slack: only chat.postMessage resolves a #name; history wants the id.
+        if not CHANNEL_ID_RE.match(channel_param):
+            return _fail("channel_not_found")
+        channel = _resolve_channel(channel_param)
         if isinstance(channel, Reply):
             return channel
         channel_id, _ = channel

@@ -576,3 +576,27 @@ def test_sandbox_refuses_bad_fault_spec(tmp_path: Path) -> None:
         SandboxServer(tmp_path, faults="jira.explode=0.5")
     with pytest.raises(ValueError, match="between 0 and 1"):
         SandboxServer(tmp_path, faults="slack.error=1.5")
+
+
+def test_slack_lookup_resolves_a_channel_name_to_its_id(
+    settings: Settings, sandbox: SandboxServer
+) -> None:
+    chat = SlackChat(settings)
+    metadata = {"event_type": "chimera_onboarding", "event_payload": {"step_key": "r:slack"}}
+    ts = chat.post_message(channel="#ops-lookup", text="hello", metadata=metadata)
+
+    found = chat.find_message(
+        channel="#ops-lookup", event_type="chimera_onboarding", step_key="r:slack"
+    )
+    assert found == ts
+    # Slack's history takes ids only: the client asked conversations.list for the name first.
+    [history] = sandbox.records.list(vendor="slack", action="conversations.history")
+    assert history["request"]["channel"].startswith("C")
+    assert sandbox.records.list(vendor="slack", action="conversations.list")
+    # A channel nothing was ever posted to holds no message of ours.
+    assert (
+        chat.find_message(
+            channel="#never-used", event_type="chimera_onboarding", step_key="r:slack"
+        )
+        is None
+    )

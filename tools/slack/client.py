@@ -29,6 +29,8 @@ from shared.settings import Settings
 logger = logging.getLogger(__name__)
 
 HISTORY_LIMIT = 200
+LIST_LIMIT = 200  # channels per conversations.list page
+LIST_PAGES = 20  # at most this many pages searched for a channel's name
 AUTH_ERRORS = frozenset(
     {
         "not_authed",
@@ -78,6 +80,7 @@ class SlackChat:
             retry_handlers=[],
             logger=logging.getLogger(f"{__name__}.sdk"),
         )
+        self._channel_ids: dict[str, str] = {}  # name (no #) -> id
 
     def post_message(
         self,
@@ -113,10 +116,13 @@ class SlackChat:
         Reads the newest HISTORY_LIMIT messages: a retry looks for a message posted moments
         earlier by the same step, so it is near the top.
         """
+        channel_id = self._channel_id(channel)
+        if channel_id is None:
+            return None  # no such channel visible to us: nothing can have been posted there
         response = self._call(
             "conversations.history",
             lambda: self._client.conversations_history(
-                channel=channel, limit=HISTORY_LIMIT, include_all_metadata=True
+                channel=channel_id, limit=HISTORY_LIMIT, include_all_metadata=True
             ),
         )
         messages = response.get("messages")
@@ -129,6 +135,38 @@ class SlackChat:
             payload = metadata.get("event_payload")
             if isinstance(payload, dict) and payload.get("step_key") == step_key:
                 return str(message.get("ts"))
+        return None
+
+    def _channel_id(self, channel: str) -> str | None:
+        """Slack's history wants a channel id; chat.postMessage took a #name. Names are
+        resolved through conversations.list (paged) once per client."""
+        if not channel.startswith("#"):
+            return channel
+        name = channel[1:].lower()
+        if name in self._channel_ids:
+            return self._channel_ids[name]
+        cursor = ""
+        for _ in range(LIST_PAGES):
+            page = self._call(
+                "conversations.list",
+                lambda cursor=cursor: self._client.conversations_list(
+                    types="public_channel,private_channel",
+                    exclude_archived=True,
+                    limit=LIST_LIMIT,
+                    cursor=cursor or None,
+                ),
+            )
+            channels = page.get("channels")
+            if not isinstance(channels, list):
+                raise BadVendorReply("Slack conversations.list answered without channels")
+            for item in channels:
+                if isinstance(item, dict) and item.get("name") and item.get("id"):
+                    self._channel_ids[str(item["name"]).lower()] = str(item["id"])
+            if name in self._channel_ids:
+                return self._channel_ids[name]
+            cursor = (page.get("response_metadata") or {}).get("next_cursor") or ""
+            if not cursor:
+                break
         return None
 
     def _call(self, action: str, work: Callable[[], SlackResponse]) -> SlackResponse:
