@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
 import signal
@@ -27,6 +28,7 @@ from shared.settings import Settings
 
 console = Console()
 FOLLOW_TIMEOUT_S = 600
+EXIT_WAITING = 3  # chimera onboard: the run waits for a person to approve its email
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -85,6 +87,18 @@ def _parser() -> argparse.ArgumentParser:
         "--follow", action="store_true", help="run the embedded stack until the resumed runs end"
     )
     resume.set_defaults(handler=cmd_runs_resume)
+    approve = runs.add_parser("approve", help="approve the welcome email a run waits on")
+    approve.add_argument("run_id")
+    approve.add_argument("--actor", default=None, help="who approves (default: your user name)")
+    approve.add_argument(
+        "--follow", action="store_true", help="run the embedded stack until the run ends"
+    )
+    approve.set_defaults(handler=cmd_runs_approve)
+    reject = runs.add_parser("reject", help="reject the welcome email: the run is cancelled")
+    reject.add_argument("run_id")
+    reject.add_argument("--reason", required=True)
+    reject.add_argument("--actor", default=None, help="who rejects (default: your user name)")
+    reject.set_defaults(handler=cmd_runs_reject)
     cancel = runs.add_parser("cancel", help="stop a run; tasks in flight do nothing")
     cancel.add_argument("run_id")
     cancel.add_argument("--reason", default="cancelled by an operator")
@@ -151,8 +165,31 @@ def cmd_onboard(args: argparse.Namespace, settings: Settings) -> int:
     console.print(render.timeline(run, events))
     if run.status is RunStatus.SUCCEEDED:
         return 0
+    if _awaits_approval(run):
+        console.print(
+            f"[bold cyan]waiting for approval:[/] chimera runs approve {run.run_id}  "
+            f"(or chimera runs reject {run.run_id} --reason TEXT)"
+        )
+        return EXIT_WAITING
     console.print(f"[bold red]run {run.status.value}:[/] {run.reason or 'see the timeline'}")
     return 1
+
+
+def _awaits_approval(run: RunState) -> bool:
+    return (
+        run.status is RunStatus.WAITING
+        and run.approval is not None
+        and run.approval.status == "waiting"
+    )
+
+
+def _settled(run: RunState) -> bool:
+    """Nothing more happens without a person: over, parked, or waiting with nothing out."""
+    if run.status.terminal or run.status is RunStatus.PARKED:
+        return True
+    return _awaits_approval(run) and not any(
+        s.status is StepStatus.DISPATCHED for s in run.steps.values()
+    )
 
 
 def _follow(stack: LocalStack, run_id: str) -> RunState:
@@ -164,7 +201,7 @@ def _follow(stack: LocalStack, run_id: str) -> RunState:
     with Live(
         render.live_view(run), console=console, refresh_per_second=10, transient=True
     ) as live:
-        while not (run.status.terminal or run.status is RunStatus.PARKED):
+        while not _settled(run):
             if time.monotonic() > deadline:
                 break
             time.sleep(0.05)
@@ -242,6 +279,47 @@ def cmd_runs_resume(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         if stack:
             stack.stop()
+
+
+def _actor(args: argparse.Namespace) -> str:
+    try:
+        name = args.actor or getpass.getuser()
+    except (KeyError, OSError):  # no user name in this environment
+        name = "someone"
+    return f"{name} via cli"
+
+
+def cmd_runs_approve(args: argparse.Namespace, settings: Settings) -> int:
+    stack = LocalStack(settings).start() if args.follow else None
+    rt = stack.runtime if stack else build_runtime(settings)
+    assert rt is not None
+    try:
+        try:
+            service.approve(rt, args.run_id, _actor(args))
+        except (LookupError, service.NotAllowed) as exc:
+            console.print(f"[red]{exc}[/]")
+            return 1
+        console.print(f"{args.run_id}: approved; the welcome email is on its way")
+        if stack is None:
+            console.print("[dim]its next steps are queued: `chimera dev` delivers them[/]")
+            return 0
+        run = _follow(stack, args.run_id)
+        console.print(render.run_header(run))
+        return 0 if run.status is RunStatus.SUCCEEDED else 1
+    finally:
+        if stack:
+            stack.stop()
+
+
+def cmd_runs_reject(args: argparse.Namespace, settings: Settings) -> int:
+    rt = build_runtime(settings)
+    try:
+        service.reject(rt, args.run_id, _actor(args), args.reason)
+    except (LookupError, service.NotAllowed) as exc:
+        console.print(f"[red]{exc}[/]")
+        return 1
+    console.print(f"{args.run_id}: rejected ({args.reason}); the run is cancelled, nothing sent")
+    return 0
 
 
 def cmd_runs_cancel(args: argparse.Namespace, settings: Settings) -> int:

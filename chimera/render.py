@@ -63,6 +63,20 @@ def run_header(run: RunState) -> Text:
     text.append(f"  {run.request.company_name} ({run.request.domain})")
     if run.reason:
         text.append(f"\nreason: {run.reason}", style="yellow")
+    approval = run.approval
+    if approval and approval.status == "waiting" and not run.status.terminal:
+        text.append(
+            f'\nawaiting approval: the draft "{approval.subject}" ({approval.step_id} is held)'
+            f"\n  chimera runs approve {run.run_id}"
+            f"\n  chimera runs reject {run.run_id} --reason TEXT",
+            style="bold cyan",
+        )
+    elif approval and approval.status in ("approved", "rejected"):
+        text.append(
+            f"\n{approval.step_id} {approval.status} by {approval.actor}"
+            + (f": {approval.reason}" if approval.reason else ""),
+            style="cyan",
+        )
     totals = run.totals
     text.append(
         f"\n{totals.steps_succeeded}/{totals.steps} steps, {totals.attempts} attempts, "
@@ -70,6 +84,23 @@ def run_header(run: RunState) -> Text:
         style="dim",
     )
     return text
+
+
+def reasoning_table(run: RunState) -> Table:
+    """The model's decisions about the run: whose is in force, what each cost."""
+    table = Table(box=None, pad_edge=False, show_edge=False)
+    for column in ("decision", "source", "calls", "tokens", "cost", "note"):
+        table.add_column(column, no_wrap=column != "note")
+    for summary in run.reasoning.values():
+        table.add_row(
+            summary.key,
+            summary.source,
+            str(summary.calls),
+            str(summary.llm_tokens),
+            f"${summary.cost_usd:.6f}",
+            summary.note,
+        )
+    return table
 
 
 def live_view(run: RunState, events: list[Event] | None = None) -> Group:
@@ -86,7 +117,10 @@ def timeline(run: RunState, events: list[Event]) -> Group:
         table.add_row(
             f"+{offset:8.1f} ms", event.actor, event.kind, event.step_id or "", _detail(event)
         )
-    return Group(run_header(run), Text(""), steps_table(run), Text(""), table)
+    parts = [run_header(run), Text(""), steps_table(run), Text("")]
+    if run.reasoning:
+        parts += [reasoning_table(run), Text("")]
+    return Group(*parts, table)
 
 
 def _detail(event: Event) -> str:
@@ -98,9 +132,22 @@ def _detail(event: Event) -> str:
     if "summary" in d:
         return f"{d['summary']} ({d.get('attempts')} attempts, {d.get('latency_ms')} ms)"
     if "reason" in d:
-        return str(d["reason"])
+        return str(d["reason"]) + (f" ({'; '.join(d['errors'])})" if d.get("errors") else "")
+    if isinstance(d.get("proposal"), dict):
+        proposal = d["proposal"]
+        changes = proposal.get("changes") or []
+        changed = ", ".join(str(c.get("step_id")) for c in changes if isinstance(c, dict))
+        return f"changes {changed or 'none'}: {proposal.get('rationale', '')}"[:400]
+    if "errors" in d and isinstance(d["errors"], list):
+        return "; ".join(str(e) for e in d["errors"])[:400]
+    if "findings" in d and isinstance(d["findings"], list):
+        return "; ".join(f"{f.get('kind')} {f.get('text')!r}" for f in d["findings"])[:400]
+    if "subject" in d:
+        return f'"{d["subject"]}"'
+    if "changes" in d and isinstance(d["changes"], dict):
+        return ", ".join(f"{step}: {args}" for step, args in d["changes"].items())[:400]
     if "steps" in d and isinstance(d["steps"], list):
-        return " -> ".join(s["step_id"] for s in d["steps"])
+        return " -> ".join(s["step_id"] if isinstance(s, dict) else str(s) for s in d["steps"])
     return ", ".join(f"{k}={v}" for k, v in d.items())[:160]
 
 

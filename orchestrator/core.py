@@ -11,10 +11,16 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from pydantic import ValidationError
+
+from orchestrator import reasoning
+from orchestrator.reasoning import Deliberation
 from shared.model import (
+    Approval,
     Event,
     OrchestratorTask,
     PlanStep,
+    ReasoningSummary,
     RunState,
     RunStatus,
     StepError,
@@ -51,9 +57,14 @@ def decide(
     happening: OrchestratorTask,
     outcomes: dict[str, StepOutcome],
     now: datetime,
+    *,
+    require_approval: bool = False,
 ) -> Decision:
+    """The next run for what happened. `outcomes` is the run's ledger: the steps' outcomes and
+    the model's checkpointed decisions (the plan, the revision after enrichment), which this
+    takes as they are: the model is asked before, never here."""
     if happening.kind == "start":
-        return _start(run, now)
+        return _start(run, outcomes, now, require_approval)
     if happening.kind == "step_finished" and happening.step_id:
         return _take_outcome(run, outcomes.get(happening.step_id), outcomes, now)
     if happening.kind == "watchdog" and happening.step_id:
@@ -155,6 +166,54 @@ def cancel(run: RunState, reason: str, now: datetime) -> Decision:
     )
 
 
+def approve(run: RunState, actor: str, outcomes: dict[str, StepOutcome], now: datetime) -> Decision:
+    """A person approved the step waiting for it: it is dispatched (a parked run keeps the
+    approval and dispatches it when resumed)."""
+    waiting = run.approval
+    if run.status.terminal or waiting is None or waiting.status != "waiting":
+        return unchanged(run)
+    approved = waiting.model_copy(update={"status": "approved", "actor": actor, "at": now})
+    events = [
+        Event(
+            run_id=run.run_id,
+            kind="approval.approved",
+            actor=actor,
+            at=now,
+            step_id=waiting.step_id,
+            detail={"subject": waiting.subject},
+        )
+    ]
+    if run.status is RunStatus.PARKED:
+        return Decision(run=run.evolve(approval=approved), events=events)
+    return _advance(
+        run.evolve(status=RunStatus.RUNNING, reason="", approval=approved), outcomes, now, events
+    )
+
+
+def reject(run: RunState, actor: str, reason: str, now: datetime) -> Decision:
+    """A person rejected the step waiting for approval: the run is cancelled, the step never
+    runs, and what was already done stays done (as for any cancel)."""
+    waiting = run.approval
+    if run.status.terminal or waiting is None or waiting.status != "waiting":
+        return unchanged(run)
+    reason = reason or "no reason given"
+    rejected = waiting.model_copy(
+        update={"status": "rejected", "actor": actor, "reason": reason, "at": now}
+    )
+    event = Event(
+        run_id=run.run_id,
+        kind="approval.rejected",
+        actor=actor,
+        at=now,
+        step_id=waiting.step_id,
+        detail={"subject": waiting.subject, "reason": reason},
+    )
+    cancelled = cancel(
+        run.evolve(approval=rejected), f"{waiting.step_id} rejected by {actor}: {reason}", now
+    )
+    return Decision(run=cancelled.run, events=[event, *cancelled.events])
+
+
 def default_plan(run: RunState) -> tuple[PlanStep, ...]:
     """The onboarding without the model: enrich, then Jira and the draft, then email, Slack."""
     request = run.request
@@ -199,22 +258,216 @@ def project_key(domain: str, company_name: str = "") -> str:
     return (initials + "XX")[: max(2, len(initials))][:10] if initials else "CLIENT"
 
 
-def _start(run: RunState, now: datetime) -> Decision:
+def _start(
+    run: RunState, outcomes: dict[str, StepOutcome], now: datetime, require_approval: bool
+) -> Decision:
     if run.status is not RunStatus.PENDING:
         return unchanged(run)
-    plan = default_plan(run)
+    plan, source, events = default_plan(run), "default", []
+    thought = _deliberation(outcomes.get(reasoning.PLAN_KEY))
+    summaries = dict(run.reasoning)
+    if thought is not None:
+        # Checked again: what was valid when the model answered must still be (the registry
+        # may have changed between a deploy and a redelivery).
+        late = reasoning.check_plan(thought.plan, run.request) if thought.source == "model" else []
+        accepted = thought.source == "model" and not late
+        events += _plan_events(run, thought, now, accepted, late)
+        if accepted:
+            plan, source = thought.plan, "model"
+        note = (
+            f"accepted on attempt {len(thought.calls)}"
+            if accepted
+            else (thought.reason or "the plan no longer validates")
+        )
+        summaries[reasoning.PLAN_KEY] = _summary(thought, source, note)
+    approval = None
+    if require_approval:
+        gated = next((s for s in plan if TOOLS[s.tool].needs_approval), None)
+        approval = Approval(step_id=gated.step_id) if gated else None
     steps = {s.step_id: StepSummary(step_id=s.step_id, tool=s.tool) for s in plan}
-    started = run.evolve(status=RunStatus.RUNNING, plan=plan, steps=steps)
-    events = [
+    started = run.evolve(
+        status=RunStatus.RUNNING, plan=plan, steps=steps, reasoning=summaries, approval=approval
+    )
+    events.append(
         Event(
             run_id=run.run_id,
             kind="run.planned",
             actor=ACTOR,
             at=now,
-            detail={"source": "default", "steps": [s.model_dump(mode="json") for s in plan]},
+            detail={"source": source, "steps": [s.model_dump(mode="json") for s in plan]},
         )
-    ]
-    return _advance(started, {}, now, events)
+    )
+    return _advance(started, outcomes, now, events)
+
+
+def _deliberation(record: StepOutcome | None) -> Deliberation | None:
+    """The model's checkpointed decision; None when there is none (or none readable: the
+    default plan, unrevised, is always safe)."""
+    if record is None or not record.ok:
+        return None
+    try:
+        return Deliberation.model_validate(record.output)
+    except ValidationError:
+        return None
+
+
+def _summary(thought: Deliberation, source: str, note: str) -> ReasoningSummary:
+    usage = thought.usage()
+    return ReasoningSummary(
+        key=thought.key,
+        source=source,
+        calls=len(thought.calls),
+        note=note[:OUTPUT_SUMMARY_CHARS],
+        llm_tokens=(usage.input_tokens + usage.output_tokens) if usage else 0,
+        cost_usd=usage.cost_usd if usage else 0.0,
+    )
+
+
+def _plan_events(
+    run: RunState, thought: Deliberation, now: datetime, accepted: bool, late: list[str]
+) -> list[Event]:
+    """plan.proposed and plan.rejected for each answer, then plan.accepted or plan.fallback."""
+    events = []
+    for number, call in enumerate(thought.calls, start=1):
+        if call.failure:
+            continue  # no answer: the fallback's reason says why
+        events.append(
+            Event(
+                run_id=run.run_id,
+                kind="plan.proposed",
+                actor=ACTOR,
+                at=now,
+                detail={
+                    "attempt": number,
+                    **(
+                        {"steps": _outline(call.proposal)}
+                        if call.proposal is not None
+                        else {"answer": "none that could be read"}
+                    ),
+                    **({"usage": call.usage.model_dump()} if call.usage else {}),
+                },
+            )
+        )
+        if call.errors:
+            events.append(
+                Event(
+                    run_id=run.run_id,
+                    kind="plan.rejected",
+                    actor=ACTOR,
+                    at=now,
+                    detail={"attempt": number, "errors": list(call.errors)},
+                )
+            )
+    if accepted:
+        events.append(
+            Event(
+                run_id=run.run_id,
+                kind="plan.accepted",
+                actor=ACTOR,
+                at=now,
+                detail={
+                    "attempt": len(thought.calls),
+                    "steps": [f"{s.step_id}:{s.tool}" for s in thought.plan],
+                },
+            )
+        )
+    else:
+        reason = thought.reason if not late else "the model's plan no longer validates"
+        events.append(
+            Event(
+                run_id=run.run_id,
+                kind="plan.fallback",
+                actor=ACTOR,
+                at=now,
+                detail={"reason": reason, **({"errors": late} if late else {})},
+            )
+        )
+    return events
+
+
+def _outline(proposal: object) -> list[str] | str:
+    """A proposed plan in a line: step:tool for each step it has, else the answer cut short."""
+    steps = proposal.get("steps") if isinstance(proposal, dict) else None
+    if isinstance(steps, list):
+        return [
+            f"{s.get('step_id', '?')}:{s.get('tool', '?')}" if isinstance(s, dict) else str(s)
+            for s in steps
+        ]
+    return str(proposal)[:OUTPUT_SUMMARY_CHARS]
+
+
+def _adapt(
+    run: RunState, step_id: str, outcomes: dict[str, StepOutcome], now: datetime
+) -> tuple[RunState, list[Event]]:
+    """Apply the revision the model proposed once `step_id` (enrichment) finished, if it
+    still only changes steps not yet dispatched; record the guard's findings."""
+    key = reasoning.adapt_key(step_id)
+    thought = _deliberation(outcomes.get(key))
+    if thought is None:
+        return run, []
+    events: list[Event] = []
+    if thought.findings:
+        events.append(
+            Event(
+                run_id=run.run_id,
+                kind="guard.injection_suspected",
+                actor=ACTOR,
+                at=now,
+                step_id=step_id,
+                detail={
+                    "findings": list(thought.findings),
+                    "handling": "quoted to the model as data; recipients, channels and tools "
+                    "come only from the request, the configuration and the registry",
+                },
+            )
+        )
+    for number, call in enumerate(thought.calls, start=1):
+        if call.failure:
+            continue
+        events.append(
+            Event(
+                run_id=run.run_id,
+                kind="plan.revision_proposed",
+                actor=ACTOR,
+                at=now,
+                step_id=step_id,
+                detail={
+                    "attempt": number,
+                    "proposal": call.proposal,
+                    **({"usage": call.usage.model_dump()} if call.usage else {}),
+                },
+            )
+        )
+        if call.errors:
+            events.append(
+                Event(
+                    run_id=run.run_id,
+                    kind="plan.revision_rejected",
+                    actor=ACTOR,
+                    at=now,
+                    step_id=step_id,
+                    detail={"attempt": number, "errors": list(call.errors)},
+                )
+            )
+    pending = [s.step_id for s in run.plan if run.steps[s.step_id].status is StepStatus.PENDING]
+    source, note = "kept", thought.reason or "no change"
+    if thought.source == "model" and thought.changes:
+        late = reasoning.check_revision(thought.changes, run.plan, pending, run.request)
+        if late:
+            note = "the revision no longer applies"
+            events.append(_event(run, "plan.kept", now, step_id, reason=note, errors=late))
+        else:
+            run = run.evolve(plan=reasoning.revise(run.plan, thought.changes))
+            source, note = "model", "revised " + ", ".join(sorted(thought.changes))
+            events.append(_event(run, "plan.revised", now, step_id, changes=thought.changes))
+    else:
+        events.append(_event(run, "plan.kept", now, step_id, reason=note))
+    summaries = {**run.reasoning, key: _summary(thought, source, note)}
+    return run.evolve(reasoning=summaries), events
+
+
+def _event(run: RunState, kind: str, now: datetime, step_id: str | None, **detail: object) -> Event:
+    return Event(run_id=run.run_id, kind=kind, actor=ACTOR, at=now, step_id=step_id, detail=detail)
 
 
 def _take_outcome(
@@ -258,20 +511,49 @@ def _take_outcome(
     ]
     if not outcome.ok:
         return _park(run, step.step_id, outcome.error, now, events)
+    if step.tool == "enrich_company":
+        run, adapted = _adapt(run, step.step_id, outcomes, now)
+        events += adapted
     return _advance(run, outcomes, now, events)
 
 
 def _advance(
     run: RunState, outcomes: dict[str, StepOutcome], now: datetime, events: list[Event]
 ) -> Decision:
-    """Dispatch every step whose dependencies succeeded; finish the run when all did."""
+    """Dispatch every step whose dependencies succeeded; finish the run when all did.
+
+    A step that needs a person's approval is not dispatched until it is given: the run waits,
+    holding nothing but this document.
+    """
     steps = dict(run.steps)
     calls: list[ToolCall] = []
+    approval = run.approval
     for plan_step in run.plan:
         summary = steps[plan_step.step_id]
         if summary.status is not StepStatus.PENDING:
             continue
         if any(steps[dep].status is not StepStatus.SUCCEEDED for dep in plan_step.depends_on):
+            continue
+        if approval and approval.step_id == plan_step.step_id and approval.status != "approved":
+            if approval.status == "pending":
+                approval = approval.model_copy(
+                    update={
+                        "status": "waiting",
+                        "subject": _subject(plan_step, outcomes),
+                        "at": now,
+                    }
+                )
+                events.append(
+                    _event(
+                        run,
+                        "approval.requested",
+                        now,
+                        plan_step.step_id,
+                        subject=approval.subject,
+                        approve=f"chimera runs approve {run.run_id}",
+                        reject=f"chimera runs reject {run.run_id} --reason TEXT",
+                    )
+                )
             continue
         steps[plan_step.step_id] = summary.model_copy(
             update={"status": StepStatus.DISPATCHED, "started_at": now}
@@ -283,7 +565,7 @@ def _advance(
                 tool=plan_step.tool,
                 generation=summary.generation,
                 args=plan_step.args,
-                inputs=_inputs(outcomes),
+                inputs=_inputs(run, outcomes),
                 request=run.request,
             )
         )
@@ -301,7 +583,13 @@ def _advance(
                 },
             )
         )
-    run = run.evolve(steps=steps, totals=_totals(steps))
+    run = run.evolve(steps=steps, approval=approval)
+    run = run.evolve(totals=_totals(run))
+    if approval and approval.status == "waiting" and run.status is RunStatus.RUNNING:
+        run = run.evolve(
+            status=RunStatus.WAITING,
+            reason=f'waiting for approval of the welcome email "{approval.subject}"',
+        )
     if all(s.status is StepStatus.SUCCEEDED for s in steps.values()):
         run = run.evolve(status=RunStatus.SUCCEEDED, reason="")
         events.append(
@@ -316,9 +604,19 @@ def _advance(
     return Decision(run=run, events=events, calls=calls)
 
 
-def _inputs(outcomes: dict[str, StepOutcome]) -> dict[str, dict]:
-    """What the run has learned so far: every succeeded step's output, by step id."""
-    return {step_id: o.output for step_id, o in outcomes.items() if o.ok}
+def _inputs(run: RunState, outcomes: dict[str, StepOutcome]) -> dict[str, dict]:
+    """What the run has learned so far: every succeeded step's output, by step id (the
+    ledger's reasoning records are the orchestrator's own, not a tool's input)."""
+    return {step_id: o.output for step_id, o in outcomes.items() if o.ok and step_id in run.steps}
+
+
+def _subject(step: PlanStep, outcomes: dict[str, StepOutcome]) -> str:
+    """The subject of the draft the step would send, from the steps it reads."""
+    for read in TOOLS[step.tool].reads:
+        outcome = outcomes.get(read)
+        if outcome and outcome.ok and outcome.output.get("subject"):
+            return str(outcome.output["subject"])[:OUTPUT_SUMMARY_CHARS]
+    return ""
 
 
 def _park(
@@ -326,7 +624,8 @@ def _park(
 ) -> Decision:
     code = error.code if error else "unknown"
     reason = f"step {step_id} failed: {code}: {error.message if error else ''}".strip()
-    run = run.evolve(status=RunStatus.PARKED, reason=reason, totals=_totals(run.steps))
+    run = run.evolve(status=RunStatus.PARKED, reason=reason)
+    run = run.evolve(totals=_totals(run))
     events.append(
         Event(
             run_id=run.run_id,
@@ -340,14 +639,16 @@ def _park(
     return Decision(run=run, events=events)
 
 
-def _totals(steps: dict[str, StepSummary]) -> Totals:
-    summaries = steps.values()
+def _totals(run: RunState) -> Totals:
+    """The steps' counts; tokens and cost of the steps and of the model's decisions."""
+    summaries = run.steps.values()
+    thoughts = run.reasoning.values()
     return Totals(
-        steps=len(steps),
+        steps=len(run.steps),
         steps_succeeded=sum(s.status is StepStatus.SUCCEEDED for s in summaries),
         attempts=sum(s.attempts for s in summaries),
-        llm_tokens=sum(s.llm_tokens for s in summaries),
-        cost_usd=round(sum(s.cost_usd for s in summaries), 6),
+        llm_tokens=sum(s.llm_tokens for s in summaries) + sum(t.llm_tokens for t in thoughts),
+        cost_usd=round(sum(s.cost_usd for s in summaries) + sum(t.cost_usd for t in thoughts), 6),
     )
 
 
@@ -387,7 +688,7 @@ def redispatch(run: RunState, outcomes: dict[str, StepOutcome]) -> list[ToolCall
             tool=step.tool,
             generation=step.generation,
             args=by_id[step.step_id].args,
-            inputs=_inputs(outcomes),
+            inputs=_inputs(run, outcomes),
             request=run.request,
         )
         for step in run.steps.values()

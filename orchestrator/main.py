@@ -14,17 +14,56 @@ from cloudevents.http import CloudEvent
 from pydantic import ValidationError
 
 from orchestrator import service
-from shared.errors import Conflict
+from shared.errors import Conflict, PermanentError
 from shared.identity import identity_denied, intake_audience, task_audience
+from shared.llm import LanguageModel
 from shared.logs import log_context
-from shared.model import OnboardingRequest, OrchestratorTask, Rejection, RunFilter, RunStatus
+from shared.model import (
+    LlmUsage,
+    OnboardingRequest,
+    OrchestratorTask,
+    Rejection,
+    RunFilter,
+    RunStatus,
+)
 from shared.queues import ORCHESTRATOR_QUEUE
-from shared.runtime import runtime
+from shared.runtime import per_runtime, runtime
+from shared.settings import Settings
 from shared.tasks_http import answer, attempt_of, refuse, retry_later
 
 log = logging.getLogger(__name__)
 
-RUN_PATH = re.compile(r"^/runs/(?P<run_id>[A-Za-z0-9_-]+)(?::(?P<action>resume|cancel))?$")
+RUN_PATH = re.compile(
+    r"^/runs/(?P<run_id>[A-Za-z0-9_-]+)(?::(?P<action>resume|cancel|approve|reject))?$"
+)
+
+
+def _reasoning_model(settings: Settings) -> LanguageModel:
+    """The model the orchestrator plans with, or a stand-in that says why there is none."""
+    try:
+        from shared.gemini import GeminiLanguageModel  # the SDK only where it is used
+
+        # Its own, shorter timeout: the task is answered within the dispatch deadline.
+        timeout = min(settings.vendor_read_timeout, settings.reasoning_timeout)
+        return GeminiLanguageModel(settings.replace(vendor_read_timeout=timeout))
+    except ValueError as exc:
+        log.error("no model to plan with: %s", exc)
+        return _MisconfiguredModel(str(exc))
+
+
+class _MisconfiguredModel:
+    """Answers every question with the configuration error, so runs fall back, recorded."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+
+    def generate_json(
+        self, *, system: str, prompt: str, schema: dict, run_id: str
+    ) -> tuple[dict, LlmUsage]:
+        raise PermanentError(f"the model is misconfigured: {self.problem}", code="misconfigured")
+
+
+reasoning_model = per_runtime(_reasoning_model)
 
 
 @functions_framework.http
@@ -60,13 +99,26 @@ def intake_http(request: flask.Request) -> flask.Response:
 
 
 def _act(run_id: str, action: str, request: flask.Request) -> flask.Response:
-    """POST /runs/{id}:resume goes on from the failed step; :cancel stops the run."""
-    body = request.get_json(silent=True) or {}
+    """POST /runs/{id}:resume goes on from the failed step; :cancel stops the run; :approve
+    and :reject (body: actor, reason) answer a run waiting for approval of its email."""
+    body = request.get_json(silent=True)
+    body = body if isinstance(body, dict) else {}
+    reason = str(body.get("reason", ""))[:500]
+    actor = f"{str(body.get('actor') or 'someone')[:100]} via http"
     try:
         if action == "resume":
             status = service.resume(runtime(), run_id)
+        elif action == "approve":
+            status = service.approve(runtime(), run_id, actor)
+        elif action == "reject":
+            if not reason.strip():
+                return answer(
+                    400,
+                    {"error": {"code": "invalid_input", "message": "a rejection needs a reason"}},
+                )
+            status = service.reject(runtime(), run_id, actor, reason)
         else:
-            status = service.cancel(runtime(), run_id, str(body.get("reason", ""))[:500])
+            status = service.cancel(runtime(), run_id, reason)
     except LookupError as exc:
         return answer(404, {"error": {"code": "not_found", "message": str(exc)}})
     except service.NotAllowed as exc:
@@ -153,7 +205,8 @@ def handle_task(request: flask.Request) -> flask.Response:
         return refuse(rt.store, attempt, ORCHESTRATOR_QUEUE, str(exc.errors()[:3]), raw)
     with log_context(run_id=happening.run_id, step_id=happening.step_id):
         try:
-            result = service.take(rt, happening)
+            model = reasoning_model() if rt.settings.agent_reasoning else None
+            result = service.take(rt, happening, model)
         except Conflict as exc:
             return retry_later(exc)
     return answer(200, {"status": result})

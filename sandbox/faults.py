@@ -9,7 +9,12 @@ from dataclasses import dataclass, field
 VENDORS = ("clearbit", "jira", "sendgrid", "slack", "gemini", "website")
 WILDCARD = "*"
 # Drawn in this order from one random number, so a spec's meaning never depends on key order.
-KINDS = ("error", "rate_limit", "timeout", "garbage")
+KINDS = ("error", "rate_limit", "timeout", "garbage", "invalid", "hostile")
+# The model's own misbehaviour (Gemini only): an answer that is not valid JSON or misses
+# fields, or one that breaks the agent's rules (a tool outside the registry, a new recipient
+# or channel, injected instructions followed). Answered 200, like the real thing.
+MODEL_KINDS = ("invalid", "hostile")
+MODEL_VENDOR = "gemini"
 DEFAULT_HANG_S = 30.0
 ERROR_STATUSES = (500, 503)
 
@@ -37,8 +42,9 @@ class FaultPlan:
     """Which faults to inject, per vendor, reproducibly for a seed.
 
     Spec: comma-separated `vendor.kind=value` with vendor one of VENDORS or `*`, kind one of
-    error, rate_limit, timeout, garbage (probabilities) or latency_ms (milliseconds on every
-    call) or brownout_ms (milliseconds on every call inside the brownout window); plus
+    error, rate_limit, timeout, garbage, and for gemini invalid, hostile (probabilities) or
+    latency_ms (milliseconds on every call) or brownout_ms (milliseconds on every call inside
+    the brownout window); plus
     `seed=N`, `hang_s=S` (how long a `timeout` fault holds its answer), `brownout=A-B` (the
     window, in seconds from `t0`) and `t0=EPOCH` (default: when the sandbox starts, so a
     benchmark that restarts the sandbox can keep one window across restarts).
@@ -99,6 +105,11 @@ class FaultPlan:
                 if kind in ("latency_ms", "brownout_ms"):
                     number = _number(entry, value, minimum=0.0)
                 elif kind in KINDS:
+                    if kind in MODEL_KINDS and vendor not in (MODEL_VENDOR, WILDCARD):
+                        raise ValueError(
+                            f"fault spec entry {entry!r}: {kind} is a model's fault, "
+                            f"only for {MODEL_VENDOR}"
+                        )
                     number = _number(entry, value, minimum=0.0, maximum=1.0)
                 else:
                     raise ValueError(
@@ -112,7 +123,11 @@ class FaultPlan:
         for vendor in VENDORS:
             # A vendor's own entry wins over the wildcard, whatever the order in the spec.
             merged = {**wildcard, **explicit.get(vendor, {})}
-            odds = {kind: merged[kind] for kind in KINDS if merged.get(kind)}
+            odds = {
+                kind: merged[kind]
+                for kind in KINDS
+                if merged.get(kind) and (vendor == MODEL_VENDOR or kind not in MODEL_KINDS)
+            }
             total = sum(odds.values())
             if total > 1.0 + 1e-9:
                 raise ValueError(

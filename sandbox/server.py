@@ -17,7 +17,7 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from sandbox.calls import RUN_ID_HEADER, Call, Reply, Route, garbage_reply, json_reply
-from sandbox.faults import Fault, FaultPlan
+from sandbox.faults import MODEL_KINDS, Fault, FaultPlan
 from sandbox.records import RecordStore, sandbox_database
 from sandbox.vendors.clearbit import ClearbitApi
 from sandbox.vendors.gemini import GeminiApi
@@ -108,6 +108,8 @@ class SandboxApp:
             reply = api.authenticate(call) or self._handle(api, route, call)
             if fault.kind == "garbage":
                 reply = garbage_reply()
+            elif fault.kind in MODEL_KINDS and isinstance(api, GeminiApi) and reply.status == 200:
+                reply = api.misbehaving_reply(call, fault.kind)
 
         self.records.record(
             vendor=api.name,

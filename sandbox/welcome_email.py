@@ -34,7 +34,7 @@ def is_welcome_email_task(*texts: str) -> bool:
 def extract_facts(text: str) -> dict[str, str]:
     """The facts the email uses, by role (company, contact, goal, industry, ...)."""
     found: dict[str, str] = {}
-    for obj in _json_objects(text):
+    for obj in json_objects(text):
         for key, value in _flatten(obj):
             found.setdefault(key, value)
     for line in text.splitlines():
@@ -74,7 +74,8 @@ def draft_welcome_email(facts: dict[str, str]) -> dict[str, str]:
             " ".join(context) + ", you know how much a smooth start matters, "
             "and we have planned yours around that."
         )
-    if facts.get("description"):
+    if facts.get("description") and not looks_like_instructions(facts["description"]):
+        # A model that keeps to its system prompt quotes facts, never orders to itself.
         paragraphs.append(f"What we already know about you: {facts['description'].rstrip('.')}.")
     if goal:
         paragraphs.append(
@@ -112,6 +113,18 @@ def draft_welcome_email(facts: dict[str, str]) -> dict[str, str]:
     }
 
 
+_STEERING = re.compile(
+    r"\b(?:ignore|disregard)\b.{0,40}\binstructions?\b|\b(?:call|run) the tool\b"
+    r"|[\w.+-]+@[\w-]+\.[\w.-]+|(?<![\w&])#[a-z][\w-]+|https?://",
+    re.IGNORECASE,
+)
+
+
+def looks_like_instructions(text: str) -> bool:
+    """Text that tries to steer the model (orders, addresses, channels, links): not a fact."""
+    return bool(_STEERING.search(text))
+
+
 def _join(paragraphs: list[str]) -> list[str]:
     lines: list[str] = []
     for paragraph in paragraphs:
@@ -128,7 +141,8 @@ def _lower_first(text: str) -> str:
     return text
 
 
-def _json_objects(text: str) -> list[dict[str, Any]]:
+def json_objects(text: str) -> list[dict[str, Any]]:
+    """Every JSON object in the text, in order (a prompt's quoted data blocks)."""
     decoder = json.JSONDecoder()
     objects: list[dict[str, Any]] = []
     position = text.find("{")

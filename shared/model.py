@@ -146,6 +146,33 @@ class Totals(Model):
     cost_usd: float = 0.0
 
 
+class ReasoningSummary(Model):
+    """One line of the run document per decision the model was asked for (plan, adapt).
+
+    What was asked and answered is in the step ledger under the same key; this is the
+    at-a-glance part: whose decision is in force, how many calls it took, what it cost.
+    """
+
+    key: str  # the ledger key: "plan", "adapt-enrich"
+    source: str  # model (its answer is in force), default (the default plan), kept (no change)
+    calls: int = 0
+    note: str = ""
+    llm_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+class Approval(Model):
+    """A person's go-ahead before the step that reaches the client runs (require_approval)."""
+
+    step_id: str
+    status: str = Field(default="pending", pattern=r"^(pending|waiting|approved|rejected)$")
+    # The draft awaiting approval, as the approver sees it.
+    subject: str = ""
+    actor: str = ""
+    reason: str = ""
+    at: datetime | None = None
+
+
 class RunState(Model):
     """The run document. Small on purpose: outputs and events live beside it."""
 
@@ -156,6 +183,9 @@ class RunState(Model):
     reason: str = ""
     plan: tuple[PlanStep, ...] = ()
     steps: dict[str, StepSummary] = Field(default_factory=dict)
+    # The model's decisions about the run itself, by ledger key; their tokens count in totals.
+    reasoning: dict[str, ReasoningSummary] = Field(default_factory=dict)
+    approval: Approval | None = None
     totals: Totals = Field(default_factory=Totals)
     version: int = 0
     created_at: datetime = Field(default_factory=utcnow)

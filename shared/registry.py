@@ -44,6 +44,12 @@ class ToolSpec:
     # A side effect a client or colleague sees; such a tool runs at most once per run.
     side_effect: bool
     description: str
+    # The step id a plan gives this tool: the tools that read its output look it up by it.
+    step_id: str
+    # The steps whose output it reads: a plan must run it after them.
+    reads: tuple[str, ...] = ()
+    # It reaches the client: with require_approval, a person approves it before it runs.
+    needs_approval: bool = False
 
     @property
     def queue(self) -> str:
@@ -58,6 +64,7 @@ _SPECS = (
         args=EnrichArgs,
         side_effect=False,
         description="Look up the company's public profile.",
+        step_id="enrich",
     ),
     ToolSpec(
         name="create_jira_project",
@@ -66,6 +73,7 @@ _SPECS = (
         args=JiraProjectArgs,
         side_effect=True,
         description="Create the client's Jira project and issues.",
+        step_id="jira",
     ),
     ToolSpec(
         name="draft_welcome_email",
@@ -74,6 +82,8 @@ _SPECS = (
         args=DraftEmailArgs,
         side_effect=False,
         description="Draft a personalised welcome email with the model.",
+        step_id="draft",
+        reads=("enrich",),
     ),
     ToolSpec(
         name="send_welcome_email",
@@ -82,6 +92,9 @@ _SPECS = (
         args=SendEmailArgs,
         side_effect=True,
         description="Send the drafted welcome email to the client's contact.",
+        step_id="email",
+        reads=("draft",),
+        needs_approval=True,
     ),
     ToolSpec(
         name="post_slack_notice",
@@ -90,9 +103,14 @@ _SPECS = (
         args=SlackNoticeArgs,
         side_effect=True,
         description="Tell the team in Slack the client is onboarded.",
+        step_id="slack",
+        reads=("enrich", "jira", "email"),
     ),
 )
 TOOLS: dict[str, ToolSpec] = {spec.name: spec for spec in _SPECS}
+
+# What an onboarding needs: every plan has these, each under its step id.
+ONBOARDING: tuple[str, ...] = tuple(spec.name for spec in _SPECS)
 
 FUNCTIONS: tuple[str, ...] = tuple(sorted({spec.function for spec in TOOLS.values()}))
 

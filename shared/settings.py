@@ -97,6 +97,14 @@ class Settings:
     # A side effect whose outcome is unknown and cannot be looked up: park or repeat.
     unknown_outcome: str = "park"
 
+    # The agent's reasoning. The orchestrator asks the model for the plan at a run's start and
+    # for a revision after enrichment (off: the default plan, no model calls); each such call
+    # gets this many seconds, and is asked again at most once. With require_approval, the run
+    # waits for a person (`chimera runs approve`) before the welcome email is sent.
+    agent_reasoning: bool = True
+    reasoning_timeout: float = 8.0
+    require_approval: bool = False
+
     dev_port: int = 8080
     log_format: str = "text"  # text | json
 

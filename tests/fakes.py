@@ -248,3 +248,35 @@ class FakeLanguageModel:
         return self.answer, LlmUsage(
             model="fake", input_tokens=100, output_tokens=50, cost_usd=0.0001
         )
+
+
+class ScriptedLanguageModel:
+    """Answers each task (the `TASK: name` line of the system prompt) from its own script,
+    in order, the last answer repeating; an Exception in a script is raised instead."""
+
+    def __init__(self, scripts: dict[str, list[Any]], usage: tuple[int, int] = (100, 50)) -> None:
+        self.scripts = {task: list(answers) for task, answers in scripts.items()}
+        self.usage = usage
+        self.calls: list[dict[str, Any]] = []
+
+    def generate_json(
+        self, *, system: str, prompt: str, schema: dict[str, Any], run_id: str
+    ) -> tuple[dict[str, Any], LlmUsage]:
+        task = system.split("\n", 1)[0].removeprefix("TASK: ").strip()
+        self.calls.append(
+            {"task": task, "system": system, "prompt": prompt, "schema": schema, "run_id": run_id}
+        )
+        script = self.scripts.get(task) or [{}]
+        answer = script.pop(0) if len(script) > 1 else script[0]
+        if isinstance(answer, Exception):
+            raise answer
+        tokens_in, tokens_out = self.usage
+        return answer, LlmUsage(
+            model="fake",
+            input_tokens=tokens_in,
+            output_tokens=tokens_out,
+            cost_usd=(tokens_in * 0.30 + tokens_out * 2.50) / 1_000_000,
+        )
+
+    def asked(self, task: str) -> int:
+        return sum(call["task"] == task for call in self.calls)

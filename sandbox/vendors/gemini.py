@@ -8,6 +8,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from sandbox import onboarding_plan
 from sandbox.calls import Call, Reply, Route, json_reply
 from sandbox.schema_sample import sample_instance
 from sandbox.welcome_email import draft_welcome_email, extract_facts, is_welcome_email_task
@@ -85,6 +86,13 @@ class GeminiApi:
         return reply
 
     def generate_content(self, call: Call) -> Reply:
+        return self._generate(call, misbehave=None)
+
+    def misbehaving_reply(self, call: Call, kind: str) -> Reply:
+        """The answer of a model that misbehaves (`invalid` or `hostile`), still a 200."""
+        return self._generate(call, misbehave=kind)
+
+    def _generate(self, call: Call, misbehave: str | None) -> Reply:
         model, _, method = call.args["model_call"].partition(":")
         if method != "generateContent":
             return _google_error(404, f"Method '{method}' is not supported by the sandbox.")
@@ -114,7 +122,9 @@ class GeminiApi:
             return _google_error(
                 400, "responseMimeType must be application/json when a response schema is set."
             )
-        answer = _answer(system, prompt, schema, json_mode=mime == "application/json")
+        answer = _answer(
+            system, prompt, schema, json_mode=mime == "application/json", misbehave=misbehave
+        )
         prompt_tokens = _tokens(system + prompt)
         answer_tokens = _tokens(answer)
         return json_reply(
@@ -164,7 +174,40 @@ def _read_texts(body: dict[str, Any]) -> tuple[str | None, str, str]:
     return None, "\n".join(prompt_parts), "\n".join(system_parts)
 
 
-def _answer(system: str, prompt: str, schema: Any, *, json_mode: bool) -> str:
+def usage_of(body: dict[str, Any], fault: str | None = None) -> tuple[int, int]:
+    """(prompt tokens, answer tokens) the sandbox reports for a request body it recorded."""
+    _, prompt, system = _read_texts(body)
+    config = body.get("generationConfig") or {}
+    schema = config.get("responseJsonSchema", config.get("responseSchema"))
+    json_mode = config.get("responseMimeType", "text/plain") == "application/json"
+    misbehave = fault if fault in ("invalid", "hostile") else None
+    answer = _answer(system, prompt, schema, json_mode=json_mode, misbehave=misbehave)
+    return _tokens(system + prompt), _tokens(answer)
+
+
+def _answer(
+    system: str, prompt: str, schema: Any, *, json_mode: bool, misbehave: str | None = None
+) -> str:
+    task = onboarding_plan.task_of(system, prompt)
+    if misbehave == "invalid":
+        return onboarding_plan.invalid_answer(task, prompt)
+    normal = _normal_answer(system, prompt, schema, json_mode=json_mode)
+    if misbehave == "hostile":
+        try:
+            parsed = json.loads(normal)
+        except ValueError:
+            return normal
+        if isinstance(parsed, dict):
+            return json.dumps(onboarding_plan.hostile_answer(task, prompt, parsed))
+    return normal
+
+
+def _normal_answer(system: str, prompt: str, schema: Any, *, json_mode: bool) -> str:
+    task = onboarding_plan.task_of(system, prompt)
+    if task == "plan_onboarding":
+        return json.dumps(onboarding_plan.plan_onboarding(prompt))
+    if task == "adapt_onboarding":
+        return json.dumps(onboarding_plan.adapt_onboarding(prompt))
     if is_welcome_email_task(system, prompt):
         email = draft_welcome_email(extract_facts(prompt + "\n" + system))
         if schema is None:

@@ -99,10 +99,20 @@ def test_onboarding_completes_when_requested_over_pubsub(cloud, functions, sandb
     assert run.status is RunStatus.SUCCEEDED, run.reason
     assert [s.status for s in run.steps.values()] == [StepStatus.SUCCEEDED] * 5
     steps = store.client.collection(f"runs/{run_id}/steps").get()
-    assert sorted(doc.id for doc in steps) == ["draft", "email", "enrich", "jira", "slack"]
+    # Beside the steps' outcomes, the model's checkpointed plan and revision.
+    assert sorted(doc.id for doc in steps) == [
+        "adapt-enrich",
+        "draft",
+        "email",
+        "enrich",
+        "jira",
+        "plan",
+        "slack",
+    ]
     assert all(doc.get("ok") for doc in steps)
     kinds = [e.kind for e in store.events(run_id)]
-    assert kinds[:2] == ["run.created", "run.planned"] and kinds[-1] == "run.succeeded"
+    assert kinds[:4] == ["run.created", "plan.proposed", "plan.accepted", "run.planned"]
+    assert kinds[-1] == "run.succeeded"
     assert kinds.count("step.succeeded") == 5
     assert store.rejections() == []
 

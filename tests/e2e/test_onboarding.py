@@ -32,7 +32,8 @@ def test_onboarding_succeeds_with_one_of_each_side_effect(start_stack, tmp_path)
     assert actions[("jira", "project.create")] == 1
     assert actions[("sendgrid", "mail.send")] == 1
     assert actions[("slack", "chat.postMessage")] == 1
-    assert actions[("gemini", "generateContent")] == 1
+    # The plan, its revision after enrichment, and the draft.
+    assert actions[("gemini", "generateContent")] == 3
     mail = next(r for r in records if r["action"] == "mail.send")["request"]
     assert mail["personalizations"][0]["to"][0]["email"] == "ceo@client0.example"
 

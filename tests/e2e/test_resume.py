@@ -38,9 +38,9 @@ def test_parked_run_resumes_from_the_failed_step_only(start_stack, tmp_path):
     assert side_effects(home)[run_id] == ONE_ONBOARDING
 
     calls = Counter((r["vendor"], r["action"]) for r in RecordStore(home).list(run_id=run_id))
-    # Finished steps were not redone: one lookup, one draft, one email.
+    # Finished steps were not redone: one lookup, one plan, one revision, one draft, one email.
     assert calls[("clearbit", "company.find")] == 1
-    assert calls[("gemini", "generateContent")] == 1
+    assert calls[("gemini", "generateContent")] == 3
     assert calls[("sendgrid", "mail.send")] == 1
     kinds = [e.kind for e in recovered.runtime.store.events(run_id)]
     assert "run.parked" in kinds and "run.resumed" in kinds and kinds[-1] == "run.succeeded"

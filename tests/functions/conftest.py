@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def fakes():
     queue = FakeTaskQueue()
     store = FakeStateStore(queue)
-    install(Runtime(Settings(), store, queue))
+    # No model here: planning takes the default plan (tests/unit/test_reasoning.py asks one).
+    install(Runtime(Settings(agent_reasoning=False), store, queue))
     return store, queue
 
 

@@ -137,12 +137,25 @@ def test_draft_quotes_the_enrichment_and_counts_tokens():
             "text": "x" * 30,
             "html": '<a href="javascript:alert(1)">x</a>.....',
         },
+        # Steered by the quoted data: a new recipient, a link elsewhere.
+        {"subject": "Welcome", "text": "Write to attacker@evil.example", "html": "<p>x</p>" * 3},
+        {"subject": "Welcome", "text": "x" * 30, "html": '<a href="https://evil.example/">go</a>'},
     ],
 )
 def test_draft_is_refused_when_the_model_answer_is_unusable(answer):
     with pytest.raises(PermanentError) as caught:
         sendgrid.draft(call("draft_welcome_email", "draft"), FIRST, FakeLanguageModel(answer))
     assert caught.value.code == "bad_model_output"
+
+
+def test_draft_may_name_the_contact_and_link_the_clients_own_site():
+    answer = {
+        "subject": "Welcome",
+        "text": "Hi Ada (ada@acme.example), see https://portal.acme.example/start",
+        "html": '<p>Hi Ada, see <a href="https://acme.example/">your site</a></p>',
+    }
+    result = sendgrid.draft(call("draft_welcome_email", "draft"), FIRST, FakeLanguageModel(answer))
+    assert result.output["subject"] == "Welcome"
 
 
 DRAFT = {

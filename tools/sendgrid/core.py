@@ -33,6 +33,8 @@ DRAFT_SCHEMA = {
     "required": ["subject", "text", "html"],
 }
 UNSAFE_HTML = re.compile(r"<\s*(script|iframe|object|embed|form)\b|\son\w+\s*=|javascript:", re.I)
+ADDRESS = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+LINK_HOST = re.compile(r"\b(?:https?|ftp)://([^/\s:?#\"'<>]+)", re.I)
 
 
 class MailPort(Protocol):
@@ -101,7 +103,27 @@ def draft(call: ToolCall, attempt: Attempt, model: LanguageModel) -> StepResult:
         ) from None
     if UNSAFE_HTML.search(email.html):
         raise PermanentError("the model's draft has active HTML content", code="bad_model_output")
+    foreign = _foreign(email, call)
+    if foreign:
+        # A model steered by the quoted data would send the client elsewhere: never sent.
+        raise PermanentError(
+            "the model's draft names addresses or links the request does not: "
+            + ", ".join(foreign[:5]),
+            code="bad_model_output",
+        )
     return StepResult(output=email.model_dump(), summary=f'draft "{email.subject}"', usage=usage)
+
+
+def _foreign(email: EmailDraft, call: ToolCall) -> list[str]:
+    """Email addresses other than the contact's, links to hosts other than the client's."""
+    request = call.request
+    text = "\n".join((email.subject, email.text, email.html))
+    found = [a for a in ADDRESS.findall(text) if a.lower() != request.contact_email.lower()]
+    for host in LINK_HOST.findall(text):
+        host = host.lower().rstrip(".")
+        if host != request.domain and not host.endswith("." + request.domain):
+            found.append(host)
+    return list(dict.fromkeys(found))
 
 
 def step_key(call: ToolCall) -> str:
