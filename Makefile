@@ -29,7 +29,8 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy shared orchestrator/core.py tools/clearbit/core.py tools/jira/core.py \
+	$(BIN)/mypy shared orchestrator/core.py orchestrator/planning.py orchestrator/reasoning.py \
+		orchestrator/deliberation.py tools/clearbit/core.py tools/jira/core.py \
 		tools/sendgrid/core.py tools/slack/core.py
 
 format: $(STAMP)

@@ -7,20 +7,16 @@ twice and never dispatches twice.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from pydantic import ValidationError
-
-from orchestrator import reasoning
-from orchestrator.reasoning import Deliberation
+from orchestrator import planning, reasoning
+from orchestrator.planning import ACTOR, OUTPUT_SUMMARY_CHARS, default_plan, project_key  # noqa: F401 - part of core's API
 from shared.model import (
     Approval,
     Event,
     OrchestratorTask,
     PlanStep,
-    ReasoningSummary,
     RunState,
     RunStatus,
     StepError,
@@ -33,9 +29,6 @@ from shared.model import (
 )
 from shared.queues import ORCHESTRATOR_QUEUE, QUEUES
 from shared.registry import TOOLS
-
-ACTOR = "orchestrator"
-OUTPUT_SUMMARY_CHARS = 160
 
 
 @dataclass(frozen=True)
@@ -214,64 +207,20 @@ def reject(run: RunState, actor: str, reason: str, now: datetime) -> Decision:
     return Decision(run=cancelled.run, events=[event, *cancelled.events])
 
 
-def default_plan(run: RunState) -> tuple[PlanStep, ...]:
-    """The onboarding without the model: enrich, then Jira and the draft, then email, Slack."""
-    request = run.request
-    return (
-        PlanStep(step_id="enrich", tool="enrich_company", args={"domain": request.domain}),
-        PlanStep(
-            step_id="jira",
-            tool="create_jira_project",
-            args={
-                "key": project_key(request.domain, request.company_name),
-                "name": f"{request.company_name} onboarding"[:80],
-                "kickoff_issues": [
-                    "Kickoff call with " + (request.contact_name or request.company_name),
-                    "Confirm goals: " + request.goal[:120],
-                    "Grant workspace access",
-                ],
-            },
-            depends_on=("enrich",),
-        ),
-        PlanStep(step_id="draft", tool="draft_welcome_email", depends_on=("enrich",)),
-        PlanStep(step_id="email", tool="send_welcome_email", depends_on=("draft",)),
-        PlanStep(
-            step_id="slack",
-            tool="post_slack_notice",
-            args={"channel": request.slack_channel},
-            depends_on=("jira", "email"),
-        ),
-    )
-
-
-def project_key(domain: str, company_name: str = "") -> str:
-    """A Jira key from the domain's first label (acme.example: ACME), which is as unique as
-    the client; from the name's initials when the label makes no key. Jira keys are 2 to 10
-    capitals and digits, starting with a letter."""
-    label = re.sub(r"[^A-Z0-9]", "", domain.split(".")[0].upper())
-    if label and not label[0].isalpha():
-        label = "X" + label
-    if len(label) >= 2:
-        return label[:10]
-    words = re.findall(r"[A-Z][A-Z0-9]*", company_name.upper())
-    initials = "".join(w[0] for w in words)
-    return (initials + "XX")[: max(2, len(initials))][:10] if initials else "CLIENT"
-
-
 def _start(
     run: RunState, outcomes: dict[str, StepOutcome], now: datetime, require_approval: bool
 ) -> Decision:
     if run.status is not RunStatus.PENDING:
         return unchanged(run)
     plan, source, events = default_plan(run), "default", []
-    thought = _deliberation(outcomes.get(reasoning.PLAN_KEY))
+    thought = planning.deliberation_of(outcomes.get(reasoning.PLAN_KEY))
     summaries = dict(run.reasoning)
     if thought is not None:
         # Checked again: what was valid when the model answered must still be (the registry
         # may have changed between a deploy and a redelivery).
         late = reasoning.check_plan(thought.plan, run.request) if thought.source == "model" else []
         accepted = thought.source == "model" and not late
-        events += _plan_events(run, thought, now, accepted, late)
+        events += planning.plan_events(run, thought, now, accepted, late)
         if accepted:
             plan, source = thought.plan, "model"
         note = (
@@ -279,7 +228,7 @@ def _start(
             if accepted
             else (thought.reason or "the plan no longer validates")
         )
-        summaries[reasoning.PLAN_KEY] = _summary(thought, source, note)
+        summaries[reasoning.PLAN_KEY] = planning.summary_of(thought, source, note)
     approval = None
     if require_approval:
         gated = next((s for s in plan if TOOLS[s.tool].needs_approval), None)
@@ -298,176 +247,6 @@ def _start(
         )
     )
     return _advance(started, outcomes, now, events)
-
-
-def _deliberation(record: StepOutcome | None) -> Deliberation | None:
-    """The model's checkpointed decision; None when there is none (or none readable: the
-    default plan, unrevised, is always safe)."""
-    if record is None or not record.ok:
-        return None
-    try:
-        return Deliberation.model_validate(record.output)
-    except ValidationError:
-        return None
-
-
-def _summary(thought: Deliberation, source: str, note: str) -> ReasoningSummary:
-    usage = thought.usage()
-    return ReasoningSummary(
-        key=thought.key,
-        source=source,
-        calls=len(thought.calls),
-        note=note[:OUTPUT_SUMMARY_CHARS],
-        llm_tokens=(usage.input_tokens + usage.output_tokens) if usage else 0,
-        cost_usd=usage.cost_usd if usage else 0.0,
-    )
-
-
-def _plan_events(
-    run: RunState, thought: Deliberation, now: datetime, accepted: bool, late: list[str]
-) -> list[Event]:
-    """plan.proposed and plan.rejected for each answer, then plan.accepted or plan.fallback."""
-    events = []
-    for number, call in enumerate(thought.calls, start=1):
-        if call.failure:
-            continue  # no answer: the fallback's reason says why
-        events.append(
-            Event(
-                run_id=run.run_id,
-                kind="plan.proposed",
-                actor=ACTOR,
-                at=now,
-                detail={
-                    "attempt": number,
-                    **(
-                        {"steps": _outline(call.proposal)}
-                        if call.proposal is not None
-                        else {"answer": "none that could be read"}
-                    ),
-                    **({"usage": call.usage.model_dump()} if call.usage else {}),
-                },
-            )
-        )
-        if call.errors:
-            events.append(
-                Event(
-                    run_id=run.run_id,
-                    kind="plan.rejected",
-                    actor=ACTOR,
-                    at=now,
-                    detail={"attempt": number, "errors": list(call.errors)},
-                )
-            )
-    if accepted:
-        events.append(
-            Event(
-                run_id=run.run_id,
-                kind="plan.accepted",
-                actor=ACTOR,
-                at=now,
-                detail={
-                    "attempt": len(thought.calls),
-                    "steps": [f"{s.step_id}:{s.tool}" for s in thought.plan],
-                },
-            )
-        )
-    else:
-        reason = thought.reason if not late else "the model's plan no longer validates"
-        events.append(
-            Event(
-                run_id=run.run_id,
-                kind="plan.fallback",
-                actor=ACTOR,
-                at=now,
-                detail={"reason": reason, **({"errors": late} if late else {})},
-            )
-        )
-    return events
-
-
-def _outline(proposal: object) -> list[str] | str:
-    """A proposed plan in a line: step:tool for each step it has, else the answer cut short."""
-    steps = proposal.get("steps") if isinstance(proposal, dict) else None
-    if isinstance(steps, list):
-        return [
-            f"{s.get('step_id', '?')}:{s.get('tool', '?')}" if isinstance(s, dict) else str(s)
-            for s in steps
-        ]
-    return str(proposal)[:OUTPUT_SUMMARY_CHARS]
-
-
-def _adapt(
-    run: RunState, step_id: str, outcomes: dict[str, StepOutcome], now: datetime
-) -> tuple[RunState, list[Event]]:
-    """Apply the revision the model proposed once `step_id` (enrichment) finished, if it
-    still only changes steps not yet dispatched; record the guard's findings."""
-    key = reasoning.adapt_key(step_id)
-    thought = _deliberation(outcomes.get(key))
-    if thought is None:
-        return run, []
-    events: list[Event] = []
-    if thought.findings:
-        events.append(
-            Event(
-                run_id=run.run_id,
-                kind="guard.injection_suspected",
-                actor=ACTOR,
-                at=now,
-                step_id=step_id,
-                detail={
-                    "findings": list(thought.findings),
-                    "handling": "quoted to the model as data; recipients, channels and tools "
-                    "come only from the request, the configuration and the registry",
-                },
-            )
-        )
-    for number, call in enumerate(thought.calls, start=1):
-        if call.failure:
-            continue
-        events.append(
-            Event(
-                run_id=run.run_id,
-                kind="plan.revision_proposed",
-                actor=ACTOR,
-                at=now,
-                step_id=step_id,
-                detail={
-                    "attempt": number,
-                    "proposal": call.proposal,
-                    **({"usage": call.usage.model_dump()} if call.usage else {}),
-                },
-            )
-        )
-        if call.errors:
-            events.append(
-                Event(
-                    run_id=run.run_id,
-                    kind="plan.revision_rejected",
-                    actor=ACTOR,
-                    at=now,
-                    step_id=step_id,
-                    detail={"attempt": number, "errors": list(call.errors)},
-                )
-            )
-    pending = [s.step_id for s in run.plan if run.steps[s.step_id].status is StepStatus.PENDING]
-    source, note = "kept", thought.reason or "no change"
-    if thought.source == "model" and thought.changes:
-        late = reasoning.check_revision(thought.changes, run.plan, pending, run.request)
-        if late:
-            note = "the revision no longer applies"
-            events.append(_event(run, "plan.kept", now, step_id, reason=note, errors=late))
-        else:
-            run = run.evolve(plan=reasoning.revise(run.plan, thought.changes))
-            source, note = "model", "revised " + ", ".join(sorted(thought.changes))
-            events.append(_event(run, "plan.revised", now, step_id, changes=thought.changes))
-    else:
-        events.append(_event(run, "plan.kept", now, step_id, reason=note))
-    summaries = {**run.reasoning, key: _summary(thought, source, note)}
-    return run.evolve(reasoning=summaries), events
-
-
-def _event(run: RunState, kind: str, now: datetime, step_id: str | None, **detail: object) -> Event:
-    return Event(run_id=run.run_id, kind=kind, actor=ACTOR, at=now, step_id=step_id, detail=detail)
 
 
 def _take_outcome(
@@ -512,7 +291,7 @@ def _take_outcome(
     if not outcome.ok:
         return _park(run, step.step_id, outcome.error, now, events)
     if step.tool == "enrich_company":
-        run, adapted = _adapt(run, step.step_id, outcomes, now)
+        run, adapted = planning.adapt(run, step.step_id, outcomes, now)
         events += adapted
     return _advance(run, outcomes, now, events)
 
@@ -544,7 +323,7 @@ def _advance(
                     }
                 )
                 events.append(
-                    _event(
+                    planning.event(
                         run,
                         "approval.requested",
                         now,

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from orchestrator import service
 from shared.errors import Conflict, PermanentError
-from shared.identity import identity_denied, intake_audience, task_audience
+from shared.identity import identity_denied, intake_audience, task_caller_denied
 from shared.llm import LanguageModel
 from shared.logs import log_context
 from shared.model import (
@@ -29,7 +29,7 @@ from shared.model import (
 from shared.queues import ORCHESTRATOR_QUEUE
 from shared.runtime import per_runtime, runtime
 from shared.settings import Settings
-from shared.tasks_http import answer, attempt_of, refuse, retry_later
+from shared.tasks_http import answer, attempt_of, describe, refuse, retry_later
 
 log = logging.getLogger(__name__)
 
@@ -191,10 +191,7 @@ def intake_pubsub(event: CloudEvent) -> None:
 def handle_task(request: flask.Request) -> flask.Response:
     """The orchestrator queue's target: a run to start or a step's report to take in."""
     rt = runtime()
-    audience = task_audience(rt.settings, ORCHESTRATOR_QUEUE)
-    denied = identity_denied(
-        request, rt.settings, audience=audience, email=rt.settings.tasks_service_account
-    )
+    denied = task_caller_denied(request, rt.settings, ORCHESTRATOR_QUEUE)
     if denied is not None:
         return denied
     attempt = attempt_of(request, ORCHESTRATOR_QUEUE)
@@ -202,7 +199,7 @@ def handle_task(request: flask.Request) -> flask.Response:
     try:
         happening = OrchestratorTask.model_validate_json(raw)
     except ValidationError as exc:
-        return refuse(rt.store, attempt, ORCHESTRATOR_QUEUE, str(exc.errors()[:3]), raw)
+        return refuse(rt.store, attempt, ORCHESTRATOR_QUEUE, describe(exc), raw)
     with log_context(run_id=happening.run_id, step_id=happening.step_id):
         try:
             model = reasoning_model() if rt.settings.agent_reasoning else None

@@ -6,12 +6,9 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from typing import Any
 
-from orchestrator import core, reasoning
-from orchestrator.reasoning import Deliberation, ModelCall
-from shared.breaker import BreakerPolicy, CircuitBreaker
-from shared.errors import BadVendorReply, ChimeraError, Conflict
+from orchestrator import core, deliberation
+from shared.errors import Conflict
 from shared.llm import LanguageModel
 from shared.model import (
     Event,
@@ -26,21 +23,12 @@ from shared.model import (
     utcnow,
 )
 from shared.queues import ORCHESTRATOR_QUEUE
-from shared.registry import TOOLS
 from shared.runtime import Runtime
-from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
 # Two reports for one run can race (parallel steps); the loser reloads and decides again.
 CONFLICT_RETRIES = 8
-# The model's circuit breaker: the same one the drafting tool goes through.
-MODEL_VENDOR = "gemini"
-# A task must be answered within the dispatch deadline: the model is asked again only when
-# another full call still fits in this share of it.
-DEADLINE_SHARE = 0.75
-# After this step, the model may revise what is left of the plan.
-ENRICH_STEP = TOOLS["enrich_company"].step_id
 
 
 class RequestKeyReused(Exception):
@@ -92,7 +80,7 @@ def take(rt: Runtime, happening: OrchestratorTask, model: LanguageModel | None =
     revision), the model is asked first and its answer checkpointed; without a model, the
     default plan runs unrevised. Returns what happened, for the log and the HTTP answer.
     """
-    deliberate(rt, happening, model)
+    deliberation.deliberate(rt, happening, model)
     require_approval = rt.settings.require_approval
     return _apply(
         rt,
@@ -100,211 +88,6 @@ def take(rt: Runtime, happening: OrchestratorTask, model: LanguageModel | None =
         lambda run, outcomes: core.decide(
             run, happening, outcomes, utcnow(), require_approval=require_approval
         ),
-    )
-
-
-def deliberate(rt: Runtime, happening: OrchestratorTask, model: LanguageModel | None) -> None:
-    """Ask the model, once per run and decision, for what `happening` needs decided.
-
-    The answer (or the fallback, and why) is recorded in the step ledger before anything acts
-    on it; the ledger's record is created once, so a redelivered or conflicting task reads it
-    instead of asking again, and `core.decide` takes it from there.
-    """
-    # Only a start and enrichment's report (or its watchdog) need the model: others cost
-    # no extra read.
-    if happening.kind != "start" and happening.step_id != ENRICH_STEP:
-        return
-    store = rt.store
-    run = store.load(happening.run_id)
-    if run is None or run.status.terminal:
-        return
-    if happening.kind == "start":
-        if (
-            run.status is RunStatus.PENDING
-            and store.outcome(run.run_id, reasoning.PLAN_KEY) is None
-        ):
-            _checkpoint(rt, run.run_id, _plan(rt, run, model))
-        return
-    step = run.steps.get(happening.step_id or "")
-    if step is None or step.tool != "enrich_company" or step.status is not StepStatus.DISPATCHED:
-        return
-    key = reasoning.adapt_key(step.step_id)
-    done = store.outcome(run.run_id, step.step_id)
-    if done is None or not done.ok or done.generation != step.generation:
-        return
-    if store.outcome(run.run_id, key) is None:
-        _checkpoint(rt, run.run_id, _revision(rt, run, step.step_id, done.output, model))
-
-
-def _plan(rt: Runtime, run: RunState, model: LanguageModel | None) -> Deliberation:
-    """The model's plan, asked again once with the reasons when refused; else the default."""
-    key, request = reasoning.PLAN_KEY, run.request
-    if model is None:
-        return Deliberation(key=key, source="default", reason="the agent's reasoning is off")
-    calls: list[ModelCall] = []
-    refused: list[str] = []
-    started = time.monotonic()
-    for attempt in (1, 2):
-        if attempt == 2 and not _time_for_another(rt.settings, started):
-            return Deliberation(
-                key=key,
-                source="default",
-                reason="the model's plan was refused, and there is no time to ask again",
-                calls=tuple(calls),
-            )
-        call, answer = _ask(
-            rt,
-            model,
-            run.run_id,
-            reasoning.PLAN_SYSTEM,
-            reasoning.plan_prompt(request, refused),
-            reasoning.plan_schema(request),
-        )
-        if call.failure:
-            calls.append(call)
-            return Deliberation(
-                key=key,
-                source="default",
-                reason=f"the model is unavailable ({call.failure})",
-                calls=tuple(calls),
-            )
-        plan, errors = (
-            (None, list(call.errors)) if call.errors else reasoning.read_plan(answer, request)
-        )
-        calls.append(call.model_copy(update={"errors": tuple(errors)}))
-        if plan is not None:
-            return Deliberation(key=key, source="model", plan=plan, calls=tuple(calls))
-        log.warning("the model's plan was refused (attempt %d): %s", attempt, "; ".join(errors))
-        refused = errors
-    return Deliberation(
-        key=key,
-        source="default",
-        reason="the model's plan was refused twice",
-        calls=tuple(calls),
-    )
-
-
-def _revision(
-    rt: Runtime,
-    run: RunState,
-    step_id: str,
-    enrichment: dict[str, Any],
-    model: LanguageModel | None,
-) -> Deliberation:
-    """The model's revision of the steps not yet dispatched, for what enrichment found; and
-    what the guard found in it, whether or not the model is asked."""
-    key = reasoning.adapt_key(step_id)
-    findings = tuple(reasoning.scan(reasoning.enrichment_texts(enrichment), run.request))
-    if findings:
-        log.warning(
-            "enrichment looks like it tries to steer the agent: %s",
-            ", ".join(f"{f['kind']} {f['text']!r}" for f in findings),
-        )
-    pending = [s for s in run.plan if run.steps[s.step_id].status is StepStatus.PENDING]
-    if model is None or not pending:
-        reason = "the agent's reasoning is off" if model is None else "no step is left to revise"
-        return Deliberation(key=key, source="kept", reason=reason, findings=findings)
-    call, answer = _ask(
-        rt,
-        model,
-        run.run_id,
-        reasoning.ADAPT_SYSTEM,
-        reasoning.adapt_prompt(run.request, enrichment, pending),
-        reasoning.adapt_schema(run.request, pending),
-    )
-    if call.failure:
-        return Deliberation(
-            key=key,
-            source="kept",
-            reason=f"the model is unavailable ({call.failure})",
-            calls=(call,),
-            findings=findings,
-        )
-    changes, errors = (
-        (None, list(call.errors))
-        if call.errors
-        else reasoning.read_revision(answer, run.plan, [s.step_id for s in pending], run.request)
-    )
-    call = call.model_copy(update={"errors": tuple(errors)})
-    if changes is None:
-        log.warning("the model's revision was refused: %s", "; ".join(errors))
-        return Deliberation(
-            key=key,
-            source="kept",
-            reason="the model's revision was refused",
-            calls=(call,),
-            findings=findings,
-        )
-    return Deliberation(
-        key=key,
-        source="model" if changes else "kept",
-        reason="" if changes else "the model proposed no change",
-        changes=changes,
-        calls=(call,),
-        findings=findings,
-    )
-
-
-def _ask(
-    rt: Runtime,
-    model: LanguageModel,
-    run_id: str,
-    system: str,
-    prompt: str,
-    schema: dict[str, Any],
-) -> tuple[ModelCall, Any]:
-    """One question through the model's circuit breaker: the call and the raw answer.
-
-    An answer that is not JSON comes back as refused (errors), to be asked again; no answer at
-    all (circuit open, timeout, unavailable, refused credentials) as a failure, to fall back
-    at once: planning never strands a run.
-    """
-    at = utcnow()
-    breaker = CircuitBreaker(rt.store, MODEL_VENDOR, _breaker_policy(rt.settings))
-    try:
-        with breaker.guard():
-            answer, usage = model.generate_json(
-                system=system, prompt=prompt, schema=schema, run_id=run_id
-            )
-    except BadVendorReply as exc:
-        return ModelCall(at=at, errors=(exc.message,)), None
-    except ChimeraError as exc:
-        log.warning("the model gave no answer: %s %s", exc.code, exc.message)
-        return ModelCall(at=at, failure=f"{exc.code}: {exc.message}"), None
-    except Exception as exc:  # a bug in an adapter: logged with its stack, and fall back
-        log.exception("the model call failed unexpectedly")
-        return ModelCall(at=at, failure=f"unexpected {type(exc).__name__}"), None
-    return ModelCall(at=at, proposal=reasoning.trimmed(answer), usage=usage), answer
-
-
-def _checkpoint(rt: Runtime, run_id: str, thought: Deliberation) -> None:
-    """Record the decision once; when another delivery recorded first, theirs stands."""
-    stored = rt.store.record_outcome(
-        StepOutcome(
-            run_id=run_id,
-            step_id=thought.key,
-            tool=thought.key.split("-", 1)[0],
-            ok=True,
-            output=thought.model_dump(mode="json"),
-            summary=f"{thought.source}: {thought.reason}" if thought.reason else thought.source,
-            usage=thought.usage(),
-            attempts=len(thought.calls),
-            started_at=thought.calls[0].at if thought.calls else utcnow(),
-        )
-    )
-    log.info("%s checkpointed: %s", stored.step_id, stored.summary, extra={"run_id": run_id})
-
-
-def _time_for_another(settings: Settings, started: float) -> bool:
-    spent = time.monotonic() - started
-    return spent + settings.reasoning_timeout < settings.dispatch_deadline * DEADLINE_SHARE
-
-
-def _breaker_policy(settings: Settings) -> BreakerPolicy:
-    return BreakerPolicy(
-        failure_threshold=settings.breaker_failure_threshold,
-        cooldown=settings.breaker_cooldown,
-        probe_timeout=settings.dispatch_deadline * 2,
     )
 
 

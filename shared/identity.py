@@ -166,3 +166,15 @@ def _refuse(status: int, reason: str) -> flask.Response:
     code = "unauthenticated" if status == 401 else "permission_denied"
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return answer(status, {"error": {"code": code, "message": reason}}, headers)
+
+
+def task_caller_denied(
+    request: flask.Request, settings: Settings, queue: str
+) -> flask.Response | None:
+    """`identity_denied` for a queue's target: only the tasks' service account may call it."""
+    return identity_denied(
+        request,
+        settings,
+        audience=task_audience(settings, queue),
+        email=settings.tasks_service_account,
+    )

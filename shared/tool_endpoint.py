@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from shared.breaker import BreakerPolicy, CircuitBreaker, ConcurrencyLimit
 from shared.errors import ChimeraError, PermanentError, RetryableError
-from shared.identity import identity_denied, task_audience
+from shared.identity import task_caller_denied
 from shared.logs import log_context
 from shared.model import (
     Attempt,
@@ -30,7 +30,7 @@ from shared.model import (
 from shared.queues import ORCHESTRATOR_QUEUE, tool_queue
 from shared.registry import TOOLS
 from shared.runtime import Runtime, runtime
-from shared.tasks_http import answer, attempt_of, refuse, retry_later
+from shared.tasks_http import answer, attempt_of, describe, refuse, retry_later
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +56,7 @@ def tool_endpoint(
 
     def handle(request: flask.Request) -> flask.Response:
         rt = runtime()
-        audience = task_audience(rt.settings, actor)
-        denied = identity_denied(
-            request, rt.settings, audience=audience, email=rt.settings.tasks_service_account
-        )
+        denied = task_caller_denied(request, rt.settings, actor)
         if denied is not None:
             return denied
         attempt = attempt_of(request, actor)
@@ -67,13 +64,13 @@ def tool_endpoint(
         try:
             call = ToolCall.model_validate_json(raw)
         except ValidationError as exc:
-            return refuse(rt.store, attempt, actor, _short(exc), raw)
+            return refuse(rt.store, attempt, actor, describe(exc), raw)
         if call.tool not in tools:
             return refuse(rt.store, attempt, actor, f"{actor} does not run {call.tool!r}", raw)
         try:
             TOOLS[call.tool].args.model_validate(call.args)
         except ValidationError as exc:
-            return refuse(rt.store, attempt, actor, f"{call.tool} args: {_short(exc)}", raw)
+            return refuse(rt.store, attempt, actor, f"{call.tool} args: {describe(exc)}", raw)
         with log_context(run_id=call.run_id, step_id=call.step_id, tool=call.tool):
             return _run(rt, actor, call, attempt, tools[call.tool])
 
@@ -216,10 +213,3 @@ def _why_skip(run: RunState | None, call: ToolCall) -> str:
     if step.generation != call.generation:
         return f"stale task of generation {call.generation}; step is at {step.generation}"
     return ""
-
-
-def _short(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
-        for err in exc.errors()[:5]
-    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator import core, reasoning, service
+from orchestrator import core, deliberation, reasoning, service
 from shared.errors import Conflict, VendorUnavailable
 from shared.model import (
     BreakerState,
@@ -273,7 +273,7 @@ def test_a_start_redelivered_after_the_checkpoint_but_before_the_commit_asks_not
     rt, model = runtime(), ScriptedLanguageModel({PLAN: [plan_answer()]})
     run, _ = service.submit(rt, make_request(), source="test")
     start = OrchestratorTask(run_id=run.run_id, kind="start")
-    service.deliberate(rt, start, model)  # ... and the instance died before committing
+    deliberation.deliberate(rt, start, model)  # ... and the instance died before committing
     assert rt.store.load(run.run_id).status is RunStatus.PENDING
 
     service.take(rt, start, ScriptedLanguageModel({PLAN: [hostile_plan()]}))
@@ -290,7 +290,7 @@ def test_a_report_redelivered_after_the_revision_checkpoint_asks_nothing():
         StepOutcome(run_id=run_id, step_id="enrich", tool="enrich_company", ok=True, output=FOUND)
     )
     report = OrchestratorTask(run_id=run_id, kind="step_finished", step_id="enrich")
-    service.deliberate(rt, report, model)  # ... and the instance died before committing
+    deliberation.deliberate(rt, report, model)  # ... and the instance died before committing
     assert rt.store.load(run_id).version == run.version
 
     other = ScriptedLanguageModel({ADAPT: [{"changes": []}]})
