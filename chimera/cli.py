@@ -19,6 +19,7 @@ from werkzeug.test import Client
 from chimera import render
 from chimera.stack import LocalStack
 from orchestrator import service
+from sandbox.faults import FaultPlan
 from sandbox.records import RecordStore
 from shared.logs import configure_logging
 from shared.model import RunFilter, RunState, RunStatus, StepStatus
@@ -43,6 +44,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = logging.ERROR if args.handler is cmd_onboard else (30 if args.quiet else 20)
     configure_logging(settings.log_format, level=level, secrets=settings.secret_values())
 
+    if getattr(args, "faults", ""):
+        try:
+            FaultPlan.parse(args.faults)
+        except ValueError as exc:
+            console.print(f"[red]--faults:[/] {exc}")
+            return 2
     return int(args.handler(args, settings) or 0)
 
 
@@ -258,22 +265,23 @@ def cmd_runs_resume(args: argparse.Namespace, settings: Settings) -> int:
             run_ids = [r.run_id for r in parked if _parked_on(r, args.tool)]
         else:
             run_ids = [args.run_id]
-        failures = 0
+        failures, resumed = 0, []
         for run_id in run_ids:
             try:
                 service.resume(rt, run_id)
+                resumed.append(run_id)
                 console.print(f"{run_id}: resumed from its failed step")
             except (LookupError, service.NotAllowed) as exc:
                 failures += 1
-                console.print(f"[red]{run_id}: {exc}[/]")
+                console.print(f"[red]{exc}[/]")
         if not run_ids:
             console.print("no parked runs to resume")
         if stack:
-            for run_id in run_ids:
+            for run_id in resumed:
                 run = _follow(stack, run_id)
                 console.print(render.run_header(run))
                 failures += run.status is not RunStatus.SUCCEEDED
-        elif run_ids:
+        elif resumed:
             console.print("[dim]their next steps are queued: `chimera dev` delivers them[/]")
         return 1 if failures else 0
     finally:

@@ -117,7 +117,7 @@ def timeline(run: RunState, events: list[Event]) -> Group:
         table.add_row(
             f"+{offset:8.1f} ms", event.actor, event.kind, event.step_id or "", _detail(event)
         )
-    parts = [run_header(run), Text(""), steps_table(run), Text("")]
+    parts = [run_header(run), Text(""), steps_table(run, events), Text("")]
     if run.reasoning:
         parts += [reasoning_table(run), Text("")]
     return Group(*parts, table)
