@@ -174,45 +174,39 @@ def adapt(
     events: list[Event] = []
     if thought.findings:
         events.append(
-            Event(
-                run_id=run.run_id,
-                kind="guard.injection_suspected",
-                actor=ACTOR,
-                at=now,
-                step_id=step_id,
-                detail={
-                    "findings": list(thought.findings),
-                    "handling": "quoted to the model as data; recipients, channels and tools "
-                    "come only from the request, the configuration and the registry",
-                },
+            event(
+                run,
+                "guard.injection_suspected",
+                now,
+                step_id,
+                findings=list(thought.findings),
+                handling="quoted to the model as data; recipients, channels and tools come "
+                "only from the request, the configuration and the registry",
             )
         )
     for number, call in enumerate(thought.calls, start=1):
         if call.failure:
             continue
         events.append(
-            Event(
-                run_id=run.run_id,
-                kind="plan.revision_proposed",
-                actor=ACTOR,
-                at=now,
-                step_id=step_id,
-                detail={
-                    "attempt": number,
-                    "proposal": call.proposal,
-                    **({"usage": call.usage.model_dump()} if call.usage else {}),
-                },
+            event(
+                run,
+                "plan.revision_proposed",
+                now,
+                step_id,
+                attempt=number,
+                proposal=call.proposal,
+                **({"usage": call.usage.model_dump()} if call.usage else {}),
             )
         )
         if call.errors:
             events.append(
-                Event(
-                    run_id=run.run_id,
-                    kind="plan.revision_rejected",
-                    actor=ACTOR,
-                    at=now,
-                    step_id=step_id,
-                    detail={"attempt": number, "errors": list(call.errors)},
+                event(
+                    run,
+                    "plan.revision_rejected",
+                    now,
+                    step_id,
+                    attempt=number,
+                    errors=list(call.errors),
                 )
             )
     pending = [s.step_id for s in run.plan if run.steps[s.step_id].status is StepStatus.PENDING]
