@@ -158,9 +158,9 @@ def test_terraform_is_formatted_when_terraform_is_installed() -> None:
 
 @pytest.mark.timeout(900)  # the first run installs Checkov into .venv-checkov
 def test_checkov_passes_when_enabled() -> None:
-    wanted = os.environ.get("CHIMERA_CHECKOV") == "1"
+    wanted = os.environ.get("RUN_CHECKOV") == "1"
     if not wanted and not (REPO / ".venv-checkov" / "bin" / "checkov").exists():
-        pytest.skip("Checkov not installed: set CHIMERA_CHECKOV=1 or run scripts/checkov.sh")
+        pytest.skip("Checkov not installed: set RUN_CHECKOV=1 or run scripts/checkov.sh")
     done = subprocess.run(
         ["bash", str(REPO / "scripts" / "checkov.sh")],
         capture_output=True,
