@@ -93,16 +93,7 @@ def _watch(
         update={"status": StepStatus.FAILED, "error": error, "finished_at": now}
     )
     run = run.evolve(steps={**run.steps, step_id: failed})
-    events = [
-        Event(
-            run_id=run.run_id,
-            kind="step.failed",
-            actor=ACTOR,
-            at=now,
-            step_id=step_id,
-            detail={"error": error.model_dump()},
-        )
-    ]
+    events = [planning.event(run, "step.failed", now, step_id, error=error.model_dump())]
     return _park(run, step_id, error, now, events)
 
 
@@ -120,9 +111,7 @@ def resume(run: RunState, outcomes: dict[str, StepOutcome], now: datetime) -> De
         old = steps[step_id]
         steps[step_id] = StepSummary(step_id=step_id, tool=old.tool, generation=old.generation + 1)
     resumed = run.evolve(status=RunStatus.RUNNING, reason="", steps=steps)
-    events = [
-        Event(run_id=run.run_id, kind="run.resumed", actor=ACTOR, at=now, detail={"steps": retried})
-    ]
+    events = [planning.event(run, "run.resumed", now, steps=retried)]
     return _advance(resumed, outcomes, now, events)
 
 
@@ -143,17 +132,12 @@ def cancel(run: RunState, reason: str, now: datetime) -> Decision:
     return Decision(
         run=cancelled,
         events=[
-            Event(
-                run_id=run.run_id,
-                kind="run.cancelled",
-                actor=ACTOR,
-                at=now,
-                detail={
-                    "reason": cancelled.reason,
-                    "in_flight": [
-                        s.step_id for s in steps.values() if s.status is StepStatus.DISPATCHED
-                    ],
-                },
+            planning.event(
+                run,
+                "run.cancelled",
+                now,
+                reason=cancelled.reason,
+                in_flight=[s.step_id for s in steps.values() if s.status is StepStatus.DISPATCHED],
             )
         ],
     )
@@ -167,13 +151,8 @@ def approve(run: RunState, actor: str, outcomes: dict[str, StepOutcome], now: da
         return unchanged(run)
     approved = waiting.model_copy(update={"status": "approved", "actor": actor, "at": now})
     events = [
-        Event(
-            run_id=run.run_id,
-            kind="approval.approved",
-            actor=actor,
-            at=now,
-            step_id=waiting.step_id,
-            detail={"subject": waiting.subject},
+        planning.event(
+            run, "approval.approved", now, waiting.step_id, actor=actor, subject=waiting.subject
         )
     ]
     if run.status is RunStatus.PARKED:
@@ -193,13 +172,14 @@ def reject(run: RunState, actor: str, reason: str, now: datetime) -> Decision:
     rejected = waiting.model_copy(
         update={"status": "rejected", "actor": actor, "reason": reason, "at": now}
     )
-    event = Event(
-        run_id=run.run_id,
-        kind="approval.rejected",
+    event = planning.event(
+        run,
+        "approval.rejected",
+        now,
+        waiting.step_id,
         actor=actor,
-        at=now,
-        step_id=waiting.step_id,
-        detail={"subject": waiting.subject, "reason": reason},
+        subject=waiting.subject,
+        reason=reason,
     )
     cancelled = cancel(
         run.evolve(approval=rejected), f"{waiting.step_id} rejected by {actor}: {reason}", now
@@ -238,12 +218,8 @@ def _start(
         status=RunStatus.RUNNING, plan=plan, steps=steps, reasoning=summaries, approval=approval
     )
     events.append(
-        Event(
-            run_id=run.run_id,
-            kind="run.planned",
-            actor=ACTOR,
-            at=now,
-            detail={"source": source, "steps": [s.model_dump(mode="json") for s in plan]},
+        planning.event(
+            run, "run.planned", now, source=source, steps=[s.model_dump(mode="json") for s in plan]
         )
     )
     return _advance(started, outcomes, now, events)
@@ -273,16 +249,15 @@ def _take_outcome(
     )
     run = run.evolve(steps={**run.steps, step.step_id: finished})
     events = [
-        Event(
-            run_id=run.run_id,
-            kind="step.succeeded" if outcome.ok else "step.failed",
-            actor=ACTOR,
-            at=now,
-            step_id=step.step_id,
-            detail={
-                "attempts": outcome.attempts,
-                "latency_ms": outcome.latency_ms,
-                "summary": outcome.summary[:OUTPUT_SUMMARY_CHARS],
+        planning.event(
+            run,
+            "step.succeeded" if outcome.ok else "step.failed",
+            now,
+            step.step_id,
+            attempts=outcome.attempts,
+            latency_ms=outcome.latency_ms,
+            summary=outcome.summary[:OUTPUT_SUMMARY_CHARS],
+            extra={
                 **({"error": outcome.error.model_dump()} if outcome.error else {}),
                 **({"usage": usage.model_dump()} if usage else {}),
             },
@@ -349,17 +324,14 @@ def _advance(
             )
         )
         events.append(
-            Event(
-                run_id=run.run_id,
-                kind="step.dispatched",
-                actor=ACTOR,
-                at=now,
-                step_id=plan_step.step_id,
-                detail={
-                    "tool": plan_step.tool,
-                    "queue": TOOLS[plan_step.tool].queue,
-                    "generation": summary.generation,
-                },
+            planning.event(
+                run,
+                "step.dispatched",
+                now,
+                plan_step.step_id,
+                tool=plan_step.tool,
+                queue=TOOLS[plan_step.tool].queue,
+                generation=summary.generation,
             )
         )
     run = run.evolve(steps=steps, approval=approval)
@@ -371,15 +343,7 @@ def _advance(
         )
     if all(s.status is StepStatus.SUCCEEDED for s in steps.values()):
         run = run.evolve(status=RunStatus.SUCCEEDED, reason="")
-        events.append(
-            Event(
-                run_id=run.run_id,
-                kind="run.succeeded",
-                actor=ACTOR,
-                at=now,
-                detail=run.totals.model_dump(),
-            )
-        )
+        events.append(planning.event(run, "run.succeeded", now, **run.totals.model_dump()))
     return Decision(run=run, events=events, calls=calls)
 
 
@@ -405,16 +369,7 @@ def _park(
     reason = f"step {step_id} failed: {code}: {error.message if error else ''}".strip()
     run = run.evolve(status=RunStatus.PARKED, reason=reason)
     run = run.evolve(totals=_totals(run))
-    events.append(
-        Event(
-            run_id=run.run_id,
-            kind="run.parked",
-            actor=ACTOR,
-            at=now,
-            step_id=step_id,
-            detail={"reason": reason, "code": code},
-        )
-    )
+    events.append(planning.event(run, "run.parked", now, step_id, reason=reason, code=code))
     return Decision(run=run, events=events)
 
 

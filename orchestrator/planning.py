@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import datetime
 
 from pydantic import ValidationError
@@ -98,13 +99,12 @@ def plan_events(
         if call.failure:
             continue  # no answer: the fallback's reason says why
         events.append(
-            Event(
-                run_id=run.run_id,
-                kind="plan.proposed",
-                actor=ACTOR,
-                at=now,
-                detail={
-                    "attempt": number,
+            event(
+                run,
+                "plan.proposed",
+                now,
+                attempt=number,
+                extra={
                     **(
                         {"steps": _outline(call.proposal)}
                         if call.proposal is not None
@@ -116,36 +116,23 @@ def plan_events(
         )
         if call.errors:
             events.append(
-                Event(
-                    run_id=run.run_id,
-                    kind="plan.rejected",
-                    actor=ACTOR,
-                    at=now,
-                    detail={"attempt": number, "errors": list(call.errors)},
-                )
+                event(run, "plan.rejected", now, attempt=number, errors=list(call.errors))
             )
     if accepted:
         events.append(
-            Event(
-                run_id=run.run_id,
-                kind="plan.accepted",
-                actor=ACTOR,
-                at=now,
-                detail={
-                    "attempt": len(thought.calls),
-                    "steps": [f"{s.step_id}:{s.tool}" for s in thought.plan],
-                },
+            event(
+                run,
+                "plan.accepted",
+                now,
+                attempt=len(thought.calls),
+                steps=[f"{s.step_id}:{s.tool}" for s in thought.plan],
             )
         )
     else:
         reason = thought.reason if not late else "the model's plan no longer validates"
         events.append(
-            Event(
-                run_id=run.run_id,
-                kind="plan.fallback",
-                actor=ACTOR,
-                at=now,
-                detail={"reason": reason, **({"errors": late} if late else {})},
+            event(
+                run, "plan.fallback", now, reason=reason, extra={"errors": late} if late else None
             )
         )
     return events
@@ -195,7 +182,7 @@ def adapt(
                 step_id,
                 attempt=number,
                 proposal=call.proposal,
-                **({"usage": call.usage.model_dump()} if call.usage else {}),
+                extra={"usage": call.usage.model_dump()} if call.usage else None,
             )
         )
         if call.errors:
@@ -226,5 +213,23 @@ def adapt(
     return run.evolve(reasoning=summaries), events
 
 
-def event(run: RunState, kind: str, now: datetime, step_id: str | None, **detail: object) -> Event:
-    return Event(run_id=run.run_id, kind=kind, actor=ACTOR, at=now, step_id=step_id, detail=detail)
+def event(
+    run: RunState,
+    kind: str,
+    now: datetime,
+    step_id: str | None = None,
+    *,
+    actor: str = ACTOR,
+    extra: Mapping[str, object] | None = None,
+    **detail: object,
+) -> Event:
+    """One line of the run's audit trail, written by the orchestrator unless `actor` says;
+    `extra` adds details that are there only sometimes."""
+    return Event(
+        run_id=run.run_id,
+        kind=kind,
+        actor=actor,
+        at=now,
+        step_id=step_id,
+        detail={**detail, **(extra or {})},
+    )
