@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from rich.console import Console
 from rich.live import Live
@@ -24,7 +24,7 @@ from sandbox.records import RecordStore
 from shared.logs import configure_logging
 from shared.model import RunFilter, RunState, RunStatus, StepStatus
 from shared.registry import TOOLS
-from shared.runtime import build_runtime
+from shared.runtime import Runtime, build_runtime
 from shared.settings import Settings
 
 console = Console()
@@ -320,24 +320,29 @@ def cmd_runs_approve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_runs_reject(args: argparse.Namespace, settings: Settings) -> int:
-    rt = build_runtime(settings)
-    try:
-        service.reject(rt, args.run_id, _actor(args), args.reason)
-    except (LookupError, service.NotAllowed) as exc:
-        console.print(f"[red]{exc}[/]")
-        return 1
-    console.print(f"{args.run_id}: rejected ({args.reason}); the run is cancelled, nothing sent")
-    return 0
+    return _act_on_run(
+        settings,
+        lambda rt: service.reject(rt, args.run_id, _actor(args), args.reason),
+        f"{args.run_id}: rejected ({args.reason}); the run is cancelled, nothing sent",
+    )
 
 
 def cmd_runs_cancel(args: argparse.Namespace, settings: Settings) -> int:
-    rt = build_runtime(settings)
+    return _act_on_run(
+        settings,
+        lambda rt: service.cancel(rt, args.run_id, args.reason),
+        f"{args.run_id}: cancelled ({args.reason})",
+    )
+
+
+def _act_on_run(settings: Settings, act: Callable[[Runtime], object], done: str) -> int:
+    """Do one thing to a run; say what was done, or why it could not be."""
     try:
-        service.cancel(rt, args.run_id, args.reason)
+        act(build_runtime(settings))
     except (LookupError, service.NotAllowed) as exc:
         console.print(f"[red]{exc}[/]")
         return 1
-    console.print(f"{args.run_id}: cancelled ({args.reason})")
+    console.print(done)
     return 0
 
 
