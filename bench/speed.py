@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
+from support import free_port, onboarding, percentile, wait_for
 from werkzeug.test import Client
 
 from chimera.stack import LocalStack
@@ -28,22 +28,6 @@ from shared.model import RunStatus
 from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def request_body(i: int, tag: str) -> dict[str, str]:
-    return {
-        "company_name": f"Bench Company {i}",
-        "domain": f"bench{i}.example",
-        "contact_email": f"cto@bench{i}.example",
-        "contact_name": "Bench Contact",
-        "goal": "Measure the onboarding pipeline",
-        "request_id": f"{tag}-{i}",
-    }
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def sequential(n: int) -> dict[str, float]:
@@ -57,7 +41,7 @@ def sequential(n: int) -> dict[str, float]:
         try:
             for i in range(n + 1):
                 began = time.perf_counter()
-                run_id = intake.post("/runs", json=request_body(i, "seq")).get_json()["run_id"]
+                run_id = intake.post("/runs", json=onboarding(i, "seq")).get_json()["run_id"]
                 while True:
                     run = store.load(run_id)
                     if run and (run.status.terminal or run.status is RunStatus.PARKED):
@@ -71,16 +55,10 @@ def sequential(n: int) -> dict[str, float]:
             stack.stop()
     return {
         "runs": n,
-        "p50_ms": pct(durations, 0.5) * 1000,
-        "p95_ms": pct(durations, 0.95) * 1000,
+        "p50_ms": percentile(durations, 0.5) * 1000,
+        "p95_ms": percentile(durations, 0.95) * 1000,
         "max_ms": max(durations) * 1000,
     }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def burst(n: int) -> dict[str, float]:
@@ -107,14 +85,14 @@ def burst(n: int) -> dict[str, float]:
         )
         base = f"http://127.0.0.1:{port}"
         try:
-            wait_until_up(base)
+            wait_for(f"{base}/runs")
             session = requests.Session()
             began = time.perf_counter()
             with ThreadPoolExecutor(32) as pool:
                 answers = list(
                     pool.map(
                         lambda i: session.post(
-                            f"{base}/runs", json=request_body(i, "burst"), timeout=30
+                            f"{base}/runs", json=onboarding(i, "burst"), timeout=30
                         ).json(),
                         range(n),
                     )
@@ -144,17 +122,6 @@ def burst(n: int) -> dict[str, float]:
         "all_done_s": elapsed,
         "runs_per_s": n / elapsed,
     }
-
-
-def wait_until_up(base: str, timeout: float = 30) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            requests.get(f"{base}/runs", timeout=1)
-            return
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    raise SystemExit(f"chimera dev did not come up on {base}")
 
 
 def main() -> None:

@@ -17,7 +17,6 @@ import json
 import os
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
+from support import free_port, onboarding, percentile, wait_for
 
 from sandbox.effects import side_effects
 from shared.model import RunFilter, RunStatus
@@ -43,23 +43,6 @@ DEFAULT_FAULTS = (
 SETTLED = {"succeeded", "parked", "failed", "cancelled"}
 # At most one of each per run; the plan asks for three kickoff issues.
 ONCE = {"jira.project": 1, "sendgrid.mail": 1, "slack.message": 1, "jira.issue": 3}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(url: str, timeout: float = 30) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            requests.get(url, timeout=1)
-            return
-        except requests.ConnectionError:
-            time.sleep(0.05)
-    raise SystemExit(f"nothing answers at {url}")
 
 
 class Stack:
@@ -124,17 +107,6 @@ class Stack:
             time.sleep(0.2)
 
 
-def body(i: int, tag: str) -> dict[str, str]:
-    return {
-        "company_name": f"Torture Client {i}",
-        "domain": f"torture{i}.example",
-        "contact_email": f"owner@torture{i}.example",
-        "contact_name": "Margaret Hamilton",
-        "goal": "Survive the torture benchmark",
-        "request_id": f"{tag}-{i}",
-    }
-
-
 def submit_all(stack: Stack, runs: int, tag: str) -> dict[int, str]:
     """Submit every run; a submission that meets a dead stack is sent again (idempotent)."""
     session = requests.Session()
@@ -142,7 +114,9 @@ def submit_all(stack: Stack, runs: int, tag: str) -> dict[int, str]:
     def submit(i: int) -> tuple[int, str]:
         while True:
             try:
-                answer = session.post(f"{stack.url}/runs", json=body(i, tag), timeout=10)
+                answer = session.post(
+                    f"{stack.url}/runs", json=onboarding(i, tag, "Torture"), timeout=10
+                )
                 if answer.status_code in (200, 202):
                     return i, answer.json()["run_id"]
             except requests.RequestException:
@@ -274,9 +248,6 @@ def analyse(
                 attempts[step.step_id].append(step.attempts)
     durations = sorted((r.updated_at - r.created_at).total_seconds() for r in succeeded)
 
-    def pct(q: float) -> float:
-        return durations[min(len(durations) - 1, round(q * (len(durations) - 1)))]
-
     return {
         "runs": args.runs,
         "kills": kills,
@@ -294,7 +265,10 @@ def analyse(
             step: {"mean": round(statistics.mean(a), 2), "max": max(a)}
             for step, a in sorted(attempts.items())
         },
-        "completion_s": {"p50": round(pct(0.5), 1), "p95": round(pct(0.95), 1)}
+        "completion_s": {
+            "p50": round(percentile(durations, 0.5), 1),
+            "p95": round(percentile(durations, 0.95), 1),
+        }
         if durations
         else {},
         "peak_rss_mb": round(stack.peak_rss_mb, 1),
