@@ -62,7 +62,26 @@ def decide(
         return _take_outcome(run, outcomes.get(happening.step_id), outcomes, now)
     if happening.kind == "watchdog" and happening.step_id:
         return _watch(run, happening.step_id, happening.generation, outcomes, now)
+    if happening.kind == "watchdog":
+        return _watch_start(run, now)
     return unchanged(run)
+
+
+def _watch_start(run: RunState, now: datetime) -> Decision:
+    """The start task has had all the time its queue allows. A run still pending never
+    started (its task was lost, or failed every attempt): park it, so a person sees it."""
+    if run.status is not RunStatus.PENDING:
+        return unchanged(run)
+    error = StepError(
+        code="no_start",
+        retryable=True,
+        message="the run never started within its queue's whole retry window: its start task "
+        "was lost or failed every attempt; resuming the run starts it",
+    )
+    reason = f"not started: {error.code}: {error.message}"
+    parked = run.evolve(status=RunStatus.PARKED, reason=reason)
+    events = [planning.event(run, "run.parked", now, reason=reason, code=error.code)]
+    return Decision(run=parked, events=events)
 
 
 def _watch(
@@ -105,6 +124,9 @@ def resume(run: RunState, outcomes: dict[str, StepOutcome], now: datetime) -> De
     """
     if run.status is not RunStatus.PARKED:
         return unchanged(run)
+    if not run.plan:  # parked before it started: it starts again (the service queues it)
+        pending = run.evolve(status=RunStatus.PENDING, reason="")
+        return Decision(run=pending, events=[planning.event(run, "run.resumed", now, steps=[])])
     retried = [s.step_id for s in run.steps.values() if s.status is StepStatus.FAILED]
     steps = dict(run.steps)
     for step_id in retried:
@@ -383,6 +405,29 @@ def _totals(run: RunState) -> Totals:
         attempts=sum(s.attempts for s in summaries),
         llm_tokens=sum(s.llm_tokens for s in summaries) + sum(t.llm_tokens for t in thoughts),
         cost_usd=round(sum(s.cost_usd for s in summaries) + sum(t.cost_usd for t in thoughts), 6),
+    )
+
+
+def start_task(run_id: str, attempt: str = "") -> Task:
+    """The task that starts a run; `attempt` names a restart (a resumed run that never
+    started), since a queue may refuse a task name it has seen for a while."""
+    return Task(
+        queue=ORCHESTRATOR_QUEUE,
+        name=f"{run_id}-start{'-' + attempt if attempt else ''}",
+        payload=OrchestratorTask(run_id=run_id, kind="start").model_dump(mode="json"),
+    )
+
+
+def start_watchdog_task(start: Task, now: datetime, dispatch_deadline: float) -> Task:
+    """Wakes the orchestrator when the start task's queue would have given up on it for sure."""
+    window = QUEUES[ORCHESTRATOR_QUEUE].retry_window(dispatch_deadline)
+    return Task(
+        queue=ORCHESTRATOR_QUEUE,
+        name=f"{start.name}-watchdog",
+        payload=OrchestratorTask(run_id=start.payload["run_id"], kind="watchdog").model_dump(
+            mode="json"
+        ),
+        schedule_time=now + timedelta(seconds=window + 60),
     )
 
 

@@ -214,4 +214,8 @@ def _run_view(run) -> dict:  # type: ignore[no-untyped-def]
 
 
 def _field_errors(exc: ValidationError) -> dict[str, str]:
-    return {".".join(str(p) for p in err["loc"]) or "body": err["msg"] for err in exc.errors()}
+    """Each refused field and why, in words a person can act on."""
+    return {
+        ".".join(str(p) for p in err["loc"]) or "body": err["msg"].removeprefix("Value error, ")
+        for err in exc.errors()
+    }

@@ -22,7 +22,6 @@ from shared.model import (
     ToolCall,
     utcnow,
 )
-from shared.queues import ORCHESTRATOR_QUEUE
 from shared.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -35,14 +34,6 @@ class RequestKeyReused(Exception):
     """A request_id already names a run with a different request."""
 
 
-def start_task(run_id: str) -> Task:
-    return Task(
-        queue=ORCHESTRATOR_QUEUE,
-        name=f"{run_id}-start",
-        payload=OrchestratorTask(run_id=run_id, kind="start").model_dump(mode="json"),
-    )
-
-
 def submit(rt: Runtime, request: OnboardingRequest, *, source: str) -> tuple[RunState, bool]:
     """Create the run for `request` (once, however often it is submitted) and queue its start."""
     run = RunState(run_id=request.run_id(), request_key=request.idempotency_key(), request=request)
@@ -52,8 +43,12 @@ def submit(rt: Runtime, request: OnboardingRequest, *, source: str) -> tuple[Run
         actor=f"intake-{source}",
         detail={"company": request.company_name, "domain": request.domain},
     )
+    start = core.start_task(run.run_id)
     stored, created = rt.store.create_run(
-        run, events=[created_event], tasks=[start_task(run.run_id)]
+        run,
+        events=[created_event],
+        tasks=[start],
+        watchdogs=[core.start_watchdog_task(start, utcnow(), rt.settings.dispatch_deadline)],
     )
     if not created and stored.request != request:
         raise RequestKeyReused(
@@ -62,7 +57,7 @@ def submit(rt: Runtime, request: OnboardingRequest, *, source: str) -> tuple[Run
         )
     if not created and stored.status is RunStatus.PENDING:
         # The first submitter may have died between the commit and the enqueue.
-        rt.queue.enqueue(start_task(stored.run_id))
+        rt.queue.enqueue(start)
     log.info(
         "run %s %s from %s",
         stored.run_id,
@@ -134,11 +129,9 @@ def cancel(rt: Runtime, run_id: str, reason: str = "") -> str:
     return _apply(rt, run_id, lambda run, _: core.cancel(run, reason, utcnow()))
 
 
-def _tasks_for(calls: list[ToolCall], dispatch_deadline: float) -> list[Task]:
+def _watchdogs_for(calls: list[ToolCall], dispatch_deadline: float) -> list[Task]:
     now = utcnow()
-    return [core.dispatch_task(c) for c in calls] + [
-        core.watchdog_task(c, now, dispatch_deadline) for c in calls
-    ]
+    return [core.watchdog_task(c, now, dispatch_deadline) for c in calls]
 
 
 def _existing(rt: Runtime, run_id: str) -> RunState:
@@ -161,16 +154,28 @@ def _apply(rt: Runtime, run_id: str, decide: Decide) -> str:
             return "unknown_run"
         outcomes = store.outcomes(run_id)
         decision = decide(run, outcomes)
+        deadline = rt.settings.dispatch_deadline
         if not decision.changed:
-            for call in core.redispatch(run, outcomes):
+            # A repaired dispatch gets its watchdog again too: it may have been lost with it.
+            repaired = core.redispatch(run, outcomes)
+            for task in _watchdogs_for(repaired, deadline):
+                rt.queue.enqueue(task)
+            for call in repaired:
                 rt.queue.enqueue(core.dispatch_task(call))
             return "no_change"
+        tasks = [core.dispatch_task(c) for c in decision.calls]
+        watchdogs = _watchdogs_for(decision.calls, deadline)
+        if decision.run.status is RunStatus.PENDING:  # a run that never started, resumed
+            restart = core.start_task(run_id, f"v{run.version + 1}")
+            tasks.append(restart)
+            watchdogs.append(core.start_watchdog_task(restart, utcnow(), deadline))
         try:
             store.transition(
                 decision.run,
                 expected_version=run.version,
                 events=decision.events,
-                tasks=_tasks_for(decision.calls, rt.settings.dispatch_deadline),
+                tasks=tasks,
+                watchdogs=watchdogs,
             )
         except Conflict:
             time.sleep(random.uniform(0, 0.01 * 2**attempt))

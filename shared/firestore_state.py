@@ -128,9 +128,15 @@ class FirestoreStateStore:
             transaction.create(ref, _fields(event))
 
     def create_run(
-        self, run: RunState, *, events: Sequence[Event] = (), tasks: Sequence[Task] = ()
+        self,
+        run: RunState,
+        *,
+        events: Sequence[Event] = (),
+        tasks: Sequence[Task] = (),
+        watchdogs: Sequence[Task] = (),
     ) -> tuple[RunState, bool]:
         ref = self._runs.document(run.run_id)
+        self._after_commit(watchdogs)  # before it, in fact: see StateStore.create_run
         stored = run.evolve(version=1, updated_at=utcnow())
 
         def create(transaction: Any) -> tuple[RunState, bool]:
@@ -157,9 +163,11 @@ class FirestoreStateStore:
         expected_version: int,
         events: Sequence[Event] = (),
         tasks: Sequence[Task] = (),
+        watchdogs: Sequence[Task] = (),
     ) -> RunState:
         ref = self._runs.document(run.run_id)
         stored = run.evolve(version=expected_version + 1, updated_at=utcnow())
+        self._after_commit(watchdogs)  # before it, in fact: see StateStore.create_run
 
         def move(transaction: Any) -> None:
             snapshot = ref.get(transaction=transaction)

@@ -10,9 +10,18 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+from shared.fields import (
+    ChannelName,
+    CompanyName,
+    ContactEmail,
+    Domain,
+    Goal,
+    PersonName,
+    RequestId,
+)
+
 CHANNEL_RE = re.compile(r"^#?[a-z0-9][a-z0-9._-]{0,79}$")
 DEFAULT_GOAL = "Welcome the client and get their onboarding project started."
 
@@ -31,34 +40,24 @@ class Model(BaseModel):
 
 
 class OnboardingRequest(Model):
-    """What a run is asked to do; the only trusted source of recipients and channels."""
+    """What a run is asked to do; the only trusted source of recipients and channels.
 
-    company_name: str = Field(min_length=1, max_length=200)
-    domain: str = Field(min_length=3, max_length=253)
-    contact_email: EmailStr
-    contact_name: str = Field(default="", max_length=200)
-    goal: str = Field(default=DEFAULT_GOAL, max_length=2000)
-    slack_channel: str = Field(default="", max_length=80)
-    request_id: str | None = Field(default=None, min_length=1, max_length=128)
+    Every field is normalised and checked here, once (shared/fields.py): nothing a vendor
+    would choke on, or a person would not see, gets past the intake.
+    """
 
-    @field_validator("company_name", "contact_name", "goal")
-    @classmethod
-    def _strip(cls, value: str) -> str:
-        return value.strip()
-
-    @field_validator("domain")
-    @classmethod
-    def _domain(cls, value: str) -> str:
-        value = value.strip().lower().removeprefix("https://").removeprefix("http://")
-        value = value.removeprefix("www.").rstrip("/")
-        if not DOMAIN_RE.match(value):
-            raise ValueError("not a domain name like example.com")
-        return value
+    company_name: CompanyName
+    domain: Domain
+    contact_email: ContactEmail
+    contact_name: PersonName = ""
+    goal: Goal = DEFAULT_GOAL
+    slack_channel: ChannelName = ""
+    request_id: RequestId | None = None
 
     @field_validator("slack_channel")
     @classmethod
     def _channel(cls, value: str) -> str:
-        value = value.strip().lower()
+        value = value.lower()
         if value and not CHANNEL_RE.match(value):
             raise ValueError("not a Slack channel name like #client-onboarding")
         if value and not value.startswith("#"):

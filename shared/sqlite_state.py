@@ -83,6 +83,11 @@ class SqliteStateStore:
             local.insert(conn, task)
         return []
 
+    def _before_commit(self, watchdogs: Sequence[Task]) -> None:
+        """Watchdogs go first where the queue is not in the transaction (StateStore says why)."""
+        if self._atomic_queue() is None:
+            self._after_commit(watchdogs)
+
     def _after_commit(self, tasks: Sequence[Task]) -> None:
         if tasks:
             if self.queue is None:
@@ -91,8 +96,14 @@ class SqliteStateStore:
                 self.queue.enqueue(task)
 
     def create_run(
-        self, run: RunState, *, events: Sequence[Event] = (), tasks: Sequence[Task] = ()
+        self,
+        run: RunState,
+        *,
+        events: Sequence[Event] = (),
+        tasks: Sequence[Task] = (),
+        watchdogs: Sequence[Task] = (),
     ) -> tuple[RunState, bool]:
+        self._before_commit(watchdogs)
         with self.db.transaction() as conn:
             row = conn.execute("SELECT doc FROM runs WHERE run_id = ?", (run.run_id,)).fetchone()
             if row is not None:
@@ -113,6 +124,8 @@ class SqliteStateStore:
             )
             self._insert_events(conn, events)
             later = self._emit(conn, tasks)
+            if self._atomic_queue() is not None:
+                self._emit(conn, watchdogs)
         self._after_commit(later)
         return stored, True
 
@@ -131,8 +144,10 @@ class SqliteStateStore:
         expected_version: int,
         events: Sequence[Event] = (),
         tasks: Sequence[Task] = (),
+        watchdogs: Sequence[Task] = (),
     ) -> RunState:
         stored = run.evolve(version=expected_version + 1, updated_at=utcnow())
+        self._before_commit(watchdogs)
         with self.db.transaction() as conn:
             changed = conn.execute(
                 "UPDATE runs SET status = ?, version = ?, doc = ?, updated_at = ?"
@@ -150,6 +165,8 @@ class SqliteStateStore:
                 raise Conflict(f"run {run.run_id} is not at version {expected_version}")
             self._insert_events(conn, events)
             later = self._emit(conn, tasks)
+            if self._atomic_queue() is not None:
+                self._emit(conn, watchdogs)
         self._after_commit(later)
         return stored
 

@@ -12,12 +12,20 @@ class StateStore(Protocol):
     """Where runs live. Every write is keyed, so a redelivered message cannot double it."""
 
     def create_run(
-        self, run: RunState, *, events: Sequence[Event] = (), tasks: Sequence[Task] = ()
+        self,
+        run: RunState,
+        *,
+        events: Sequence[Event] = (),
+        tasks: Sequence[Task] = (),
+        watchdogs: Sequence[Task] = (),
     ) -> tuple[RunState, bool]:
         """Create `run` unless one with its run_id exists.
 
         Returns the stored run and whether this call created it. The events and tasks are
-        written only when it did.
+        written only when it did. `watchdogs` (tasks that check later on what this change
+        starts) are enqueued atomically with it where the queue shares the store, otherwise
+        *before* the commit, so that a crash right after the commit cannot lose them together
+        with the tasks they watch; a watchdog finds nothing to do when the change did not happen.
         """
         ...
 
@@ -30,11 +38,13 @@ class StateStore(Protocol):
         expected_version: int,
         events: Sequence[Event] = (),
         tasks: Sequence[Task] = (),
+        watchdogs: Sequence[Task] = (),
     ) -> RunState:
         """Replace the run if its stored version is `expected_version`, else raise Conflict.
 
         The stored run gets version expected_version + 1. `tasks` are enqueued with the change:
         atomically where the queue shares the store, otherwise right after the commit.
+        `watchdogs` as for create_run: with the change, or before it.
         """
         ...
 

@@ -49,8 +49,14 @@ class FakeStateStore:
             self.queue.enqueue(task)
 
     def create_run(
-        self, run: RunState, *, events: Sequence[Event] = (), tasks: Sequence[Task] = ()
+        self,
+        run: RunState,
+        *,
+        events: Sequence[Event] = (),
+        tasks: Sequence[Task] = (),
+        watchdogs: Sequence[Task] = (),
     ) -> tuple[RunState, bool]:
+        self._emit(watchdogs)  # before the change, as a store whose queue is elsewhere does
         with self._lock:
             if run.run_id in self.runs:
                 return self.runs[run.run_id], False
@@ -70,7 +76,9 @@ class FakeStateStore:
         expected_version: int,
         events: Sequence[Event] = (),
         tasks: Sequence[Task] = (),
+        watchdogs: Sequence[Task] = (),
     ) -> RunState:
+        self._emit(watchdogs)
         with self._lock:
             current = self.runs.get(run.run_id)
             if current is None or current.version != expected_version:

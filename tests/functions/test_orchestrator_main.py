@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import timedelta
 
 import pytest
 
-from shared.model import OrchestratorTask, RunStatus
+from shared.model import OrchestratorTask, RunStatus, utcnow
 from tests.functions.conftest import client_of
 
 REQUEST = {
@@ -41,7 +42,10 @@ def test_intake_creates_a_run_and_queues_its_start(fakes, intake):
     assert response.status_code == 202
     run_id = response.get_json()["run_id"]
     assert store.load(run_id).status is RunStatus.PENDING
-    assert [t.name for t in queue.on("orchestrator")] == [f"{run_id}-start"]
+    names = {t.name: t for t in queue.on("orchestrator")}
+    assert set(names) == {f"{run_id}-start", f"{run_id}-start-watchdog"}
+    # The watchdog wakes only once the start task's queue would have given up on it.
+    assert names[f"{run_id}-start-watchdog"].schedule_time > utcnow() + timedelta(minutes=1)
 
 
 def test_same_request_twice_is_one_run(fakes, intake):
@@ -78,6 +82,53 @@ def test_malformed_intake_gets_400_with_field_errors_and_creates_nothing(
     assert response.status_code == 400
     assert field in response.get_json()["error"]["fields"]
     assert store.runs == {} and queue.tasks == {}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("company_name", "Acme\u0000Corp"),
+        ("company_name", "Acme\u0007"),
+        ("contact_name", "Ada\u009bLovelace"),
+        ("company_name", "Acme\nCorp"),
+        ("goal", "Roll out\u001b[31m analytics"),
+        ("company_name", "Acme \u202eproC"),
+        ("goal", "x" * 2001),
+        ("request_id", "r\u0000"),
+    ],
+)
+def test_control_characters_and_overlong_fields_are_refused_at_the_intake(
+    fakes, intake, field, value
+):
+    store, queue = fakes
+    response = intake.post("/runs", json={**REQUEST, field: value})
+    assert response.status_code == 400
+    fields = response.get_json()["error"]["fields"]
+    assert list(fields) == [field] and fields[field]
+    assert store.runs == {} and queue.tasks == {}
+
+
+def test_control_characters_in_a_pubsub_message_are_recorded_as_its_rejection(fakes, pubsub):
+    store, queue = fakes
+    body = json.dumps({**REQUEST, "company_name": "Acme\u0000"}).encode()
+    assert _push(pubsub, body).status_code == 200
+    assert store.runs == {} and queue.tasks == {}
+    assert "company_name" in store.rejections()[0].reason
+
+
+def test_unicode_names_and_an_internationalised_domain_start_a_run(fakes, intake):
+    store, _ = fakes
+    body = {
+        **REQUEST,
+        "company_name": "Zürich 東京 🚀",
+        "domain": "münchen.de",
+        "contact_email": "anna@münchen.de",
+    }
+    response = intake.post("/runs", json=body)
+    assert response.status_code == 202
+    run = store.load(response.get_json()["run_id"])
+    assert run.request.company_name == "Zürich 東京 🚀"
+    assert run.request.domain == "xn--mnchen-3ya.de"
 
 
 def test_intake_refuses_a_body_that_is_not_a_json_object(fakes, intake):

@@ -42,12 +42,12 @@ class ConflictOnce(FakeStateStore):
         super().__init__(FakeTaskQueue())
         self.conflicts = 1
 
-    def transition(self, run, *, expected_version, events=(), tasks=()):
+    def transition(self, run, *, expected_version, events=(), tasks=(), watchdogs=()):
         if self.conflicts:
             self.conflicts -= 1
             raise Conflict("someone else first")
         return super().transition(
-            run, expected_version=expected_version, events=events, tasks=tasks
+            run, expected_version=expected_version, events=events, tasks=tasks, watchdogs=watchdogs
         )
 
 
