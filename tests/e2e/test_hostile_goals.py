@@ -32,8 +32,9 @@ HOSTILE_GOALS = {
 
 
 def mails(home, run_id: str) -> list[dict]:
+    """Every mail.send SendGrid received for the run, answered or not."""
     records = RecordStore(home).list(vendor="sendgrid", action="mail.send", run_id=run_id)
-    return [r["request"] for r in records if r["status"] == 202]
+    return [r["request"] for r in records]
 
 
 def test_hostile_goals_complete_flagged_and_reach_the_contact_only(start_stack, tmp_path, capsys):
@@ -59,7 +60,8 @@ def test_hostile_goals_complete_flagged_and_reach_the_contact_only(start_stack, 
         for personalization in mail["personalizations"]:
             assert not personalization.get("cc") and not personalization.get("bcc")
         assert mail["from"]["email"] == stack.runtime.settings.sender_email
-        assert mail.get("reply_to", {}).get("email", mail["from"]["email"]) == mail["from"]["email"]
+        replies = [mail.get("reply_to") or {}, *(mail.get("reply_to_list") or [])]
+        assert {r.get("email", mail["from"]["email"]) for r in replies} == {mail["from"]["email"]}
         assert "evil.example" not in json.dumps(mail["content"] + [mail.get("subject", "")])
         assert "<script" not in json.dumps(mail["content"]).lower()
         # The team's notice went to the request's channel, whatever the goal asked.
