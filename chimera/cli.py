@@ -22,7 +22,7 @@ from orchestrator import service
 from sandbox.faults import FaultPlan
 from sandbox.records import RecordStore
 from shared.logs import configure_logging
-from shared.model import RunFilter, RunState, RunStatus, StepStatus
+from shared.model import Attention, RunFilter, RunState, RunStatus, StepStatus
 from shared.registry import TOOLS
 from shared.runtime import Runtime, build_runtime
 from shared.settings import Settings
@@ -73,6 +73,11 @@ def _parser() -> argparse.ArgumentParser:
     runs = commands.add_parser("runs", help="read runs").add_subparsers(title="runs")
     listing = runs.add_parser("list", help="the newest runs")
     listing.add_argument("--status", choices=[s.value for s in RunStatus])
+    listing.add_argument(
+        "--attention",
+        choices=[a.value for a in Attention],
+        help="only runs with this flag (what the guards raised)",
+    )
     listing.add_argument("--limit", type=int, default=50)
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(handler=cmd_runs_list)
@@ -222,7 +227,11 @@ def _store(settings: Settings):  # type: ignore[no-untyped-def]
 
 
 def cmd_runs_list(args: argparse.Namespace, settings: Settings) -> int:
-    query = RunFilter(status=RunStatus(args.status) if args.status else None, limit=args.limit)
+    query = RunFilter(
+        status=RunStatus(args.status) if args.status else None,
+        attention=args.attention,
+        limit=args.limit,
+    )
     runs = _store(settings).list_runs(query)
     if args.json:
         print(json.dumps([r.model_dump(mode="json") for r in runs], indent=2))

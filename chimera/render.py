@@ -8,7 +8,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from shared.model import Event, RunState, RunStatus, StepStatus
+from shared.model import Attention, Event, RunState, RunStatus, StepStatus
 
 STATUS_STYLE = {
     RunStatus.SUCCEEDED: "bold green",
@@ -63,6 +63,12 @@ def run_header(run: RunState) -> Text:
     text.append(f"  {run.request.company_name} ({run.request.domain})")
     if run.reason:
         text.append(f"\nreason: {run.reason}", style="yellow")
+    if run.attention:
+        text.append(
+            f"\nattention: {', '.join(run.attention)}"
+            f"  (the guard events below say why; chimera runs list --attention FLAG)",
+            style="bold magenta",
+        )
     approval = run.approval
     if approval and approval.status == "waiting" and not run.status.terminal:
         text.append(
@@ -131,6 +137,8 @@ def _detail(event: Event) -> str:
         return f"attempt {d.get('attempt', '?')}: {d['code']}: {d['message']}"
     if "summary" in d:
         return f"{d['summary']} ({d.get('attempts')} attempts, {d.get('latency_ms')} ms)"
+    if isinstance(d.get("reasons"), list):  # a guard's refusal
+        return f"attempt {d.get('attempt', '?')}: " + "; ".join(str(r) for r in d["reasons"])[:400]
     if "reason" in d:
         return str(d["reason"]) + (f" ({'; '.join(d['errors'])})" if d.get("errors") else "")
     if isinstance(d.get("proposal"), dict):
@@ -153,8 +161,11 @@ def _detail(event: Event) -> str:
 
 def runs_table(runs: list[RunState]) -> Table:
     table = Table(box=None, pad_edge=False, show_edge=False)
-    for column in ("run", "status", "company", "steps", "attempts", "created"):
+    for column in ("run", "status", "company", "steps", "attempts"):
         table.add_column(column)
+    # One flag a line, never cut: it is what an operator scans the list for.
+    table.add_column("attention", min_width=max(len(a) for a in Attention), overflow="fold")
+    table.add_column("created")
     for run in runs:
         table.add_row(
             run.run_id,
@@ -162,6 +173,7 @@ def runs_table(runs: list[RunState]) -> Table:
             run.request.company_name,
             f"{run.totals.steps_succeeded}/{run.totals.steps}",
             str(run.totals.attempts),
+            Text("\n".join(run.attention), style="magenta"),
             run.created_at.strftime("%Y-%m-%d %H:%M:%S"),
         )
     return table

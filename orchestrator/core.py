@@ -14,6 +14,7 @@ from orchestrator import planning, reasoning
 from orchestrator.planning import ACTOR, OUTPUT_SUMMARY_CHARS, default_plan, project_key  # noqa: F401 - part of core's API
 from shared.model import (
     Approval,
+    Attention,
     Event,
     OrchestratorTask,
     PlanStep,
@@ -26,6 +27,7 @@ from shared.model import (
     Task,
     ToolCall,
     Totals,
+    guard_notes,
 )
 from shared.queues import ORCHESTRATOR_QUEUE, QUEUES
 from shared.registry import TOOLS
@@ -223,6 +225,8 @@ def _start(
         late = reasoning.check_plan(thought.plan, run.request) if thought.source == "model" else []
         accepted = thought.source == "model" and not late
         events += planning.plan_events(run, thought, now, accepted, late)
+        if planning.hostile_refusal([*late, *(e for c in thought.calls for e in c.errors)]):
+            run = run.flagged(Attention.INJECTION_SUSPECTED)
         if accepted:
             plan, source = thought.plan, "model"
         note = (
@@ -287,6 +291,11 @@ def _take_outcome(
     ]
     if not outcome.ok:
         return _park(run, step.step_id, outcome.error, now, events)
+    # What the tool's guard did (a draft refused, the template sent): in the audit trail,
+    # and on the run document as flags operators filter on.
+    for note in guard_notes(outcome.output):
+        run = run.flagged(*note.attention)
+        events.append(planning.event(run, note.kind, now, step.step_id, extra=note.detail))
     if step.tool == "enrich_company":
         run, adapted = planning.adapt(run, step.step_id, outcomes, now)
         events += adapted

@@ -81,6 +81,7 @@ def intake_http(request: flask.Request) -> flask.Response:
         try:
             query = RunFilter(
                 status=RunStatus(status) if status else None,
+                attention=request.args.get("attention") or None,
                 limit=int(request.args.get("limit", 50)),
             )
         except ValueError as exc:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 
 from pydantic import ValidationError
@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from orchestrator import reasoning
 from orchestrator.reasoning import Deliberation
 from shared.model import (
+    Attention,
     Event,
     PlanStep,
     ReasoningSummary,
@@ -138,6 +139,16 @@ def plan_events(
     return events
 
 
+# How the guard words a refusal of what would reach someone the request does not name (a
+# recipient, channel, link or enrichment target): the mark of injected instructions.
+_HOSTILE_REFUSAL = re.compile(r"not the request's|the channel cannot change")
+
+
+def hostile_refusal(errors: Iterable[str]) -> bool:
+    """Whether the guard refused a plan or revision for reaching beyond the request."""
+    return any(_HOSTILE_REFUSAL.search(error) for error in errors)
+
+
 def _outline(proposal: object) -> list[str] | str:
     """A proposed plan in a line: step:tool for each step it has, else the answer cut short."""
     steps = proposal.get("steps") if isinstance(proposal, dict) else None
@@ -160,6 +171,7 @@ def adapt(
         return run, []
     events: list[Event] = []
     if thought.findings:
+        run = run.flagged(Attention.INJECTION_SUSPECTED)
         events.append(
             event(
                 run,
@@ -186,6 +198,8 @@ def adapt(
             )
         )
         if call.errors:
+            if hostile_refusal(call.errors):
+                run = run.flagged(Attention.INJECTION_SUSPECTED)
             events.append(
                 event(
                     run,

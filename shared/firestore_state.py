@@ -217,6 +217,10 @@ class FirestoreStateStore:
         if query.status is not None:
             # Needs the composite index (status ASC, created_at DESC) on `runs`.
             runs = runs.where(filter=FieldFilter("status", "==", query.status.value))
+        if query.attention is not None:
+            # Needs the composite index (attention CONTAINS, created_at DESC), and with a
+            # status (status ASC, attention CONTAINS, created_at DESC).
+            runs = runs.where(filter=FieldFilter("attention", "array_contains", query.attention))
         runs = runs.order_by("created_at", direction=firestore.Query.DESCENDING)
         return [_run_of(doc) for doc in runs.limit(query.limit).stream()]
 

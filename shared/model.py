@@ -24,6 +24,7 @@ from shared.fields import (
 
 CHANNEL_RE = re.compile(r"^#?[a-z0-9][a-z0-9._-]{0,79}$")
 DEFAULT_GOAL = "Welcome the client and get their onboarding project started."
+ATTENTION_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 
 def utcnow() -> datetime:
@@ -86,6 +87,29 @@ class RunStatus(StrEnum):
     @property
     def terminal(self) -> bool:
         return self in {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED}
+
+
+class Attention(StrEnum):
+    """Why a run wants an operator's eye (RunState.attention): what `runs list --attention`
+    filters on. The run still goes on; the flag says what to look at."""
+
+    # Untrusted text (the goal, the enrichment) tried to steer the agent.
+    INJECTION_SUSPECTED = "injection_suspected"
+    # The guard refused a draft of the welcome email.
+    DRAFT_REFUSED = "draft_refused"
+    # The client got the safe template instead of a model's draft.
+    TEMPLATE_EMAIL = "template_email"
+
+
+def attention_flags(flags: Any) -> tuple[str, ...]:
+    """Flags as the run document keeps them: sorted, each once."""
+    if isinstance(flags, str) or not isinstance(flags, list | tuple | set | frozenset):
+        raise ValueError("attention is a list of flags")
+    flags = tuple(str(f) for f in flags)
+    for flag in flags:
+        if not ATTENTION_RE.match(flag):
+            raise ValueError(f"not an attention flag like injection_suspected: {flag!r}")
+    return tuple(sorted(set(flags)))
 
 
 class StepStatus(StrEnum):
@@ -185,13 +209,26 @@ class RunState(Model):
     # The model's decisions about the run itself, by ledger key; their tokens count in totals.
     reasoning: dict[str, ReasoningSummary] = Field(default_factory=dict)
     approval: Approval | None = None
+    # What an operator should look at (Attention), sorted and unique; the runs list filters
+    # on it. Raised by the guards, never cleared: the run's history does not change.
+    attention: tuple[str, ...] = ()
     totals: Totals = Field(default_factory=Totals)
     version: int = 0
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
+    @field_validator("attention", mode="before")
+    @classmethod
+    def _attention(cls, value: Any) -> tuple[str, ...]:
+        return attention_flags(value or ())
+
     def step(self, step_id: str) -> StepSummary:
         return self.steps[step_id]
+
+    def flagged(self, *flags: str) -> RunState:
+        """This run with `flags` added to its attention."""
+        merged = attention_flags((*self.attention, *flags))
+        return self if merged == self.attention else self.evolve(attention=merged)
 
     def evolve(self, **changes: Any) -> RunState:
         return self.model_copy(update=changes)
@@ -209,6 +246,37 @@ class ToolCall(Model):
     # The outputs of the steps this one depends on, by step id.
     inputs: dict[str, dict[str, Any]] = Field(default_factory=dict)
     request: OnboardingRequest
+
+
+GUARD_OUTPUT_KEY = "guard"
+
+
+class GuardNote(Model):
+    """What a tool's guard did about untrusted content during a step (a draft refused, the
+    safe template used). A tool's output carries its notes under GUARD_OUTPUT_KEY; the
+    orchestrator writes each to the run's event log and raises its attention flags."""
+
+    kind: str = Field(pattern=r"^guard\.[a-z][a-z0-9_]*$")
+    attention: tuple[str, ...] = ()
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("attention", mode="before")
+    @classmethod
+    def _attention(cls, value: Any) -> tuple[str, ...]:
+        return attention_flags(value or ())
+
+
+def guard_notes(output: dict[str, Any]) -> list[GuardNote]:
+    """The guard notes in a step's output; none when there are none, or none readable (a
+    note that does not parse is dropped, never a reason to fail taking the step in)."""
+    raw = output.get(GUARD_OUTPUT_KEY)
+    notes = []
+    for item in raw if isinstance(raw, list) else []:
+        try:
+            notes.append(GuardNote.model_validate(item))
+        except ValueError:
+            continue
+    return notes
 
 
 class StepResult(Model):
@@ -308,7 +376,15 @@ class BreakerState(Model):
 
 class RunFilter(Model):
     status: RunStatus | None = None
+    # Only runs carrying this attention flag (RunState.attention).
+    attention: str | None = Field(default=None, pattern=ATTENTION_RE.pattern)
     limit: int = Field(default=50, ge=1, le=1000)
+
+    def matches(self, run: RunState) -> bool:
+        """Whether `run` passes the filter's conditions (the limit aside)."""
+        return self.status in (None, run.status) and (
+            self.attention is None or self.attention in run.attention
+        )
 
 
 class Rejection(Model):

@@ -227,10 +227,19 @@ class SqliteStateStore:
 
     def list_runs(self, query: RunFilter | None = None) -> list[RunState]:
         query = query or RunFilter()
-        sql, params = "SELECT doc FROM runs", list[object]()
+        conditions, params = [], list[object]()
         if query.status is not None:
-            sql += " WHERE status = ?"
+            conditions.append("status = ?")
             params.append(query.status.value)
+        if query.attention is not None:
+            # The flags live in the document only: few runs carry any, so no column of its own.
+            conditions.append(
+                "EXISTS (SELECT 1 FROM json_each(runs.doc, '$.attention') WHERE value = ?)"
+            )
+            params.append(query.attention)
+        sql = "SELECT doc FROM runs"
+        if conditions:
+            sql += " WHERE " + " AND ".join(conditions)
         sql += " ORDER BY created_at DESC, run_id LIMIT ?"
         params.append(query.limit)
         rows = self.db.connection().execute(sql, params).fetchall()

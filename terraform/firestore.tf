@@ -29,6 +29,41 @@ resource "google_firestore_index" "runs_by_status" {
   }
 }
 
+# `chimera runs list --attention FLAG`: runs carrying a flag, newest first; with --status too.
+resource "google_firestore_index" "runs_by_attention" {
+  project    = var.project_id
+  database   = google_firestore_database.state.name
+  collection = "runs"
+
+  fields {
+    field_path   = "attention"
+    array_config = "CONTAINS"
+  }
+  fields {
+    field_path = "created_at"
+    order      = "DESCENDING"
+  }
+}
+
+resource "google_firestore_index" "runs_by_status_and_attention" {
+  project    = var.project_id
+  database   = google_firestore_database.state.name
+  collection = "runs"
+
+  fields {
+    field_path = "status"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path   = "attention"
+    array_config = "CONTAINS"
+  }
+  fields {
+    field_path = "created_at"
+    order      = "DESCENDING"
+  }
+}
+
 # Nested maps that no query filters on: not indexing them keeps writes cheap and far from
 # the per-document index-entry limit as plans, outputs and event details grow.
 resource "google_firestore_field" "unindexed" {

@@ -110,7 +110,7 @@ class FakeStateStore:
 
     def list_runs(self, query: RunFilter | None = None) -> list[RunState]:
         query = query or RunFilter()
-        runs = [r for r in self.runs.values() if query.status in (None, r.status)]
+        runs = [r for r in self.runs.values() if query.matches(r)]
         runs.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
         return runs[: query.limit]
 

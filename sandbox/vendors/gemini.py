@@ -11,7 +11,13 @@ from typing import Any
 from sandbox import onboarding_plan
 from sandbox.calls import Call, Reply, Route, json_reply
 from sandbox.schema_sample import sample_instance
-from sandbox.welcome_email import draft_welcome_email, extract_facts, is_welcome_email_task
+from sandbox.welcome_email import (
+    answer_draft,
+    follows_orders,
+    is_welcome_email_task,
+    json_objects,
+    orders_in,
+)
 
 GOOGLE_STATUS = {
     400: "INVALID_ARGUMENT",
@@ -205,11 +211,11 @@ def _answer(
 def _normal_answer(system: str, prompt: str, schema: Any, *, json_mode: bool) -> str:
     task = onboarding_plan.task_of(system, prompt)
     if task == "plan_onboarding":
-        return json.dumps(onboarding_plan.plan_onboarding(prompt))
+        return json.dumps(_steered_plan(onboarding_plan.plan_onboarding(prompt), prompt))
     if task == "adapt_onboarding":
         return json.dumps(onboarding_plan.adapt_onboarding(prompt))
     if is_welcome_email_task(system, prompt):
-        email = draft_welcome_email(extract_facts(prompt + "\n" + system))
+        email = answer_draft(prompt + "\n" + system)
         if schema is None:
             return json.dumps(email) if json_mode else email["text"]
 
@@ -226,6 +232,21 @@ def _normal_answer(system: str, prompt: str, schema: Any, *, json_mode: bool) ->
         )
     excerpt = prompt.strip().splitlines()[0][:200] if prompt.strip() else ""
     return f"Sandbox answer to: {excerpt}"
+
+
+def _steered_plan(plan: dict[str, Any], prompt: str) -> dict[str, Any]:
+    """The plan a goal's orders make of it: the team's notice posted where the goal says
+    (a compromised model's plan; the orchestrator's guard refuses it)."""
+    request = next((o["request"] for o in json_objects(prompt) if "request" in o), {})
+    goal = str(request.get("goal") or "") if isinstance(request, dict) else ""
+    orders = orders_in(goal)
+    if not orders.channels or not follows_orders(orders, prompt):
+        return plan
+    steps = [dict(step) for step in plan.get("steps", [])]
+    for step in steps:
+        if step.get("tool") == "post_slack_notice":
+            step["args"] = {"channel": orders.channels[0]}
+    return {**plan, "steps": steps, "rationale": "As the client's goal asks."}
 
 
 def _tokens(text: str) -> int:

@@ -175,6 +175,32 @@ def test_list_runs_filters_and_limits(sut):
     assert len(sut.store.list_runs(RunFilter(limit=3))) == 3
 
 
+def test_list_runs_filters_on_an_attention_flag_with_or_without_a_status(sut):
+    flags = {
+        "r0": ("template_email",),
+        "r1": ("draft_refused", "injection_suspected", "template_email"),
+        "r2": ("injection_suspected",),
+        "r3": (),
+    }
+    for i, (request_id, attention) in enumerate(flags.items()):
+        run, _ = sut.store.create_run(make_run(request=make_request(request_id=request_id)))
+        status = RunStatus.SUCCEEDED if i % 2 else RunStatus.PARKED
+        sut.store.transition(run.evolve(status=status, attention=attention), expected_version=1)
+
+    def listed(**query) -> set[str]:
+        return {r.request.request_id for r in sut.store.list_runs(RunFilter(**query))}
+
+    assert listed(attention="template_email") == {"r0", "r1"}
+    assert listed(attention="injection_suspected") == {"r1", "r2"}
+    assert listed(attention="draft_refused") == {"r1"}
+    assert listed(attention="not_raised") == set()
+    assert listed(attention="template_email", status=RunStatus.SUCCEEDED) == {"r1"}
+    assert listed(attention="injection_suspected", status=RunStatus.PARKED) == {"r2"}
+    assert len(sut.store.list_runs(RunFilter(attention="template_email", limit=1))) == 1
+    loaded = sut.store.load(make_request(request_id="r1").run_id())
+    assert loaded.attention == flags["r1"]
+
+
 def test_rejections_are_kept_newest_first(sut):
     sut.store.record_rejection(Rejection(source="pubsub", reason="one", excerpt="{"))
     sut.store.record_rejection(Rejection(source="tool-jira", reason="two", excerpt="["))

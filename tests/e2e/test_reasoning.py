@@ -198,25 +198,34 @@ def test_an_invalid_plan_is_asked_again_once_then_the_default_plan_runs(start_st
     assert "YOUR PREVIOUS ANSWER WAS REFUSED" in second
 
 
-def test_a_hostile_model_is_refused_everywhere_and_nothing_reaches_the_client(
+def test_a_hostile_model_is_refused_everywhere_and_the_client_gets_the_safe_template(
     start_stack, tmp_path
 ):
     stack = start_stack("gemini.hostile=1")
     run_id = submit(stack, body(5, domain="inject-me.example"))[1]["run_id"]
     run = wait_until_settled(stack, [run_id])[run_id]
 
-    # Plan refused twice (default plan), revision refused (kept), draft refused (parked).
+    # Plan refused twice (default plan), revision refused (kept), both drafts refused: the
+    # safe template goes out, and the run says so.
     assert run.reasoning["plan"].source == "default"
     assert run.reasoning["adapt-enrich"].source == "kept"
-    assert run.status is RunStatus.PARKED
-    assert run.steps["draft"].error.code == "bad_model_output"
+    assert run.status is RunStatus.SUCCEEDED, run.reason
+    assert set(run.attention) == {"draft_refused", "injection_suspected", "template_email"}
     rejected = [e for e in stack.runtime.store.events(run_id) if e.kind == "plan.rejected"]
     assert len(rejected) == 2 and any(
         "delete_everything" in e for e in rejected[0].detail["errors"]
     )
     assert "plan.revision_rejected" in kinds(stack, run_id)
-    effects = side_effects(tmp_path / "home")[run_id]
-    assert effects["sendgrid.mail"] == 0 and effects["slack.message"] == 0
+    assert kinds(stack, run_id).count("guard.draft_refused") == 2
+    assert side_effects(tmp_path / "home")[run_id] == ONE_ONBOARDING
+    records = RecordStore(tmp_path / "home").list(run_id=run_id)
+    [mail] = [r["request"] for r in records if r["action"] == "mail.send"]
+    assert [to["email"] for p in mail["personalizations"] for to in p["to"]] == [
+        "ceo@client5.example"
+    ]
+    assert "evil.example" not in str(mail) and mail["subject"] == "Welcome aboard, Client 5 Ltd!"
+    [post] = [r["request"] for r in records if r["action"] == "chat.postMessage"]
+    assert post["channel"] == "#client-onboarding"
     assert {s.tool for s in run.plan} == set(TOOLS)
 
 

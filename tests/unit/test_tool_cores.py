@@ -142,10 +142,17 @@ def test_draft_quotes_the_enrichment_and_counts_tokens():
         {"subject": "Welcome", "text": "x" * 30, "html": '<a href="https://evil.example/">go</a>'},
     ],
 )
-def test_draft_is_refused_when_the_model_answer_is_unusable(answer):
-    with pytest.raises(PermanentError) as caught:
-        sendgrid.draft(call("draft_welcome_email", "draft"), FIRST, FakeLanguageModel(answer))
-    assert caught.value.code == "bad_model_output"
+def test_draft_is_the_safe_template_when_the_model_answer_is_refused_twice(answer):
+    model = FakeLanguageModel(answer)
+    result = sendgrid.draft(call("draft_welcome_email", "draft"), FIRST, model)
+    assert result.output["source"] == "template" and len(model.prompts) == 2
+    assert [n["kind"] for n in result.output["guard"]] == [
+        "guard.draft_refused",
+        "guard.draft_refused",
+        "guard.template_used",
+    ]
+    assert result.output["subject"] == "Welcome aboard, Acme Corp!"
+    assert "evil.example" not in str(result.output["text"] + result.output["html"])
 
 
 def test_draft_may_name_the_contact_and_link_the_clients_own_site():

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import functions_framework
 
 from shared.gemini import GeminiLanguageModel
@@ -14,16 +17,31 @@ mailer = per_runtime(SendGridMailer)
 model = per_runtime(GeminiLanguageModel)
 
 
+# A re-draft is asked for only while another whole model call fits in this share of the
+# task's dispatch deadline; else the template goes out at once.
+DEADLINE_SHARE = 0.75
+
+
 def _sender() -> core.Sender:
     settings = runtime().settings
     return core.Sender(settings.sender_email, settings.sender_name, settings.unknown_outcome)
+
+
+def _time_for_another() -> Callable[[], bool]:
+    settings, started = runtime().settings, time.monotonic()
+    budget = settings.dispatch_deadline * DEADLINE_SHARE
+    return lambda: time.monotonic() - started + settings.vendor_deadline < budget
+
+
+def _draft(call, attempt):  # type: ignore[no-untyped-def]
+    return core.draft(call, attempt, model(), runtime().settings.sender_name, _time_for_another())
 
 
 run_tool = functions_framework.http(
     tool_endpoint(
         "sendgrid",
         {
-            "draft_welcome_email": lambda call, attempt: core.draft(call, attempt, model()),
+            "draft_welcome_email": _draft,
             "send_welcome_email": lambda call, attempt: core.send(
                 call, attempt, mailer(), _sender()
             ),
