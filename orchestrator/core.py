@@ -217,6 +217,10 @@ def _start(
     if run.status is not RunStatus.PENDING:
         return unchanged(run)
     plan, source, events = default_plan(run), "default", []
+    findings = planning.request_findings(run)
+    if findings:
+        run, suspected = planning.injection_suspected(run, findings, now)
+        events.append(suspected)
     thought = planning.deliberation_of(outcomes.get(reasoning.PLAN_KEY))
     summaries = dict(run.reasoning)
     if thought is not None:

@@ -171,18 +171,8 @@ def adapt(
         return run, []
     events: list[Event] = []
     if thought.findings:
-        run = run.flagged(Attention.INJECTION_SUSPECTED)
-        events.append(
-            event(
-                run,
-                "guard.injection_suspected",
-                now,
-                step_id,
-                findings=list(thought.findings),
-                handling="quoted to the model as data; recipients, channels and tools come "
-                "only from the request, the configuration and the registry",
-            )
-        )
+        run, suspected = injection_suspected(run, thought.findings, now, step_id)
+        events.append(suspected)
     for number, call in enumerate(thought.calls, start=1):
         if call.failure:
             continue
@@ -225,6 +215,34 @@ def adapt(
         events.append(event(run, "plan.kept", now, step_id, reason=note))
     summaries = {**run.reasoning, key: summary_of(thought, source, note)}
     return run.evolve(reasoning=summaries), events
+
+
+def injection_suspected(
+    run: RunState, findings: Iterable[dict[str, str]], now: datetime, step_id: str | None = None
+) -> tuple[RunState, Event]:
+    """The run flagged for what the guard found in untrusted text, and the audit-trail line."""
+    flagged = run.flagged(Attention.INJECTION_SUSPECTED)
+    return flagged, event(
+        flagged,
+        "guard.injection_suspected",
+        now,
+        step_id,
+        findings=list(findings),
+        handling="quoted to the model as data; recipients, channels and tools come "
+        "only from the request, the configuration and the registry",
+    )
+
+
+def request_findings(run: RunState) -> list[dict[str, str]]:
+    """What in the request's own free text reads like instructions to the agent: the
+    request is trusted for whom to write to, never for what the agent should do."""
+    request = run.request
+    texts = [
+        ("request.company_name", request.company_name),
+        ("request.contact_name", request.contact_name),
+        ("request.goal", request.goal),
+    ]
+    return reasoning.scan(texts, request)
 
 
 def event(
