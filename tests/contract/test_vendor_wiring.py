@@ -3,7 +3,7 @@
 Every request is recorded at the transport the SDK really uses (a requests adapter, a urllib
 opener, an httpx transport) and answered with a canned vendor-shaped reply, so nothing leaves
 the process. The sandbox cannot catch these mistakes: there, the base URL is the sandbox's.
-Credentials are checked for presence and scheme only; no assertion message shows one.
+Credentials are checked for presence, scheme and value; no assertion message shows one.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import google.oauth2.credentials
-import httpx2
 import pytest
 import requests
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
 
@@ -35,6 +37,11 @@ from tools.jira.client import JiraClient
 from tools.sendgrid.client import SendGridMailer
 from tools.slack.client import SlackChat
 
+try:  # the httpx flavour google-genai runs on: httpx2 since 3.x, httpx before
+    import httpx2 as httpx
+except ImportError:  # pragma: no cover - older google-genai
+    import httpx  # type: ignore[no-redef]
+
 SLACK = "https://slack.com/api/"
 SENDGRID = "https://api.sendgrid.com"
 JIRA = "https://acme-team.atlassian.net"  # the documented https://your-site.atlassian.net
@@ -42,8 +49,6 @@ CLEARBIT = "https://company.clearbit.com"
 GEMINI = "https://generativelanguage.googleapis.com"
 VERTEX = "https://europe-west4-aiplatform.googleapis.com"
 PUBLIC_ADDRESS = "93.184.216.34"
-
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
 def with_and_without_slash(url: str) -> list[str]:
@@ -216,7 +221,7 @@ class RecordingHTTPSHandler(urllib.request.HTTPSHandler):
         return response
 
 
-class RecordingTransport(httpx2.MockTransport):
+class RecordingTransport(httpx.MockTransport):
     """An httpx transport for google-genai: records each request and answers from `reply`."""
 
     def __init__(self, reply: Reply) -> None:
@@ -224,7 +229,7 @@ class RecordingTransport(httpx2.MockTransport):
         super().__init__(self._answer)
         self._reply = reply
 
-    def _answer(self, request: httpx2.Request) -> httpx2.Response:
+    def _answer(self, request: httpx.Request) -> httpx.Response:
         sent = Sent(
             method=request.method,
             url=str(request.url),
@@ -233,9 +238,7 @@ class RecordingTransport(httpx2.MockTransport):
         )
         self.sent.append(sent)
         canned = self._reply(sent)
-        return httpx2.Response(
-            canned.status, headers=canned.all_headers(), content=canned.payload()
-        )
+        return httpx.Response(canned.status, headers=canned.all_headers(), content=canned.payload())
 
 
 @pytest.fixture
@@ -601,3 +604,53 @@ def test_every_vendor_endpoint_is_wired_in_this_file():
         "slack": SLACK,
         "gemini": GEMINI,
     }
+
+
+# -- arguments never change the endpoint ------------------------------------------------------
+
+AWKWARD_TEXT = st.text(
+    st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=1, max_size=40
+)
+
+
+@hypothesis_settings(max_examples=40, deadline=None)
+@given(label=AWKWARD_TEXT)
+def test_jira_search_stays_on_its_endpoint_and_round_trips_the_jql_when_labels_are_awkward(label):
+    recorder = RecordingAdapter(jira_reply)
+    JiraClient(settings(jira_url=JIRA), adapter=recorder).find_issues("ACMR", label)
+
+    search = recorder.sent[-1]
+    assert search.endpoint == f"GET {JIRA}/rest/api/2/search/jql"
+    escaped = label.replace("\\", "\\\\").replace('"', '\\"')
+    assert search.query["jql"] == [
+        f'project = "ACMR" AND labels = "{escaped}" ORDER BY created ASC'
+    ]
+
+
+@hypothesis_settings(max_examples=40, deadline=None)
+@given(step_key=AWKWARD_TEXT)
+def test_sendgrid_search_stays_on_its_endpoint_and_round_trips_the_query_when_keys_are_awkward(
+    step_key,
+):
+    recorder = RecordingHTTPSHandler(sendgrid_reply)
+    SendGridMailer(settings(sendgrid_url=SENDGRID), opener=recorder.opener()).find_sent(
+        step_key=step_key
+    )
+
+    [search] = recorder.sent
+    assert search.endpoint == "GET https://api.sendgrid.com/v3/messages"
+    escaped = step_key.replace("\\", "\\\\").replace('"', '\\"')
+    assert search.query["query"] == [f"unique_args['chimera_step']=\"{escaped}\""]
+
+
+@hypothesis_settings(max_examples=40, deadline=None)
+@given(domain=st.from_regex(r"\A[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?\.(com|example|xn--p1ai)\Z"))
+def test_clearbit_lookup_stays_on_its_endpoint_whatever_the_domain(domain):
+    recorder = RecordingAdapter(clearbit_reply)
+    ClearbitDirectory(settings(clearbit_url=CLEARBIT), adapter=recorder).find_company(
+        domain, run_id="run-1"
+    )
+
+    [sent] = recorder.sent
+    assert sent.endpoint == "GET https://company.clearbit.com/v2/companies/find"
+    assert sent.query == {"domain": [domain]}

@@ -162,7 +162,7 @@ class SendGridMailer:
             raise VendorUnavailable(f"SendGrid {action} failed ({type(exc).__name__})") from None
 
 
-class _OpenerClient(python_http_client.Client):  # type: ignore[misc]
+class _OpenerClient(python_http_client.Client):
     """python_http_client's Client sending through one given urllib opener instead of a fresh
     default one per request; the clients it builds for each path segment keep the opener."""
 
