@@ -240,8 +240,9 @@ class Settings:
                 f"({self.vendor_deadline}s) < dispatch deadline ({self.dispatch_deadline}s) "
                 f"< function timeout ({self.function_timeout}s)"
             )
-        for problem in self.vendor_url_problems():
-            raise ValueError(problem)
+        url_problems = self.vendor_url_problems()
+        if url_problems:
+            raise ValueError("\n".join(url_problems))
         providers = [p for p in self.enrichment_providers.split(",") if p.strip()]
         if len(providers) * self.vendor_deadline >= self.dispatch_deadline:
             raise ValueError(
@@ -358,11 +359,16 @@ def _vertex_location(host: str) -> str | None:
 
 
 def _shown(url: str) -> str:
-    """The URL as safe to print: any user:password@ dropped."""
+    """The URL as safe to print: user:password@, the query and the fragment (which may hold
+    a key or token) left out."""
     try:
         parts = urlsplit(url)
-        if parts.username or parts.password:
-            return parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
+        netloc = parts.netloc.rsplit("@", 1)[-1]
+        shown = parts._replace(
+            netloc=netloc,
+            query="..." if parts.query else "",
+            fragment="..." if parts.fragment else "",
+        ).geturl()
     except ValueError:
-        pass
-    return repr(url) if any(c.isspace() for c in url) else url
+        return "<not a URL>"
+    return repr(shown) if any(c.isspace() for c in shown) else shown

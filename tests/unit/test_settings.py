@@ -240,8 +240,17 @@ def test_website_url_must_hold_the_domain_placeholder_when_set():
         Settings.from_env({"CHIMERA_WEBSITE_URL": "file:///{domain}"})
 
 
-def test_credentials_written_into_a_vendor_url_are_refused_and_never_repeated():
+@pytest.mark.parametrize(
+    ("variable", "url"),
+    [
+        ("CHIMERA_JIRA_URL", "https://bot:hunter2@acme.atlassian.net"),
+        ("CHIMERA_SLACK_URL", "https://slack.com/api/?token=hunter2"),
+        ("CHIMERA_GEMINI_URL", "https://generativelanguage.googleapis.com/?key=hunter2"),
+        ("CHIMERA_SENDGRID_URL", "https://api.sendgrid.com/#hunter2"),
+    ],
+)
+def test_credentials_written_into_a_vendor_url_are_refused_and_never_repeated(variable, url):
     with pytest.raises(ValueError) as refused:
-        Settings.from_env({"CHIMERA_JIRA_URL": "https://bot:hunter2@acme.atlassian.net"})
-    assert "credentials" in str(refused.value)
+        Settings.from_env({variable: url})
+    assert variable in str(refused.value)
     assert "hunter2" not in str(refused.value)
