@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from werkzeug.exceptions import MethodNotAllowed, NotFound
-from werkzeug.routing import Map, Rule
+from werkzeug.routing import Map, RequestRedirect, Rule
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
@@ -52,6 +52,10 @@ class VendorApi(Protocol):
 
     def rate_limited_reply(self) -> Reply: ...
 
+    def not_found_reply(self, path: str) -> Reply:
+        """What the vendor answers for a path it does not serve (`path` under its prefix)."""
+        ...
+
 
 class SandboxApp:
     """The WSGI app: route, draw a fault, answer like the vendor, record the call."""
@@ -80,7 +84,9 @@ class SandboxApp:
                 rules.append(
                     Rule(f"/{api.name}{route.rule}", endpoint=endpoint, methods=route.methods)
                 )
-        self._map = Map(rules, strict_slashes=False, merge_slashes=False)
+        # Only the vendors' real paths, exactly: no slash added, dropped or merged, so a
+        # client's mistake (a doubled prefix, a stray slash) gets the 404 the vendor would give.
+        self._map = Map(rules, strict_slashes=True, merge_slashes=False, redirect_defaults=False)
         self._calls = dict.fromkeys(self._apis, 0)
         self._calls_lock = threading.Lock()
 
@@ -91,6 +97,9 @@ class SandboxApp:
     def dispatch(self, request: Request) -> Response:
         try:
             endpoint, args = self._map.bind_to_environ(request.environ).match()
+        except RequestRedirect:
+            # werkzeug would redirect /x to the rule /x/; the vendors answer 404 there.
+            return self._unmatched(request, 404)
         except (NotFound, MethodNotAllowed) as exc:
             return self._unmatched(request, exc.code or 404)
         api, route = self._routes[endpoint]
@@ -141,9 +150,11 @@ class SandboxApp:
             return api.error_reply(500)
 
     def _unmatched(self, request: Request, status: int) -> Response:
-        # Recorded too: the log then shows any endpoint an SDK needs that the sandbox lacks.
-        vendor = request.path.strip("/").split("/", 1)[0]
-        vendor = vendor if vendor in self._apis else "unknown"
+        # Recorded too: the log then shows any endpoint an SDK needs that the sandbox lacks,
+        # and any wrong path a client sends.
+        vendor = (request.path + "/").split("/", 2)[1]  # the path always starts with /
+        api = self._apis.get(vendor)
+        vendor = vendor if api is not None else "unknown"
         run_id = (request.headers.get(RUN_ID_HEADER) or "").strip() or None
         self.records.record(
             vendor=vendor,
@@ -155,6 +166,8 @@ class SandboxApp:
             path=request.path,
         )
         logger.warning("sandbox has no %s %s", request.method, request.path)
+        if api is not None and status == 404:
+            return api.not_found_reply(request.path.removeprefix(f"/{vendor}")).to_response()
         message = f"The sandbox does not implement {request.method} {request.path}."
         return json_reply(status, {"error": {"code": status, "message": message}}).to_response()
 

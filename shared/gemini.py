@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 from google import genai
+from google.auth.credentials import Credentials as GoogleCredentials
 from google.genai import errors as genai_errors
 from google.genai import types
 
@@ -60,11 +61,21 @@ class GeminiLanguageModel:
 
     The Gemini API (an API key) or Vertex AI (a project and location, with Application
     Default Credentials), as `settings.gemini_vertexai` says. The base URL is always
-    `settings.vendor_url("gemini")`: the sandbox unless `gemini_url` names a real endpoint
-    (e.g. https://us-central1-aiplatform.googleapis.com), so nothing reaches Google by accident.
+    `settings.vendor_url("gemini")`: the sandbox unless `gemini_url` names the documented
+    endpoint (https://generativelanguage.googleapis.com, or for Vertex AI
+    https://LOCATION-aiplatform.googleapis.com), so nothing reaches Google by accident.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        transport: Any = None,
+        credentials: GoogleCredentials | None = None,
+    ) -> None:
+        """`transport` (an httpx transport) carries every request instead of the network, and
+        `credentials` stand in for Application Default Credentials on Vertex AI: both for tests
+        that record what the SDK sends."""
         self._model = settings.gemini_model
         self._price_in = settings.gemini_price_in
         self._price_out = settings.gemini_price_out
@@ -76,6 +87,7 @@ class GeminiLanguageModel:
             timeout=int(settings.vendor_read_timeout * 1000),
             # One attempt: the queue owns retries.
             retry_options=types.HttpRetryOptions(attempts=1),
+            client_args={"transport": transport} if transport is not None else None,
         )
         if vertexai:
             project = settings.gemini_project or settings.gcp_project
@@ -91,6 +103,7 @@ class GeminiLanguageModel:
                 vertexai=True,
                 project=project,
                 location=settings.gemini_location,
+                credentials=credentials,
                 http_options=http_options,
             )
         else:

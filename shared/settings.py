@@ -4,12 +4,72 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 PREFIX = "CHIMERA_"
+
+
+@dataclass(frozen=True)
+class VendorEndpoint:
+    """A vendor's documented production base URL, and what its client appends to it.
+
+    The sandbox's base for the vendor has the same shape, `<sandbox_url>/<vendor><path>`
+    (Slack: `<sandbox>/slack/api/`), so a client builds the same paths against either.
+    """
+
+    documented: str
+    # Path segments the client adds itself: a base URL that already holds one doubles it.
+    appended: frozenset[str] = frozenset()
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.documented).hostname or ""
+
+    @property
+    def path(self) -> str:
+        """The documented base path without its trailing slash ("/api" for Slack, else "")."""
+        return urlsplit(self.documented).path.rstrip("/")
+
+    @property
+    def domain(self) -> str:
+        """The vendor's own domain: a host under it must use the documented path exactly."""
+        return ".".join(self.host.split(".")[-2:])
+
+
+# Checked against the vendors' API references and the SDKs' own defaults (slack_sdk's
+# BaseClient.BASE_URL, SendGridAPIClient's host, google-genai's base URLs).
+VENDOR_ENDPOINTS = {
+    # GET /v2/companies/find?domain=
+    "clearbit": VendorEndpoint(
+        "https://company.clearbit.com", frozenset({"v1", "v2", "companies"})
+    ),
+    # The site URL, no /jira: the library adds /rest/api/2/... and browse links add /browse/.
+    "jira": VendorEndpoint("https://your-site.atlassian.net", frozenset({"rest", "browse"})),
+    # python_http_client adds /v3 (version=3), then mail/send or messages.
+    "sendgrid": VendorEndpoint("https://api.sendgrid.com", frozenset({"v3", "mail", "messages"})),
+    # slack_sdk adds only the method name (chat.postMessage) to its base URL.
+    "slack": VendorEndpoint("https://slack.com/api/", frozenset({"chat.postMessage"})),
+    # google-genai adds /{api_version}/models/... (Vertex AI: .../projects/...).
+    "gemini": VendorEndpoint(
+        "https://generativelanguage.googleapis.com",
+        frozenset({"v1", "v1beta", "v1alpha", "v1beta1", "models", "projects"}),
+    ),
+}
+# Gemini on Vertex AI: a regional endpoint, or the global one for location `global`.
+VERTEX_AI_URL = "https://{location}-aiplatform.googleapis.com"
+VERTEX_AI_GLOBAL_URL = "https://aiplatform.googleapis.com"
+# The website provider reads https://{domain}/ itself; the sandbox serves it under /website.
+WEBSITE_URL = "https://{domain}/"
+WEBSITE_PLACEHOLDER = "{domain}"
+_VERTEX_HOST_LOCATION = (
+    re.compile(r"^(?P<location>[a-z0-9-]+)-aiplatform\.googleapis\.com$"),
+    re.compile(r"^aiplatform\.(?P<location>[a-z0-9-]+)\.rep\.googleapis\.com$"),
+)
 
 
 def _secret_repr(value: str) -> str:
@@ -39,7 +99,8 @@ class Settings:
     # The audience intake callers' ID tokens name; empty means <functions_url>/orchestrator-intake.
     intake_audience: str = ""
 
-    # Vendors: empty URL means the sandbox at sandbox_url; set a real base URL to go live.
+    # Vendors: each URL is the vendor's documented base URL (VENDOR_ENDPOINTS, trailing slash
+    # optional); empty means the sandbox's base of the same shape under sandbox_url.
     sandbox_url: str = "http://127.0.0.1:8086"
     clearbit_url: str = ""
     jira_url: str = ""
@@ -126,8 +187,15 @@ class Settings:
         return self.vendor_connect_timeout + self.vendor_read_timeout
 
     def vendor_url(self, vendor: str) -> str:
-        explicit = getattr(self, f"{vendor}_url")
-        return explicit or f"{self.sandbox_url.rstrip('/')}/{vendor}"
+        """The vendor's base URL in its documented shape: Slack's ends in /api/, the others
+        have no trailing slash; the website's is a page URL template with `{domain}`."""
+        if vendor == "website":
+            return self.website_url or f"{self.sandbox_url.rstrip('/')}/website/{{domain}}/"
+        endpoint = VENDOR_ENDPOINTS[vendor]
+        base = getattr(self, f"{vendor}_url") or (
+            f"{self.sandbox_url.rstrip('/')}/{vendor}{endpoint.path}"
+        )
+        return base.rstrip("/") + ("/" if endpoint.documented.endswith("/") else "")
 
     def secret_values(self) -> list[str]:
         return [
@@ -172,6 +240,9 @@ class Settings:
                 f"({self.vendor_deadline}s) < dispatch deadline ({self.dispatch_deadline}s) "
                 f"< function timeout ({self.function_timeout}s)"
             )
+        url_problems = self.vendor_url_problems()
+        if url_problems:
+            raise ValueError("\n".join(url_problems))
         providers = [p for p in self.enrichment_providers.split(",") if p.strip()]
         if len(providers) * self.vendor_deadline >= self.dispatch_deadline:
             raise ValueError(
@@ -179,3 +250,125 @@ class Settings:
                 f"{len(providers) * self.vendor_deadline}s, not under the dispatch deadline "
                 f"({self.dispatch_deadline}s): shorten the vendor timeouts or the providers"
             )
+
+    def vendor_url_problems(self) -> list[str]:
+        """What is wrong with each vendor URL set explicitly: one sentence per URL that
+        cannot be right, naming its variable and the documented value."""
+        problems = [
+            problem
+            for vendor in VENDOR_ENDPOINTS
+            if getattr(self, f"{vendor}_url")
+            and (problem := self._vendor_url_problem(vendor, getattr(self, f"{vendor}_url")))
+        ]
+        if self.website_url and (problem := self._website_url_problem(self.website_url)):
+            problems.append(problem)
+        return problems
+
+    def _vendor_url_problem(self, vendor: str, url: str) -> str | None:
+        endpoint = VENDOR_ENDPOINTS[vendor]
+        documented = endpoint.documented
+        if vendor == "gemini" and self.gemini_vertexai:
+            documented = self._vertex_ai_url()
+        variable = f"{PREFIX}{vendor.upper()}_URL"
+        wrong = f"{variable}={_shown(url)} cannot be right"
+        expected = f"set it to the documented {documented}"
+        shape = _url_shape_problem(url)
+        if shape:
+            return f"{wrong}: {shape}; {expected}"
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        path = parts.path.rstrip("/")
+        segments = [s for s in path.split("/") if s]
+        own = host == endpoint.domain or host.endswith("." + endpoint.domain)
+        if own and parts.scheme != "https":
+            return f"{wrong}: the vendor is only served over https; {expected}"
+        doubled = [s for s in segments if s in endpoint.appended]
+        if doubled:
+            return (
+                f"{wrong}: the client adds /{doubled[0]} itself, so the base URL must stop "
+                f"before it; {expected}"
+            )
+        if endpoint.path and not path.endswith(endpoint.path):
+            return f"{wrong}: its path must end in {endpoint.path}; {expected}"
+        if endpoint.path and path.endswith(endpoint.path + endpoint.path):
+            return f"{wrong}: {endpoint.path} appears twice; {expected}"
+        if own and path != endpoint.path:
+            return f"{wrong}: the path on {host} must be {endpoint.path or 'empty'}; {expected}"
+        if vendor == "gemini":
+            return self._gemini_host_problem(host, wrong)
+        return None
+
+    def _gemini_host_problem(self, host: str, wrong: str) -> str | None:
+        vertex_location = _vertex_location(host)
+        if host == VENDOR_ENDPOINTS["gemini"].host and self.gemini_vertexai:
+            return (
+                f"{wrong}: it is the Gemini API, but {PREFIX}GEMINI_VERTEXAI is on; for Vertex "
+                f"AI set it to the documented {self._vertex_ai_url()}"
+            )
+        if vertex_location is not None and not self.gemini_vertexai:
+            return (
+                f"{wrong}: it is Vertex AI, but {PREFIX}GEMINI_VERTEXAI is off; for the Gemini "
+                f"API set it to the documented {VENDOR_ENDPOINTS['gemini'].documented}"
+            )
+        if vertex_location is not None and vertex_location != self.gemini_location:
+            return (
+                f"{wrong}: it serves location {vertex_location}, not {PREFIX}GEMINI_LOCATION="
+                f"{self.gemini_location}; set it to the documented {self._vertex_ai_url()}"
+            )
+        return None
+
+    def _vertex_ai_url(self) -> str:
+        if self.gemini_location == "global":
+            return VERTEX_AI_GLOBAL_URL
+        return VERTEX_AI_URL.format(location=self.gemini_location or "LOCATION")
+
+    def _website_url_problem(self, url: str) -> str | None:
+        wrong = f"{PREFIX}WEBSITE_URL={_shown(url)} cannot be right"
+        expected = f"set it to the documented {WEBSITE_URL} (or leave it empty)"
+        if WEBSITE_PLACEHOLDER not in url:
+            return f"{wrong}: it must contain {WEBSITE_PLACEHOLDER}; {expected}"
+        shape = _url_shape_problem(url.replace(WEBSITE_PLACEHOLDER, "example.com"))
+        if shape:
+            return f"{wrong}: {shape}; {expected}"
+        return None
+
+
+def _url_shape_problem(url: str) -> str | None:
+    """Why `url` cannot be a base URL at all, or None."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        return "it is not a URL"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "it needs http:// or https:// and a host"
+    if parts.username or parts.password:
+        return "credentials do not belong in the URL"
+    if parts.query or parts.fragment or any(c.isspace() for c in url):
+        return "a base URL has no query, fragment or spaces"
+    return None
+
+
+def _vertex_location(host: str) -> str | None:
+    if host == urlsplit(VERTEX_AI_GLOBAL_URL).hostname:
+        return "global"
+    for pattern in _VERTEX_HOST_LOCATION:
+        if match := pattern.fullmatch(host):
+            return match.group("location")
+    return None
+
+
+def _shown(url: str) -> str:
+    """The URL as safe to print: user:password@, the query and the fragment (which may hold
+    a key or token) left out."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc.rsplit("@", 1)[-1]
+        shown = parts._replace(
+            netloc=netloc,
+            query="..." if parts.query else "",
+            fragment="..." if parts.fragment else "",
+        ).geturl()
+    except ValueError:
+        return "<not a URL>"
+    return repr(shown) if any(c.isspace() for c in shown) else shown

@@ -134,6 +134,12 @@ locals {
   # Cloud Tasks targets <functions_url>/<function name>.
   functions_url = "https://${var.region}-${var.project_id}.cloudfunctions.net"
 
+  # Gemini's documented base URL for the mode; Vertex AI's regional endpoint serves the
+  # location the functions name (CHIMERA_GEMINI_LOCATION below), as Settings.check requires.
+  gemini_url = var.gemini_url != "" ? var.gemini_url : (
+    var.gemini_vertexai ? "https://${var.region}-aiplatform.googleapis.com" : "https://generativelanguage.googleapis.com"
+  )
+
   # Every function's settings (names: shared/settings.py, CHIMERA_ + field name). Secrets are
   # added per function from Secret Manager (secrets.tf), and a function's own `env` on top.
   fixed_environment = {
@@ -152,7 +158,7 @@ locals {
     CHIMERA_JIRA_URL               = var.jira_url
     CHIMERA_SENDGRID_URL           = var.sendgrid_url
     CHIMERA_SLACK_URL              = var.slack_url
-    CHIMERA_GEMINI_URL             = var.gemini_url
+    CHIMERA_GEMINI_URL             = local.gemini_url
     CHIMERA_ENRICHMENT_PROVIDERS   = var.enrichment_providers
     CHIMERA_GEMINI_VERTEXAI        = tostring(var.gemini_vertexai)
     CHIMERA_GEMINI_LOCATION        = var.region

@@ -117,7 +117,7 @@ variable "intake_audience" {
 # --- Vendors ---------------------------------------------------------------------------------
 
 variable "clearbit_url" {
-  description = "Clearbit API base URL (CHIMERA_CLEARBIT_URL)."
+  description = "Clearbit's documented API base URL (CHIMERA_CLEARBIT_URL); the client adds /v2/companies/find."
   type        = string
   default     = "https://company.clearbit.com"
 
@@ -128,7 +128,7 @@ variable "clearbit_url" {
 }
 
 variable "jira_url" {
-  description = "Jira Cloud site base URL, e.g. https://example.atlassian.net (CHIMERA_JIRA_URL)."
+  description = "Jira Cloud site URL, https://your-site.atlassian.net with no path (not .../jira): the client adds /rest/api/2/... (CHIMERA_JIRA_URL)."
   type        = string
 
   validation {
@@ -148,7 +148,7 @@ variable "jira_user" {
 }
 
 variable "sendgrid_url" {
-  description = "SendGrid API base URL (CHIMERA_SENDGRID_URL)."
+  description = "SendGrid's documented API base URL (CHIMERA_SENDGRID_URL); the client adds /v3/..."
   type        = string
   default     = "https://api.sendgrid.com"
 
@@ -159,7 +159,7 @@ variable "sendgrid_url" {
 }
 
 variable "slack_url" {
-  description = "Slack Web API base URL (CHIMERA_SLACK_URL)."
+  description = "Slack's documented Web API base URL, ending in /api/ (CHIMERA_SLACK_URL); the client adds the method name, e.g. chat.postMessage."
   type        = string
   default     = "https://slack.com/api/"
 
@@ -170,13 +170,13 @@ variable "slack_url" {
 }
 
 variable "gemini_url" {
-  description = "Gemini API base URL (CHIMERA_GEMINI_URL)."
+  description = "Gemini's base URL (CHIMERA_GEMINI_URL). Empty means the documented one for the mode: https://generativelanguage.googleapis.com for the Gemini API, https://REGION-aiplatform.googleapis.com with gemini_vertexai."
   type        = string
-  default     = "https://generativelanguage.googleapis.com"
+  default     = ""
 
   validation {
-    condition     = can(regex("^https://", var.gemini_url))
-    error_message = "gemini_url must be an https:// URL."
+    condition     = var.gemini_url == "" || can(regex("^https://", var.gemini_url))
+    error_message = "gemini_url must be empty or an https:// URL."
   }
 }
 
@@ -427,7 +427,7 @@ variable "enrichment_providers" {
 }
 
 variable "gemini_vertexai" {
-  description = "Call Gemini through Vertex AI in this project and region (service-account credentials, no API key) instead of the Gemini API (CHIMERA_GEMINI_VERTEXAI). Set gemini_url to https://REGION-aiplatform.googleapis.com with it."
+  description = "Call Gemini through Vertex AI in this project and region (service-account credentials, no API key) instead of the Gemini API (CHIMERA_GEMINI_VERTEXAI); an empty gemini_url then means https://REGION-aiplatform.googleapis.com."
   type        = bool
   default     = false
 }

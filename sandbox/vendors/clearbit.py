@@ -63,6 +63,9 @@ class ClearbitApi:
     def error_reply(self, status: int) -> Reply:
         return self._error(status, "api_error", "Something went wrong on our end.")
 
+    def not_found_reply(self, path: str) -> Reply:
+        return self._error(404, "not_found", f"No such endpoint: {path}.")
+
     def rate_limited_reply(self) -> Reply:
         reply = self._error(429, "rate_limit", "Rate limit exceeded. Slow down.")
         reply.headers["Retry-After"] = "1"

@@ -50,7 +50,7 @@ class GeminiApi:
     def routes(self) -> list[Route]:
         return [
             Route(
-                "/<any('v1', 'v1beta', 'v1alpha'):version>/models/<model_call>",
+                "/<any('v1', 'v1beta', 'v1alpha'):version>/models/<model>:generateContent",
                 ("POST",),
                 "generateContent",
                 self.generate_content,
@@ -58,7 +58,7 @@ class GeminiApi:
             # Vertex AI's path for the same call, for when the model runs there.
             Route(
                 "/<any('v1', 'v1beta1'):version>/projects/<project>/locations/<location>"
-                "/publishers/google/models/<model_call>",
+                "/publishers/google/models/<model>:generateContent",
                 ("POST",),
                 "generateContent",
                 self.generate_content,
@@ -82,6 +82,9 @@ class GeminiApi:
             return _google_error(503, "The model is overloaded. Please try again later.")
         return _google_error(status, "An internal error has occurred. Please retry.")
 
+    def not_found_reply(self, path: str) -> Reply:
+        return _google_error(404, f"The requested URL {path} was not found on this server.")
+
     def rate_limited_reply(self) -> Reply:
         reply = _google_error(
             429,
@@ -99,9 +102,7 @@ class GeminiApi:
         return self._generate(call, misbehave=kind)
 
     def _generate(self, call: Call, misbehave: str | None) -> Reply:
-        model, _, method = call.args["model_call"].partition(":")
-        if method != "generateContent":
-            return _google_error(404, f"Method '{method}' is not supported by the sandbox.")
+        model = call.args["model"]
         if not model.startswith("gemini"):
             return _google_error(
                 404,

@@ -79,7 +79,8 @@ class JiraApi:
             Route(f"{API}/issue", ("POST",), "issue.create", self.create_issue),
             Route(f"{API}/issue/bulk", ("POST",), "issue.bulk_create", self.create_issues),
             Route(f"{API}/issue/<key>", ("GET",), "issue.get", self.get_issue),
-            Route(f"{API}/search", ("GET", "POST"), "issue.search", self.search),
+            # Removed from Jira Cloud (CHANGE-2046): it answers 410 there, so here too.
+            Route(f"{API}/search", ("GET", "POST"), "issue.search.removed", self.removed_search),
             Route(f"{API}/search/jql", ("GET", "POST"), "issue.search", self.search_jql),
         ]
 
@@ -117,6 +118,9 @@ class JiraApi:
     def error_reply(self, status: int) -> Reply:
         message = "Internal server error" if status == 500 else "Service Unavailable"
         return _errors(status, [message])
+
+    def not_found_reply(self, path: str) -> Reply:
+        return _errors(404, [f"null for uri: {path}"])
 
     def rate_limited_reply(self) -> Reply:
         reply = _errors(429, ["Rate limit exceeded."])
@@ -406,25 +410,14 @@ class JiraApi:
             return _errors(404, ["Issue does not exist or you do not have permission to see it."])
         return json_reply(200, shapes.issue(call.base_url, row, _requested_fields(call)))
 
-    def search(self, call: Call) -> Reply:
-        params = self._search_params(call)
-        start_at = _int(params.get("startAt"), 0)
-        max_results = min(_int(params.get("maxResults"), 50), SEARCH_LIMIT)
-        found = self._run_search(params)
-        if isinstance(found, Reply):
-            return found
-        page = found[start_at : start_at + max_results]
-        return json_reply(
-            200,
-            {
-                "expand": "names,schema",
-                "startAt": start_at,
-                "maxResults": max_results,
-                "total": len(found),
-                "issues": [
-                    shapes.issue(call.base_url, row, _requested_fields(call)) for row in page
-                ],
-            },
+    def removed_search(self, call: Call) -> Reply:
+        return _errors(
+            410,
+            [
+                "The requested API has been removed. Please migrate to the /rest/api/3/search/jql"
+                " API. A full migration guideline is available at"
+                " https://developer.atlassian.com/changelog/#CHANGE-2046"
+            ],
         )
 
     def search_jql(self, call: Call) -> Reply:

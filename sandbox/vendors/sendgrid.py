@@ -82,6 +82,9 @@ class SendGridApi:
             status, [("internal error" if status == 500 else "service unavailable", None)]
         )
 
+    def not_found_reply(self, path: str) -> Reply:
+        return _errors(404, [("resource not found", None)])
+
     def rate_limited_reply(self) -> Reply:
         reply = _errors(429, [("too many requests", None)])
         reset = str(int(time.time()) + 1)

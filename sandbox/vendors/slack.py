@@ -77,6 +77,11 @@ class SlackApi:
         error = "fatal_error" if status == 500 else "service_unavailable"
         return json_reply(status, {"ok": False, "error": error})
 
+    def not_found_reply(self, path: str) -> Reply:
+        # What slack.com answers for a method it does not know (e.g. /api/api/chat.postMessage).
+        method = path.removeprefix("/api/") if path.startswith("/api/") else path.lstrip("/")
+        return json_reply(404, {"ok": False, "error": "unknown_method", "req_method": method})
+
     def rate_limited_reply(self) -> Reply:
         return json_reply(429, {"ok": False, "error": "ratelimited"}, {"Retry-After": "1"})
 

@@ -40,6 +40,9 @@ class WebsiteApi:
     def error_reply(self, status: int) -> Reply:
         return _page(status, f"<html><head><title>{status}</title></head><body>Error</body></html>")
 
+    def not_found_reply(self, path: str) -> Reply:
+        return _page(404, "<html><head><title>Not Found</title></head></html>")
+
     def rate_limited_reply(self) -> Reply:
         reply = _page(429, "<html><head><title>Too Many Requests</title></head></html>")
         reply.headers["Retry-After"] = "1"

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from shared.settings import Settings
+from shared.settings import VENDOR_ENDPOINTS, Settings
 
 
 def test_defaults_run_locally_with_no_environment():
@@ -70,3 +72,185 @@ def test_enrichment_providers_in_a_row_must_fit_the_dispatch_deadline():
         ).vendor_read_timeout
         == 12
     )
+
+
+# -- vendor URLs: the documented base URLs, in their documented shape -------------------------
+
+VENDOR_VARIABLES = {vendor: f"CHIMERA_{vendor.upper()}_URL" for vendor in VENDOR_ENDPOINTS}
+SANDBOXES = st.builds(
+    "http://{}:{}{}".format,
+    st.sampled_from(["127.0.0.1", "localhost", "sandbox.internal"]),
+    st.integers(1024, 65535),
+    st.sampled_from(["", "/", "//"]),
+)
+
+
+def documented_shape(url: str, vendor: str) -> str:
+    """`url` written the way the vendor documents its base: Slack's with /, others without."""
+    slash = VENDOR_ENDPOINTS[vendor].documented.endswith("/")
+    return url.rstrip("/") + ("/" if slash else "")
+
+
+@given(vendor=st.sampled_from(sorted(VENDOR_ENDPOINTS)), slashes=st.integers(0, 3))
+def test_documented_url_is_accepted_and_kept_in_its_shape_when_written_with_any_trailing_slash(
+    vendor, slashes
+):
+    documented = VENDOR_ENDPOINTS[vendor].documented
+    written = documented.rstrip("/") + "/" * slashes
+
+    settings = Settings.from_env({VENDOR_VARIABLES[vendor]: written})
+
+    assert settings.vendor_url(vendor) == documented
+
+
+@given(vendor=st.sampled_from(sorted(VENDOR_ENDPOINTS)), sandbox=SANDBOXES)
+def test_sandbox_default_has_the_documented_shape_when_no_vendor_url_is_set(vendor, sandbox):
+    settings = Settings(sandbox_url=sandbox)
+    url = settings.vendor_url(vendor)
+    documented = VENDOR_ENDPOINTS[vendor].documented
+
+    # The same path as production, under /<vendor>: the client appends the same paths to both.
+    assert url == documented_shape(
+        f"{sandbox.rstrip('/')}/{vendor}{VENDOR_ENDPOINTS[vendor].path}", vendor
+    )
+    assert url.endswith("/") == documented.endswith("/")
+    assert settings.replace(**{f"{vendor}_url": url}).vendor_url_problems() == []
+
+
+def test_slack_sandbox_default_ends_in_api_like_slack_itself():
+    assert Settings().vendor_url("slack") == "http://127.0.0.1:8086/slack/api/"
+    assert Settings().vendor_url("website") == "http://127.0.0.1:8086/website/{domain}/"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://slack.com/",
+        "https://slack.com",
+        "https://slack.com/api/api/",  # the old client's doubled prefix, written into the URL
+        "https://slack.com/api/chat.postMessage",
+        "https://hooks.slack.com/services/T000/B000/XXXX",  # an incoming webhook, not the API
+        "http://slack.com/api/",
+        "http://127.0.0.1:8086/slack",  # the sandbox's old shape
+        "slack.com/api/",
+        "https://slack.com/api/?token=xoxb-1",
+    ],
+)
+def test_slack_url_that_cannot_be_right_fails_at_start_up_naming_the_documented_value(url):
+    with pytest.raises(ValueError) as refused:
+        Settings.from_env({"CHIMERA_SLACK_URL": url})
+    assert "CHIMERA_SLACK_URL" in str(refused.value)
+    assert "https://slack.com/api/" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("vendor", "url"),
+    [
+        ("jira", "https://acme.atlassian.net/jira"),  # a board's URL, not the site's
+        ("jira", "https://acme.atlassian.net/rest/api/2"),
+        ("jira", "https://acme.atlassian.net/browse/ACME-1"),
+        ("jira", "http://acme.atlassian.net"),
+        ("sendgrid", "https://api.sendgrid.com/v3"),
+        ("sendgrid", "https://api.sendgrid.com/v3/mail/send"),
+        ("sendgrid", "https://proxy.internal/sendgrid/v3"),
+        ("clearbit", "https://company.clearbit.com/v2"),
+        ("clearbit", "https://company.clearbit.com/v2/companies/find"),
+        ("gemini", "https://generativelanguage.googleapis.com/v1beta"),
+        ("gemini", "https://generativelanguage.googleapis.com/v1beta/models"),
+        ("gemini", "https://us-central1-aiplatform.googleapis.com"),  # Vertex AI, but it is off
+        ("gemini", "ftp://generativelanguage.googleapis.com"),
+    ],
+)
+def test_vendor_url_that_cannot_be_right_fails_at_start_up_naming_the_documented_value(vendor, url):
+    with pytest.raises(ValueError) as refused:
+        Settings.from_env({VENDOR_VARIABLES[vendor]: url})
+    assert VENDOR_VARIABLES[vendor] in str(refused.value)
+    assert VENDOR_ENDPOINTS[vendor].documented in str(refused.value)
+
+
+@given(
+    vendor=st.sampled_from([v for v in sorted(VENDOR_ENDPOINTS) if VENDOR_ENDPOINTS[v].appended]),
+    data=st.data(),
+    base=st.sampled_from(["documented", "proxy"]),
+)
+def test_base_url_holding_a_path_the_client_appends_is_refused_when_on_any_host(vendor, data, base):
+    endpoint = VENDOR_ENDPOINTS[vendor]
+    segment = data.draw(st.sampled_from(sorted(endpoint.appended)))
+    root = (
+        endpoint.documented.rstrip("/")
+        if base == "documented"
+        else (f"https://proxy.internal/{vendor}{endpoint.path}")
+    )
+
+    with pytest.raises(ValueError, match=f"{VENDOR_VARIABLES[vendor]}.*adds /{segment}"):
+        Settings.from_env({VENDOR_VARIABLES[vendor]: f"{root}/{segment}/"})
+
+
+@pytest.mark.parametrize(
+    ("vendor", "url"),
+    [
+        ("slack", "https://proxy.internal/slack/api"),
+        ("sendgrid", "https://api.eu.sendgrid.com"),  # SendGrid's EU region
+        ("jira", "https://jira.acme.example/jira"),  # Data Center under a context path
+        ("gemini", "http://127.0.0.1:9999/gemini/"),
+    ],
+)
+def test_vendor_url_off_the_vendors_own_domain_is_accepted_when_shaped_like_the_documented_one(
+    vendor, url
+):
+    assert (
+        Settings.from_env({VENDOR_VARIABLES[vendor]: url})
+        .vendor_url(vendor)
+        .startswith(url.rstrip("/"))
+    )
+
+
+@pytest.mark.parametrize(
+    ("environment", "accepted"),
+    [
+        ({"CHIMERA_GEMINI_URL": "https://europe-west4-aiplatform.googleapis.com"}, True),
+        ({"CHIMERA_GEMINI_URL": "https://us-central1-aiplatform.googleapis.com"}, False),
+        ({"CHIMERA_GEMINI_URL": "https://generativelanguage.googleapis.com"}, False),
+        ({"CHIMERA_GEMINI_URL": "https://aiplatform.europe-west4.rep.googleapis.com"}, True),
+        ({"CHIMERA_GEMINI_URL": "https://aiplatform.googleapis.com"}, False),
+        (
+            {
+                "CHIMERA_GEMINI_URL": "https://aiplatform.googleapis.com",
+                "CHIMERA_GEMINI_LOCATION": "global",
+            },
+            True,
+        ),
+    ],
+)
+def test_vertex_ai_url_must_serve_the_configured_location_when_vertex_is_on(environment, accepted):
+    env = {"CHIMERA_GEMINI_VERTEXAI": "true", "CHIMERA_GEMINI_LOCATION": "europe-west4"}
+    env.update(environment)
+    if accepted:
+        Settings.from_env(env)
+        return
+    with pytest.raises(ValueError, match="CHIMERA_GEMINI_URL.*aiplatform.googleapis.com"):
+        Settings.from_env(env)
+
+
+def test_website_url_must_hold_the_domain_placeholder_when_set():
+    assert Settings.from_env({"CHIMERA_WEBSITE_URL": "https://{domain}/"}).website_url
+    with pytest.raises(ValueError, match=r"CHIMERA_WEBSITE_URL.*\{domain\}.*https://\{domain\}/"):
+        Settings.from_env({"CHIMERA_WEBSITE_URL": "https://example.com/"})
+    with pytest.raises(ValueError, match="CHIMERA_WEBSITE_URL"):
+        Settings.from_env({"CHIMERA_WEBSITE_URL": "file:///{domain}"})
+
+
+@pytest.mark.parametrize(
+    ("variable", "url"),
+    [
+        ("CHIMERA_JIRA_URL", "https://bot:hunter2@acme.atlassian.net"),
+        ("CHIMERA_SLACK_URL", "https://slack.com/api/?token=hunter2"),
+        ("CHIMERA_GEMINI_URL", "https://generativelanguage.googleapis.com/?key=hunter2"),
+        ("CHIMERA_SENDGRID_URL", "https://api.sendgrid.com/#hunter2"),
+    ],
+)
+def test_credentials_written_into_a_vendor_url_are_refused_and_never_repeated(variable, url):
+    with pytest.raises(ValueError) as refused:
+        Settings.from_env({variable: url})
+    assert variable in str(refused.value)
+    assert "hunter2" not in str(refused.value)

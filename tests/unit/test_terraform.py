@@ -17,12 +17,13 @@ from functools import cache
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
 from shared.logs import CloudLoggingFormatter
 from shared.queues import QUEUES
-from shared.settings import PREFIX, Settings
+from shared.settings import PREFIX, VENDOR_ENDPOINTS, VERTEX_AI_URL, Settings
 
 hcl2 = pytest.importorskip("hcl2", reason="python-hcl2 is a dev dependency: pip install -e .[dev]")
 
@@ -301,6 +302,37 @@ def test_environment_names_are_settings_fields() -> None:
     assert _variables()["verify_task_identity"]["default"] is True
     for name in (*fixed, *own, *SECRET_READERS):
         assert name in fields, f"{name} is not a shared.settings.Settings field"
+
+
+def test_vendor_url_defaults_are_the_vendors_documented_base_urls() -> None:
+    variables = _variables()
+    for vendor in ("clearbit", "sendgrid", "slack"):
+        default = variables[f"{vendor}_url"]["default"]
+        assert default == VENDOR_ENDPOINTS[vendor].documented, vendor
+        assert Settings(**{f"{vendor}_url": default}).vendor_url_problems() == [], vendor
+    # Jira's is the customer's own site: required, and shaped like the documented one.
+    assert "default" not in variables["jira_url"]
+    with (TERRAFORM / "terraform.tfvars.example").open() as handle:
+        example = _clean(hcl2.load(handle))
+    assert Settings(jira_url=example["jira_url"]).vendor_url_problems() == []
+    assert urlsplit(example["jira_url"]).hostname.endswith(".atlassian.net")
+    # Gemini's follows the mode: the Gemini API, or Vertex AI in the functions' region, which
+    # is also the location they name, so the start-up check accepts either.
+    assert variables["gemini_url"]["default"] == ""
+    chosen = _locals()["gemini_url"]
+    vertex = VERTEX_AI_URL.format(location="${var.region}")
+    assert f'var.gemini_vertexai ? "{vertex}" : "{VENDOR_ENDPOINTS["gemini"].documented}"' in chosen
+    fixed = _locals()["fixed_environment"]
+    assert fixed["CHIMERA_GEMINI_URL"] == "${local.gemini_url}"
+    assert fixed["CHIMERA_GEMINI_LOCATION"] == "${var.region}"
+    region = "europe-west4"
+    for vertexai, url in ((False, VENDOR_ENDPOINTS["gemini"].documented), (True, vertex)):
+        configured = Settings(
+            gemini_url=url.replace("${var.region}", region),
+            gemini_vertexai=vertexai,
+            gemini_location=region,
+        )
+        assert configured.vendor_url_problems() == []
 
 
 def test_timeouts_chain_when_defaults_are_used() -> None:

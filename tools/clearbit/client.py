@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 import requests
-from requests.adapters import HTTPAdapter
+from requests.adapters import BaseAdapter, HTTPAdapter
 
 from shared.errors import (
     AuthFailed,
@@ -31,14 +31,15 @@ _MAX_MESSAGE = 300
 class ClearbitDirectory:
     """Looks companies up by domain. Built once per instance; holds one pooled session."""
 
-    def __init__(self, settings: Settings) -> None:
-        self._url = settings.vendor_url("clearbit").rstrip("/") + FIND_PATH
+    def __init__(self, settings: Settings, *, adapter: BaseAdapter | None = None) -> None:
+        """`adapter` replaces the HTTP transport (a test's recorder); by default, no retries."""
+        self._url = settings.vendor_url("clearbit") + FIND_PATH
         self._timeout = settings.vendor_timeout
         self._session = requests.Session()
         # The queue owns retries; zero here also covers connection errors urllib3 might retry.
-        no_retries = HTTPAdapter(max_retries=0)
-        self._session.mount("https://", no_retries)
-        self._session.mount("http://", no_retries)
+        transport = adapter or HTTPAdapter(max_retries=0)
+        self._session.mount("https://", transport)
+        self._session.mount("http://", transport)
         self._session.headers.update(
             {"Authorization": f"Bearer {settings.clearbit_key}", "Accept": "application/json"}
         )

@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 from urllib.parse import urljoin, urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
+from requests.adapters import BaseAdapter, HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
@@ -42,7 +42,7 @@ from shared.errors import (
     VendorUnavailable,
 )
 from shared.retry_after import retry_after
-from shared.settings import Settings
+from shared.settings import WEBSITE_PLACEHOLDER, WEBSITE_URL, Settings
 from tools.clearbit.address_guard import (
     DEFAULT_PORTS,
     AddressGuard,
@@ -56,7 +56,7 @@ from tools.clearbit.site_profile import site_profile
 logger = logging.getLogger(__name__)
 
 RUN_ID_HEADER = "X-Chimera-Run-Id"
-PLACEHOLDER = "{domain}"
+PLACEHOLDER = WEBSITE_PLACEHOLDER
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 USER_AGENT = "ChimeraOnboarding/0.1 (company profile lookup; +https://github.com/chimera)"
 _CHUNK = 64 * 1024
@@ -68,13 +68,12 @@ _NO_SUCH_NAME = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NON
 
 
 def page_url_template(settings: Settings) -> str:
-    """The page URL with `{domain}` in it, from settings (see `Settings.website_url`)."""
-    if settings.website_url:
-        template = settings.website_url
-    elif settings.backend == "local":
-        template = settings.vendor_url("website").rstrip("/") + "/" + PLACEHOLDER + "/"
+    """The page URL with `{domain}` in it, from settings (see `Settings.website_url`): the
+    company's own https://{domain}/ on gcp, the sandbox's <sandbox>/website/{domain}/ locally."""
+    if settings.website_url or settings.backend == "local":
+        template = settings.vendor_url("website")
     else:
-        template = f"https://{PLACEHOLDER}/"
+        template = WEBSITE_URL
     if PLACEHOLDER not in template:
         raise ValueError(f"CHIMERA_WEBSITE_URL must contain {PLACEHOLDER}: {template!r}")
     return template
@@ -83,7 +82,15 @@ def page_url_template(settings: Settings) -> str:
 class WebsiteDirectory:
     """Reads a company's profile from its home page. Built once per instance."""
 
-    def __init__(self, settings: Settings, *, resolver: Resolver = system_resolver) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        resolver: Resolver = system_resolver,
+        adapter: BaseAdapter | None = None,
+    ) -> None:
+        """`adapter` replaces the peer-checking transport (a test's recorder); the URL checks
+        before each request still run, on `resolver`'s answers."""
         self._template = page_url_template(settings)
         fixed = PLACEHOLDER not in urlsplit(self._template).netloc
         self._guard = AddressGuard([origin_of(self._template)] if fixed else [], resolver)
@@ -94,9 +101,9 @@ class WebsiteDirectory:
         self._max_redirects = settings.website_max_redirects
         self._session = requests.Session()
         self._session.trust_env = False  # no proxies or .netrc from the environment
-        adapter = PeerCheckingAdapter(self._guard)
-        self._session.mount("https://", adapter)
-        self._session.mount("http://", adapter)
+        transport = adapter or PeerCheckingAdapter(self._guard)
+        self._session.mount("https://", transport)
+        self._session.mount("http://", transport)
         self._session.headers.update(
             {"User-Agent": USER_AGENT, "Accept": "text/html,application/xhtml+xml;q=0.9"}
         )

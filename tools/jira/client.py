@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import requests
 from jira import JIRA, JIRAError
+from requests.adapters import BaseAdapter
 
 from shared.errors import (
     AuthFailed,
@@ -40,8 +41,9 @@ class ProjectKeyTaken(PermanentError):
 class JiraClient:
     """Projects and issues. Built once per instance; the library's own retries are off."""
 
-    def __init__(self, settings: Settings) -> None:
-        self._server = settings.vendor_url("jira").rstrip("/")
+    def __init__(self, settings: Settings, *, adapter: BaseAdapter | None = None) -> None:
+        """`adapter` replaces the library session's HTTP transport (a test's recorder)."""
+        self._server = settings.vendor_url("jira")
         # get_server_info=False: constructing must not call Jira (nothing connects at startup).
         self._jira = JIRA(
             server=self._server,
@@ -54,6 +56,9 @@ class JiraClient:
         # without it, it searches through /rest/api/2/search, which Cloud removed (410 Gone
         # since 2025, CHANGE-2046), instead of the token-paged /rest/api/2/search/jql.
         self._jira.deploymentType = "Cloud"
+        if adapter is not None:
+            self._jira._session.mount("https://", adapter)
+            self._jira._session.mount("http://", adapter)
         self._lead_account_id = settings.jira_lead_account_id
 
     def find_project(self, key: str) -> dict[str, Any] | None:

@@ -7,7 +7,8 @@ import json
 import logging
 import urllib.error
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
+from urllib.request import OpenerDirector, Request
 
 import python_http_client
 from python_http_client.exceptions import HTTPError
@@ -43,10 +44,14 @@ T = TypeVar("T")
 class SendGridMailer:
     """Sends mail and finds it again by its step key. Built once per instance."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, opener: OpenerDirector | None = None) -> None:
+        """`opener` sends every request instead of urllib's default (a test's recorder)."""
+        # https://api.sendgrid.com (the SDK's default) or the sandbox's <sandbox>/sendgrid:
+        # the client appends /v3/mail/send and /v3/messages.
         self._sendgrid = SendGridAPIClient(
             api_key=settings.sendgrid_key or _UNSET_KEY, host=settings.vendor_url("sendgrid")
         )
+        self._opener = opener
         # urllib takes one timeout for connecting and for each read.
         self._timeout = settings.vendor_read_timeout
         # python_http_client logs every request's headers, Authorization included, at DEBUG.
@@ -132,9 +137,15 @@ class SendGridMailer:
         headers = dict(self._sendgrid.client.request_headers)
         if run_id:
             headers[RUN_ID_HEADER] = run_id
-        return python_http_client.Client(
-            host=self._sendgrid.host, request_headers=headers, version=3, timeout=self._timeout
-        )
+        options: dict[str, Any] = {
+            "host": self._sendgrid.host,
+            "request_headers": headers,
+            "version": 3,
+            "timeout": self._timeout,
+        }
+        if self._opener is None:
+            return python_http_client.Client(**options)
+        return _OpenerClient(self._opener, **options)
 
     def _call(self, action: str, work: Callable[[], T]) -> T:
         try:
@@ -149,6 +160,30 @@ class SendGridMailer:
             raise VendorUnavailable(f"SendGrid {action} unreachable ({exc.reason})") from None
         except (http.client.HTTPException, OSError) as exc:
             raise VendorUnavailable(f"SendGrid {action} failed ({type(exc).__name__})") from None
+
+
+class _OpenerClient(python_http_client.Client):
+    """python_http_client's Client sending through one given urllib opener instead of a fresh
+    default one per request; the clients it builds for each path segment keep the opener."""
+
+    def __init__(self, opener: OpenerDirector, **options: Any) -> None:
+        super().__init__(**options)
+        self._opener = opener
+
+    def _build_client(self, name: str | None = None) -> python_http_client.Client:
+        return _OpenerClient(
+            self._opener,
+            host=self.host,
+            version=self._version,
+            request_headers=self.request_headers,
+            url_path=self._url_path + [name] if name else self._url_path,
+            append_slash=self.append_slash,
+            timeout=self.timeout,
+        )
+
+    def _make_request(self, opener: OpenerDirector, request: Request, timeout: Any = None) -> Any:
+        # The SDK's own seam ("separated into its own function, so we can mock it").
+        return super()._make_request(self._opener, request, timeout=timeout)
 
 
 def _error_for(action: str, exc: HTTPError) -> Exception:

@@ -73,7 +73,9 @@ class SlackChat:
     def __init__(self, settings: Settings) -> None:
         self._client = WebClient(
             token=settings.slack_token,
-            base_url=settings.vendor_url("slack").rstrip("/") + "/api/",
+            # https://slack.com/api/ (the SDK's own default) or the sandbox's <sandbox>/slack/api/:
+            # the SDK appends only the method name.
+            base_url=settings.vendor_url("slack"),
             # urllib takes one timeout for connecting and for each read.
             timeout=settings.vendor_read_timeout,  # type: ignore[arg-type]
             # The default retries connection errors once; the queue owns retries.
