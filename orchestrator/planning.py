@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from orchestrator import reasoning
 from orchestrator.reasoning import Deliberation
+from shared import jira_keys
 from shared.model import (
     Attention,
     Event,
@@ -34,7 +35,7 @@ def default_plan(run: RunState) -> tuple[PlanStep, ...]:
             tool="create_jira_project",
             args={
                 "key": project_key(request.domain, request.company_name),
-                "name": f"{request.company_name} onboarding"[:80],
+                "name": jira_keys.readable_name(request.company_name),
                 "kickoff_issues": [
                     "Kickoff call with " + (request.contact_name or request.company_name),
                     "Confirm goals: " + request.goal[:120],
@@ -55,17 +56,9 @@ def default_plan(run: RunState) -> tuple[PlanStep, ...]:
 
 
 def project_key(domain: str, company_name: str = "") -> str:
-    """A Jira key from the domain's first label (acme.example: ACME), which is as unique as
-    the client; from the name's initials when the label makes no key. Jira keys are 2 to 10
-    capitals and digits, starting with a letter."""
-    label = re.sub(r"[^A-Z0-9]", "", domain.split(".")[0].upper())
-    if label and not label[0].isalpha():
-        label = "X" + label
-    if len(label) >= 2:
-        return label[:10]
-    words = re.findall(r"[A-Z][A-Z0-9]*", company_name.upper())
-    initials = "".join(w[0] for w in words)
-    return (initials + "XX")[: max(2, len(initials))][:10] if initials else "CLIENT"
+    """The plain Jira key the client's project is tried under first (acme.co.uk: ACME); the
+    tool moves on to keys only this run makes when it is taken."""
+    return jira_keys.readable_key(domain, company_name)
 
 
 def deliberation_of(record: StepOutcome | None) -> Deliberation | None:

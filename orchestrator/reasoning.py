@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from shared import jira_keys
 from shared.model import LlmUsage, Model, OnboardingRequest, PlanStep
 from shared.registry import ONBOARDING, TOOLS
 
@@ -155,9 +156,11 @@ def read_plan(
     steps: list[PlanStep] = []
     for index, raw in enumerate(raw_steps):
         try:
-            steps.append(PlanStep.model_validate(raw))
+            step = PlanStep.model_validate(raw)
         except ValidationError as exc:
             errors.append(f"steps[{index}]: {_short(exc)}")
+            continue
+        steps.append(step.model_copy(update={"args": normalised(step.tool, step.args, request)}))
     if errors:
         return None, errors
     errors = check_plan(steps, request)
@@ -237,6 +240,20 @@ def check_args(step: PlanStep, request: OnboardingRequest) -> list[str]:
             ):
                 errors.append(f"args: {finding['kind']} {finding['text']!r} is not the request's")
     return errors
+
+
+def normalised(tool: str, args: dict[str, Any], request: OnboardingRequest) -> dict[str, Any]:
+    """The args as the tool should get them: the model's Jira key and name made into ones Jira
+    takes (a lowercase or too-long key is normalised, as the default plan's is, never a reason
+    to refuse the plan); any other tool's args as they are."""
+    if tool != "create_jira_project":
+        return args
+    fallback = jira_keys.readable_key(request.domain, request.company_name)
+    return {
+        **args,
+        "key": jira_keys.plain_key(args.get("key"), fallback),
+        "name": jira_keys.plain_name(args.get("name"), request.company_name),
+    }
 
 
 # -- Adapting -------------------------------------------------------------------------------
@@ -320,10 +337,14 @@ def read_revision(
         changes[step_id] = dict(change["args"])
     if errors:
         return None, errors
+    current = {s.step_id: s for s in plan}
+    changes = {
+        sid: normalised(current[sid].tool, args, request) if sid in current else args
+        for sid, args in changes.items()
+    }
     errors = check_revision(changes, plan, pending, request)
     if errors:
         return None, errors
-    current = {s.step_id: s for s in plan}
     return {sid: args for sid, args in changes.items() if args != current[sid].args}, []
 
 

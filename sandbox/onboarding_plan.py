@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from typing import Any
 
 from sandbox.welcome_email import TASK_MARKER as DRAFT_MARKER
 from sandbox.welcome_email import json_objects
+from shared.jira_keys import meaningful_label
 
 PLAN_MARKER = "TASK: plan_onboarding"
 ADAPT_MARKER = "TASK: adapt_onboarding"
@@ -125,15 +125,10 @@ def hostile_answer(task: str | None, prompt: str, normal: dict[str, Any]) -> dic
     return normal
 
 
-def project_key(domain: str, company_name: str = "") -> str:
-    """A Jira key from the domain's first label, as the orchestrator's default plan makes it."""
-    label = re.sub(r"[^A-Z0-9]", "", domain.split(".")[0].upper())
-    if label and not label[0].isalpha():
-        label = "X" + label
-    if len(label) >= 2:
-        return label[:10]
-    initials = "".join(w[0] for w in re.findall(r"[A-Z][A-Z0-9]*", company_name.upper()))
-    return (initials + "XX")[: max(2, len(initials))][:10] if initials else "CLIENT"
+def proposed_key(domain: str) -> str:
+    """The key a model would write from the domain: its meaningful label in capitals, left
+    for the agent to fit to Jira's rules (too long, or with accents and hyphens, at times)."""
+    return meaningful_label(domain).upper()
 
 
 def _args_for(tool: str, request: dict[str, Any]) -> dict[str, Any]:
@@ -144,8 +139,8 @@ def _args_for(tool: str, request: dict[str, Any]) -> dict[str, Any]:
         return {"domain": str(request.get("domain") or "")}
     if tool == "create_jira_project":
         return {
-            "key": project_key(str(request.get("domain") or ""), company),
-            "name": f"{company} onboarding"[:80],
+            "key": proposed_key(str(request.get("domain") or "")),
+            "name": f"{company} onboarding",
             "template": "",
             "kickoff_issues": [
                 f"Kickoff call with {contact}"[:200],

@@ -6,7 +6,8 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from shared.errors import Conflict, PermanentError
+from shared.errors import Conflict
+from shared.jira_keys import ProjectTaken
 from shared.model import (
     BreakerState,
     Event,
@@ -145,11 +146,34 @@ class FakeDirectory:
 
 
 class FakeJira:
+    """Keys and names unique on the site, as Jira keeps them (names compared without case).
+
+    `projects` may be filled directly (other people's projects); `others(...)` fills it with
+    many at once.
+    """
+
     def __init__(self) -> None:
         self.projects: dict[str, dict[str, Any]] = {}
         self.issues: list[dict[str, Any]] = []
         self.creates = 0
+        self.refused: list[tuple[str, str]] = []  # (key, name) of every create Jira refused
         self.fail_next: Exception | None = None
+        # Names taken, kept up to date by create_project and rebuilt when a test added projects
+        # itself: a site of thousands of projects stays fast.
+        self._names: set[str] = set()
+        self._names_of = 0
+
+    def others(self, projects: dict[str, str]) -> FakeJira:
+        """Add somebody else's projects, key to name."""
+        for key, name in projects.items():
+            self.projects[key] = {"key": key, "name": name, "description": "not ours"}
+        return self
+
+    def _taken_names(self) -> set[str]:
+        if self._names_of != len(self.projects):
+            self._names = {str(p.get("name", "")).lower() for p in self.projects.values()}
+            self._names_of = len(self.projects)
+        return self._names
 
     def find_project(self, key: str) -> dict[str, Any] | None:
         return self.projects.get(key)
@@ -164,9 +188,17 @@ class FakeJira:
         project_type: str,
         lead_account_id: str,
     ) -> dict[str, Any]:
-        if key in self.projects:
-            raise PermanentError(
-                "A project with that key already exists.", code="project_key_taken"
+        names = self._taken_names()
+        key_taken = key in self.projects
+        name_taken = name.lower() in names
+        if key_taken or name_taken:
+            self.refused.append((key, name))
+            raise ProjectTaken(
+                "A project with that project key already exists."
+                if key_taken
+                else "A project with that name already exists.",
+                key_taken=key_taken,
+                name_taken=name_taken,
             )
         self.creates += 1
         self.projects[key] = {
@@ -176,6 +208,8 @@ class FakeJira:
             "description": description,
             "url": f"https://jira/{key}",
         }
+        names.add(name.lower())
+        self._names_of = len(self.projects)
         if self.fail_next:
             error, self.fail_next = self.fail_next, None
             raise error  # done at the vendor, but the answer is lost

@@ -250,12 +250,8 @@ class JiraApi:
         with self._db.transaction() as conn:
             if "projectKey" not in problems and _project_row(conn, "key", key):
                 problems["projectKey"] = "A project with that project key already exists."
-            if "projectName" not in problems:
-                taken = conn.execute(
-                    "SELECT 1 FROM jira_projects WHERE lower(name) = lower(?)", (name,)
-                ).fetchone()
-                if taken:
-                    problems["projectName"] = "A project with that name already exists."
+            if "projectName" not in problems and _name_taken(conn, str(name)):
+                problems["projectName"] = "A project with that name already exists."
             if problems:
                 return _errors(400, [], problems)
             (project_id,) = conn.execute(
@@ -479,6 +475,16 @@ def _errors(status: int, messages: list[str], errors: dict[str, str] | None = No
 def _project_row(conn: sqlite3.Connection, column: str, value: Any) -> sqlite3.Row | None:
     assert column in ("id", "key")  # never interpolate anything else into SQL
     return conn.execute(f"SELECT * FROM jira_projects WHERE {column} = ?", (value,)).fetchone()
+
+
+def _name_taken(conn: sqlite3.Connection, name: str) -> bool:
+    """Names are unique on a Jira site, compared as Java's equalsIgnoreCase does: ZÜRICH and
+    zürich are the same name (SQLite's lower() folds ASCII only)."""
+    conn.create_function("casefold", 1, str.casefold, deterministic=True)
+    found = conn.execute(
+        "SELECT 1 FROM jira_projects WHERE casefold(name) = ? LIMIT 1", (name.casefold(),)
+    ).fetchone()
+    return found is not None
 
 
 def _project_by_reference(conn: sqlite3.Connection, value: str) -> sqlite3.Row | None:

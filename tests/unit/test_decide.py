@@ -122,7 +122,11 @@ def test_redispatch_lists_dispatched_steps_without_outcome():
         ("very-long-company-name.io", "Long", "VERYLONGCO"),
         ("x.example", "Initech Software Holdings", "ISH"),
         ("x.example", "!!!", "CLIENT"),
-        ("x.example", "Zed", "ZX"),
+        ("x.example", "Zed", "ZED"),
+        ("eu.shop.acme.co.uk", "Acme", "ACME"),
+        ("xn--mnchen-3ya.de", "München AG", "MUNCHEN"),
+        ("xn--1lqs71d.jp", "東京", "CLIENT"),
+        ("do.example", "Do", "DOX"),
     ],
 )
 def test_project_key_is_a_valid_jira_key(domain, name, key):

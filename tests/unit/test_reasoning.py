@@ -51,7 +51,8 @@ def _unknown_tool(a):
 
 
 def _invalid_args(a):
-    step(a, "jira")["args"]["key"] = "lower"
+    # A key Jira would refuse is normalised, not refused (tests/unit/test_project_keys.py).
+    step(a, "jira")["args"]["kickoff_issues"] = [f"Issue {n}" for n in range(11)]
 
 
 def _side_effect_twice(a):
@@ -112,7 +113,7 @@ def _extra_field(a):
     ("spoil", "expected"),
     [
         (_unknown_tool, "unknown tool 'delete_everything'"),
-        (_invalid_args, "step jira: args: key"),
+        (_invalid_args, "step jira: args: kickoff_issues"),
         (_side_effect_twice, "at most one step"),
         (_missing_tool, "create_jira_project: missing"),
         (_dangling_dependency, "'research', which is not a step"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shared.errors import BadVendorReply, InvalidInput, PermanentError, VendorTimeout
+from shared.jira_keys import candidate_keys
 from shared.model import Attempt, ToolCall
 from tests.conftest import make_request
 from tests.fakes import FakeChat, FakeDirectory, FakeJira, FakeLanguageModel, FakeMail
@@ -102,15 +103,16 @@ def test_jira_takes_the_next_key_when_another_project_owns_it():
     fake.projects["AC"] = {"key": "AC", "description": "someone else's"}
     jira_call = call("create_jira_project", "jira", JIRA_ARGS)
     result = jira.create_project(jira_call, FIRST, fake, DEFAULTS)
-    assert result.output["project_key"] == "AC2"
-    # A retry walks the same keys and adopts its own project instead of making AC3.
+    run_key = candidate_keys("AC", "run-1")[1]
+    assert result.output["project_key"] == run_key
+    # A retry walks the same keys and adopts its own project instead of making another.
     again = jira.create_project(jira_call, RETRY, fake, DEFAULTS)
-    assert again.output["project_key"] == "AC2" and fake.creates == 1
+    assert again.output["project_key"] == run_key and fake.creates == 1
 
 
 def test_jira_gives_up_when_every_candidate_key_is_taken():
     fake = FakeJira()
-    for key in jira.candidate_keys("AC"):
+    for key in candidate_keys("AC", "run-1"):
         fake.projects[key] = {"key": key, "description": "someone else's"}
     with pytest.raises(PermanentError) as caught:
         jira.create_project(call("create_jira_project", "jira", JIRA_ARGS), FIRST, fake, DEFAULTS)

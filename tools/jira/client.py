@@ -21,6 +21,7 @@ from shared.errors import (
     VendorTimeout,
     VendorUnavailable,
 )
+from shared.jira_keys import ProjectTaken
 from shared.retry_after import retry_after
 from shared.settings import Settings
 
@@ -32,10 +33,19 @@ _MAX_MESSAGE = 300
 T = TypeVar("T")
 
 
-class ProjectKeyTaken(PermanentError):
-    """Jira already has a project with this key (ours from an earlier try, or someone else's)."""
+class ProjectKeyTaken(ProjectTaken):
+    """Jira already has a project with this key (ours from an earlier try, or someone else's);
+    `name_taken` says whether the name is taken too."""
 
-    code = "project_key_taken"
+    def __init__(self, message: str, *, name_taken: bool = False) -> None:
+        super().__init__(message, key_taken=True, name_taken=name_taken)
+
+
+class ProjectNameTaken(ProjectTaken):
+    """Jira already has a project with this name (names are unique on a site, like keys)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, key_taken=False, name_taken=True)
 
 
 class JiraClient:
@@ -79,7 +89,8 @@ class JiraClient:
         project_type: str,
         lead_account_id: str,
     ) -> dict[str, Any]:
-        """Create a project; ProjectKeyTaken when the key exists.
+        """Create a project; ProjectKeyTaken when the key exists, ProjectNameTaken when only
+        the name does.
 
         Posts the payload itself instead of `JIRA.create_project`, which always sends an empty
         description, sends the Server-only `lead` unless it fetched server info first, and
@@ -99,8 +110,20 @@ class JiraClient:
         try:
             created = self._call("project.create", lambda: self._post_json("project", payload))
         except _RejectedFields as exc:
-            if "already exists" in exc.field_errors.get("projectKey", ""):
-                raise ProjectKeyTaken(f"Jira project key {key} is already taken") from None
+            # Taken is something another key or name can fix; anything else Jira refused is not.
+            errors = exc.field_errors
+            key_taken = _taken(errors.get("projectKey"))
+            name_taken = _taken(errors.get("projectName"))
+            if set(errors) - {"projectKey", "projectName"}:
+                raise
+            if key_taken and (name_taken or "projectName" not in errors):
+                raise ProjectKeyTaken(
+                    f"Jira project key {key} is already taken"
+                    + (", and so is the name" if name_taken else ""),
+                    name_taken=name_taken,
+                ) from None
+            if name_taken and "projectKey" not in errors:
+                raise ProjectNameTaken(f"Jira project name {name!r} is already taken") from None
             raise
         if not isinstance(created, dict) or not created.get("key"):
             raise BadVendorReply("Jira created a project but did not answer its key")
@@ -270,6 +293,13 @@ def _jira_errors(response: requests.Response | None) -> tuple[list[str], dict[st
     if not isinstance(errors, dict):
         errors = {}
     return messages, {str(k): str(v) for k, v in errors.items()}
+
+
+def _taken(field_error: str | None) -> bool:
+    # Jira Cloud: "A project with that project key already exists." and "A project with that
+    # name already exists."
+    text = field_error or ""
+    return "already exists" in text or "already in use" in text
 
 
 def _jql_string(value: str) -> str:

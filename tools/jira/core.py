@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from shared.errors import PermanentError
+from shared.jira_keys import (
+    KEY_TAKEN,
+    NAME_TAKEN,
+    ProjectTaken,
+    candidate_keys,
+    candidate_names,
+)
 from shared.model import Attempt, StepResult, ToolCall, stable_hash
 from shared.registry import JiraProjectArgs
 
-KEY_TAKEN = "project_key_taken"
+__all__ = ["KEY_TAKEN", "NAME_TAKEN", "JiraPort", "ProjectDefaults", "create_project"]
 
 
 class JiraPort(Protocol):
@@ -26,7 +33,9 @@ class JiraPort(Protocol):
         project_type: str,
         lead_account_id: str,
     ) -> dict[str, Any]:
-        """Raises a PermanentError with code project_key_taken when the key exists."""
+        """Raises a PermanentError with code project_key_taken when the key exists, or
+        project_name_taken when only the name does; a shared.jira_keys.ProjectTaken says
+        whether the name was taken as well as the key."""
         ...
 
     def find_issues(self, project_key: str, label: str) -> list[dict[str, Any]]: ...
@@ -55,18 +64,14 @@ def run_marker(run_id: str) -> str:
     return f"chimera-run:{run_id}"
 
 
-def candidate_keys(key: str, tries: int = 9) -> list[str]:
-    """The plan's key, then KEY2..KEY9: another client may own the plain initials."""
-    return [key] + [f"{key[: 10 - len(str(n))]}{n}" for n in range(2, tries + 1)]
-
-
 def create_project(
     call: ToolCall, attempt: Attempt, jira: JiraPort, defaults: ProjectDefaults
 ) -> StepResult:
-    """Create the project under the first free candidate key, or adopt our own.
+    """Create the project under the first free candidate key and name, or adopt our own.
 
     The candidates are walked in the same order on every attempt, so a retry finds the
-    project an earlier attempt created (its description carries this run's marker).
+    project an earlier attempt created (its description carries this run's marker); after the
+    plain key and name every candidate is this run's own, so another client never blocks it.
     """
     args = JiraProjectArgs.model_validate(call.args)
     marker = run_marker(call.run_id)
@@ -75,36 +80,25 @@ def create_project(
         f"Onboarding of {request.company_name} ({request.domain}).\n"
         f"Goal: {request.goal}\n\n{marker}"
     )
-    project, key, existed = None, "", False
-    for key in candidate_keys(args.key):
-        found = jira.find_project(key) if attempt.may_have_run else None
-        if found is not None:
-            if _ours(found, marker):
-                project, existed = found, True
-                break
-            continue
-        try:
-            project = jira.create_project(
-                key=key,
-                name=args.name,
-                description=description,
-                template=args.template or defaults.template,
-                project_type=defaults.project_type,
-                lead_account_id=defaults.lead_account_id,
-            )
-            break
-        except PermanentError as exc:
-            if exc.code != KEY_TAKEN:
-                raise
-            # Made by an attempt of ours whose answer was lost, or somebody else's project.
-            found = jira.find_project(key)
-            if found is not None and _ours(found, marker):
-                project, existed = found, True
-                break
-    if project is None:
-        raise PermanentError(
-            f"Jira keys {args.key}..{key} all belong to other projects", code=KEY_TAKEN
+
+    def create(key: str, name: str) -> dict[str, Any]:
+        return jira.create_project(
+            key=key,
+            name=name,
+            description=description,
+            template=args.template or defaults.template,
+            project_type=defaults.project_type,
+            lead_account_id=defaults.lead_account_id,
         )
+
+    project, key, existed = _first_free(
+        candidate_keys(args.key, call.run_id),
+        candidate_names(args.name, call.run_id),
+        create,
+        jira.find_project,
+        marker,
+        look_first=attempt.may_have_run,
+    )
 
     label = "chimera-" + stable_hash(f"{call.run_id}:{call.step_id}", 12)
     known = {i["summary"]: i["key"] for i in jira.find_issues(key, label)} if existed else {}
@@ -125,10 +119,59 @@ def create_project(
         output={
             "project_key": key,
             "project_id": str(project.get("id", "")),
+            "project_name": project.get("name", ""),
             "project_url": project.get("url", ""),
             "issues": issues,
         },
-        summary=f"project {key} with {len(issues)} kickoff issues",
+        summary=f"project {key} ({project.get('name', '')}) with {len(issues)} kickoff issues",
+    )
+
+
+def _first_free(
+    keys: Sequence[str],
+    names: Sequence[str],
+    create: Callable[[str, str], dict[str, Any]],
+    find: Callable[[str], dict[str, Any] | None],
+    marker: str,
+    *,
+    look_first: bool,
+) -> tuple[dict[str, Any], str, bool]:
+    """The project under the first key Jira lets us have, and whether it is ours from before.
+
+    A taken key moves to the next key, a taken name to the next name (under the same key); a
+    retry (`look_first`) or a taken key first checks whether the project there is ours.
+    """
+    name_at = 0
+    for key in keys:
+        found = find(key) if look_first else None
+        if found is not None:
+            if _ours(found, marker):
+                return found, key, True
+            continue
+        while True:
+            try:
+                return create(key, names[name_at]), key, False
+            except PermanentError as exc:
+                if exc.code not in (KEY_TAKEN, NAME_TAKEN):
+                    raise
+                key_taken = exc.code == KEY_TAKEN
+                name_taken = not key_taken or (isinstance(exc, ProjectTaken) and exc.name_taken)
+            if key_taken:
+                # Made by an attempt of ours whose answer was lost, or somebody else's project.
+                found = find(key)
+                if found is not None and _ours(found, marker):
+                    return found, key, True
+            if name_taken:
+                name_at += 1
+                if name_at == len(names):
+                    raise PermanentError(
+                        f"Jira project names {names[0]!r}.. all belong to other projects",
+                        code=NAME_TAKEN,
+                    )
+            if key_taken:
+                break
+    raise PermanentError(
+        f"Jira keys {keys[0]}..{keys[-1]} all belong to other projects", code=KEY_TAKEN
     )
 
 
