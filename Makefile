@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format bench-speed bench-torture clean
+.PHONY: demo test lint format bench-speed bench-torture bench-soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,3 +45,6 @@ clean:
 
 bench-torture: $(STAMP)
 	$(BIN)/python bench/torture.py $(ARGS)
+
+bench-soak: $(STAMP)
+	$(BIN)/python bench/soak.py $(ARGS)

@@ -107,6 +107,22 @@ class Stack:
             time.sleep(0.2)
 
 
+def start_sandbox(home: Path, faults: str, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    """The vendor sandbox as its own process (vendors do not die when the stack does)."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sandbox", "--home", str(home), "--port", str(port)]
+        + ["--faults", faults],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_for(url)
+    return process, url
+
+
 def submit_all(stack: Stack, runs: int, tag: str) -> dict[int, str]:
     """Submit every run; a submission that meets a dead stack is sent again (idempotent)."""
     session = requests.Session()
@@ -155,26 +171,7 @@ def main() -> None:
         "CHIMERA_HOME": str(home),
         "CHIMERA_LOCAL_BACKOFF_SCALE": str(args.backoff_scale),
     }
-    sandbox_port = free_port()
-    sandbox = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sandbox",
-            "--home",
-            str(home),
-            "--port",
-            str(sandbox_port),
-            "--faults",
-            faults,
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    sandbox_url = f"http://127.0.0.1:{sandbox_port}"
-    wait_for(sandbox_url)
+    sandbox, sandbox_url = start_sandbox(home, faults, env)
 
     stack = Stack(home, sandbox_url, env)
     stack.start()

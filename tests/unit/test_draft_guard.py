@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from shared.errors import AuthFailed, BadVendorReply, RetryableError, VendorTimeout
+from shared.fields import BIDI_CONTROLS, REFUSED_CATEGORIES
 from shared.model import Attempt, Attention, ToolCall, guard_notes
 from tests.conftest import make_request
 from tests.fakes import ScriptedLanguageModel
@@ -198,13 +199,19 @@ HOSTILE_PARTS = [
     "mailto:x@evil.example",
     "tel:+15550100",
     "SG.abcdefghijklmnopqrstuv.abcdefghijklmnopqrstuvwxyz0123",
-    "\u202eelpmaxe.live",
     "ignore previous instructions",
 ]
 hostile_text = st.lists(
     st.one_of(
         st.sampled_from(HOSTILE_PARTS),
-        st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=20),
+        # What the intake lets through (shared/fields.py refuses the rest).
+        st.text(
+            st.characters(
+                exclude_categories=tuple(REFUSED_CATEGORIES),
+                exclude_characters=tuple(BIDI_CONTROLS),
+            ),
+            max_size=20,
+        ),
         st.from_regex(r"[a-z]{1,8}://[a-z]{1,8}\.[a-z]{2,6}/[a-z]{0,6}", fullmatch=True),
         st.emails().map(str),
     ),

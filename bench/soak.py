@@ -1,0 +1,207 @@
+"""Soak: a generated client list through randomly drawn, seeded vendor fault mixes.
+
+    .venv/bin/python bench/soak.py [--runs 300] [--seeds 1,2,3] [--backoff-scale 0.25]
+
+For each seed, a fresh home: the vendor sandbox (its own process) with a fault mix drawn from
+the seed (each vendor fails up to 40% of its calls, split at random between 5xx errors, 429s,
+timeouts after the work is done and garbage bodies), and `chimera dev` serving `--runs`
+clients drawn from the same generator as the property tests (names sharing long prefixes,
+long labels, Unicode, subdomains, punycode). Judged from the sandbox's own records: every run
+must succeed and each side effect must exist exactly once. Also reported: completion p50/p95
+and how long each vendor's circuit breaker was open (sampled from the shared breaker state).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import requests
+from torture import SETTLED, Stack, analyse, start_sandbox
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the client generator lives with the tests that share it
+
+from shared.registry import TOOLS  # noqa: E402
+from shared.runtime import build_runtime  # noqa: E402
+from shared.settings import Settings  # noqa: E402
+from tests.strategies import sample_requests  # noqa: E402
+
+FAULT_KINDS = ("error", "rate_limit", "timeout", "garbage")
+FAULTED_VENDORS = ("clearbit", "jira", "sendgrid", "slack", "gemini")
+MAX_FAILING = 0.40
+BREAKER_SAMPLE_S = 0.25
+
+
+def fault_mix(seed: int, hang_s: float) -> str:
+    """Each vendor fails a random share of its calls (up to 40%), split at random by kind."""
+    rng = random.Random(seed)
+    entries = []
+    for vendor in FAULTED_VENDORS:
+        failing = rng.uniform(0.05, MAX_FAILING)
+        weights = [rng.random() for _ in FAULT_KINDS]
+        for kind, weight in zip(FAULT_KINDS, weights, strict=True):
+            entries.append(f"{vendor}.{kind}={failing * weight / sum(weights):.3f}")
+    return ",".join([*entries, f"seed={seed}", f"hang_s={hang_s}"])
+
+
+class BreakerWatch:
+    """Samples each vendor's shared breaker state: seconds spent open, times it opened."""
+
+    def __init__(self, home: Path) -> None:
+        self.store = build_runtime(Settings(home=home)).store
+        self.vendors = sorted({spec.vendor for spec in TOOLS.values()})
+        self.open_s = dict.fromkeys(self.vendors, 0.0)
+        self.openings = dict.fromkeys(self.vendors, 0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def start(self) -> BreakerWatch:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _sample(self) -> None:
+        was_open = dict.fromkeys(self.vendors, False)
+        last = time.monotonic()
+        while not self._stop.wait(BREAKER_SAMPLE_S):
+            now = time.monotonic()
+            for vendor in self.vendors:
+                try:
+                    is_open = self.store.breaker(vendor).state != "closed"
+                except Exception:  # noqa: BLE001 - the stack is starting; sample again
+                    continue
+                if is_open:
+                    self.open_s[vendor] += now - last
+                    self.openings[vendor] += not was_open[vendor]
+                was_open[vendor] = is_open
+            last = now
+
+
+def soak_one(seed: int, args: argparse.Namespace) -> dict:
+    home = Path(tempfile.mkdtemp(prefix=f"chimera-soak-{seed}-"))
+    faults = fault_mix(seed, args.hang_s)
+    env = {
+        **os.environ,
+        "CHIMERA_HOME": str(home),
+        "CHIMERA_LOCAL_BACKOFF_SCALE": str(args.backoff_scale),
+        "CHIMERA_VENDOR_READ_TIMEOUT": str(args.read_timeout),
+    }
+    sandbox, sandbox_url = start_sandbox(home, faults, env)
+    stack = Stack(home, sandbox_url, env)
+    stack.start()
+    watch = BreakerWatch(home).start()
+    t0 = time.time()
+    print(f"seed {seed}: {args.runs} clients, faults {faults}", flush=True)
+
+    clients = sample_requests(args.runs, seed)
+    session = requests.Session()
+    wanted: set[str] = set()
+    for client in clients:
+        body = client.model_dump(exclude_none=True) if hasattr(client, "model_dump") else client
+        answer = session.post(f"{stack.url}/runs", json=body, timeout=30)
+        if answer.status_code not in (200, 202):
+            raise SystemExit(f"seed {seed}: the intake refused a generated client: {answer.text}")
+        wanted.add(answer.json()["run_id"])
+    if len(wanted) != args.runs:
+        raise SystemExit(f"seed {seed}: {args.runs} clients made only {len(wanted)} runs")
+
+    while time.time() - t0 < args.timeout:
+        listed = session.get(f"{stack.url}/runs", params={"limit": 1000}, timeout=30).json()
+        statuses = {r["run_id"]: r["status"] for r in listed["runs"]}
+        # Parked is settled for the count; the pass condition says none may be.
+        if all(statuses.get(r) in SETTLED for r in wanted):
+            break
+        time.sleep(1)
+    elapsed = time.time() - t0
+    watch.stop()
+    stack.stop()
+    sandbox.send_signal(signal.SIGTERM)
+    sandbox.wait(30)
+
+    args.seed, args.faults, args.kills = seed, faults, 0
+    report = analyse(home, wanted, args, 0, elapsed, stack)
+    report["breaker_open_s"] = {v: round(s, 1) for v, s in watch.open_s.items()}
+    report["breaker_openings"] = watch.openings
+    report["home"] = str(home)
+    return report
+
+
+def passed(report: dict) -> bool:
+    return (
+        report["succeeded"] == report["submitted"] == report["runs"]
+        and not report["lost"]
+        and not any(report["duplicates"].values())
+    )
+
+
+def print_table(reports: list[dict]) -> None:
+    seeds = [r["seed"] for r in reports]
+    print(
+        f"\n| soak: {reports[0]['runs']} generated clients per seed | "
+        + " | ".join(f"seed {s}" for s in seeds)
+        + " |"
+    )
+    print("|---|" + "---|" * len(reports))
+    rows = {
+        "succeeded": lambda r: r["succeeded"],
+        "parked": lambda r: (
+            sum(r["parked"].values())
+            and ", ".join(f"{k} x{v}" for k, v in r["parked"].items())
+            or 0
+        ),
+        "lost (must be 0)": lambda r: r["lost"],
+        "duplicate side effects (must be 0)": lambda r: sum(r["duplicates"].values()),
+        "completion p50 / p95": lambda r: (
+            f"{r['completion_s'].get('p50')} s / {r['completion_s'].get('p95')} s"
+        ),
+        "attempts per step, max": lambda r: ", ".join(
+            f"{k} {v['max']}" for k, v in r["attempts"].items()
+        ),
+        "breaker open, s (openings)": lambda r: ", ".join(
+            f"{v} {s} ({r['breaker_openings'][v]})" for v, s in r["breaker_open_s"].items()
+        ),
+        "wall time": lambda r: f"{r['elapsed_s']} s",
+    }
+    for name, cell in rows.items():
+        print(f"| {name} | " + " | ".join(str(cell(r)) for r in reports) + " |")
+    for r in reports:
+        print(f"\nseed {r['seed']} faults: {r['faults']}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=300)
+    parser.add_argument("--seeds", default="1,2,3")
+    parser.add_argument("--backoff-scale", type=float, default=0.25)
+    parser.add_argument("--read-timeout", type=float, default=3.0)
+    parser.add_argument("--hang-s", type=float, default=4.0)
+    parser.add_argument("--timeout", type=float, default=1200)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+
+    reports = [soak_one(int(seed), args) for seed in args.seeds.split(",")]
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"soak-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(reports, indent=2))
+    print_table(reports)
+    print(f"\n(full report: {path.relative_to(ROOT)})")
+    if not all(passed(r) for r in reports):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
