@@ -109,3 +109,10 @@ def test_a_dead_vendor_opens_the_breaker_and_is_not_called_while_open(
     ]
     assert shed, "no delivery was shed"
     assert not any(r.status is RunStatus.SUCCEEDED for r in stack.runtime.store.list_runs())
+    logging.getLogger(__name__).warning(
+        "dead jira: %d calls before it opened, %s reached it while open, %d probes, %d shed",
+        len([at for at in calls if at < opened[0]]),
+        [len([at for at in calls if start <= at < end_]) for start, end_ in open_periods],
+        len(probes),
+        len(shed),
+    )
