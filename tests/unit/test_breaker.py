@@ -15,7 +15,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared import breaker as breakers
 from shared.breaker import (
     Admission,
     BreakerPolicy,
@@ -97,7 +96,6 @@ ANSWERS: dict[str, tuple[Callable[[], Exception] | None, bool]] = {
     "auth_failed": (lambda: AuthFailed("bad token"), False),
     "pending": (lambda: RetryableError("still looking", code="enrichment_pending"), False),
 }
-FAILING = [k for k, (_, failed) in ANSWERS.items() if failed]
 ANSWERING = [k for k, (_, failed) in ANSWERS.items() if not failed]
 
 
@@ -528,7 +526,7 @@ class Simulation:
     def run(self, horizon: float = 3600.0) -> Simulation:
         rng = random.Random(self.seed)
         self.clock, self.store = Clock(), CountingStore()
-        breakers_ = [
+        instances_ = [
             CircuitBreaker(self.store, self.name, self.policy, self.clock)
             for _ in range(self.instances)
         ]
@@ -560,7 +558,7 @@ class Simulation:
             self.clock.at(now)
             person = self.people[who]
             if admission is None:  # a delivery: through one instance's breaker
-                by = rng.choice(breakers_)
+                by = rng.choice(instances_)
                 try:
                     admission = by.before_call()
                 except CircuitOpen as shed:
@@ -632,7 +630,3 @@ def test_a_dead_vendor_opens_it_soon_and_calls_are_shed_while_open(instances):
     unshed.policy = BreakerPolicy(window=10**6, minimum_calls=10**6)
     calls_without = len(unshed.run(horizon=600).vendor_calls)
     assert len(sim.vendor_calls) < calls_without
-
-
-def test_module_counter_is_the_one_the_breaker_writes():
-    assert breakers.transitions is transitions
