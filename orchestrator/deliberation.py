@@ -12,7 +12,7 @@ from typing import Any
 
 from orchestrator import reasoning
 from orchestrator.reasoning import Deliberation, ModelCall
-from shared.breaker import BreakerPolicy, CircuitBreaker
+from shared.breaker import BreakerPolicy, breaker_for
 from shared.errors import BadVendorReply, ChimeraError
 from shared.llm import LanguageModel
 from shared.model import OrchestratorTask, RunState, RunStatus, StepOutcome, StepStatus, utcnow
@@ -188,7 +188,7 @@ def _ask(
     at once: planning never strands a run.
     """
     at = utcnow()
-    breaker = CircuitBreaker(rt.store, MODEL_VENDOR, _breaker_policy(rt.settings))
+    breaker = breaker_for(rt.store, MODEL_VENDOR, BreakerPolicy.from_settings(rt.settings))
     try:
         with breaker.guard():
             answer, usage = model.generate_json(
@@ -226,11 +226,3 @@ def _checkpoint(rt: Runtime, run_id: str, thought: Deliberation) -> None:
 def _time_for_another(settings: Settings, started: float) -> bool:
     spent = time.monotonic() - started
     return spent + settings.reasoning_timeout < settings.dispatch_deadline * DEADLINE_SHARE
-
-
-def _breaker_policy(settings: Settings) -> BreakerPolicy:
-    return BreakerPolicy(
-        failure_threshold=settings.breaker_failure_threshold,
-        cooldown=settings.breaker_cooldown,
-        probe_timeout=settings.dispatch_deadline * 2,
-    )

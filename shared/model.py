@@ -363,14 +363,21 @@ class Attempt:
 
 
 class BreakerState(Model):
-    """A vendor's circuit breaker, shared by every instance through the StateStore."""
+    """A vendor's circuit breaker decision, shared by every instance through the StateStore.
+
+    Only the decision is shared: each instance counts its calls in memory, so the document
+    changes on a change of state, never on a call.
+    """
+
+    # Documents written before the failure-rate breaker carry a `probe_until`: ignored.
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     name: str
     state: str = Field(default="closed", pattern=r"^(closed|open|half_open)$")
-    failures: int = 0  # consecutive
+    # The evidence for the last change: failed calls among calls (the window, or the probes).
+    failures: int = 0
+    calls: int = 0
     opened_at: datetime | None = None
-    # While half-open, one probe may call the vendor; a probe that vanishes frees it then.
-    probe_until: datetime | None = None
     version: int = 0
 
 

@@ -148,10 +148,18 @@ class Settings:
     dispatch_deadline: float = 30.0
     function_timeout: float = 60.0
 
-    # Resilience, per vendor: breaker opens after this many consecutive failures, for this
-    # long; at most this many calls in flight per instance.
-    breaker_failure_threshold: int = 5
+    # Resilience, per vendor. Its circuit breaker opens when at least this share of an
+    # instance's last breaker_window calls failed (once it has breaker_minimum_calls), for
+    # breaker_cooldown seconds; then each instance lets breaker_half_open_calls probes through
+    # and closes it when their failure rate is under the threshold. Instances reread the shared
+    # decision at most every breaker_state_cache seconds. At most vendor_concurrency calls in
+    # flight per instance.
+    breaker_failure_rate: float = 0.95
+    breaker_window: int = 100
+    breaker_minimum_calls: int = 50
+    breaker_half_open_calls: int = 10
     breaker_cooldown: float = 30.0
+    breaker_state_cache: float = 2.0
     vendor_concurrency: int = 20
     # The local queue's backoffs times this (demos and tests; Retry-After is kept in full).
     local_backoff_scale: float = 1.0
@@ -243,6 +251,18 @@ class Settings:
         url_problems = self.vendor_url_problems()
         if url_problems:
             raise ValueError("\n".join(url_problems))
+        if not 0 < self.breaker_failure_rate <= 1:
+            raise ValueError(f"{PREFIX}BREAKER_FAILURE_RATE must be in (0, 1]")
+        if not 1 <= self.breaker_minimum_calls <= self.breaker_window:
+            raise ValueError(
+                f"{PREFIX}BREAKER_MINIMUM_CALLS must be between 1 and {PREFIX}BREAKER_WINDOW"
+            )
+        if self.breaker_half_open_calls < 1:
+            raise ValueError(f"{PREFIX}BREAKER_HALF_OPEN_CALLS must be at least 1")
+        if self.breaker_cooldown <= 0:
+            raise ValueError(f"{PREFIX}BREAKER_COOLDOWN must be positive")
+        if self.breaker_state_cache < 0:
+            raise ValueError(f"{PREFIX}BREAKER_STATE_CACHE must not be negative")
         providers = [p for p in self.enrichment_providers.split(",") if p.strip()]
         if len(providers) * self.vendor_deadline >= self.dispatch_deadline:
             raise ValueError(

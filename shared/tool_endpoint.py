@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 import flask
 from pydantic import ValidationError
 
-from shared.breaker import BreakerPolicy, CircuitBreaker, ConcurrencyLimit
+from shared.breaker import BreakerPolicy, ConcurrencyLimit, breaker_for
 from shared.errors import ChimeraError, PermanentError, RetryableError
 from shared.identity import task_caller_denied
 from shared.logs import log_context
@@ -105,7 +105,7 @@ def _run(
         return answer(200, {"status": "already_done", "ok": done.ok})
 
     vendor = TOOLS[call.tool].vendor
-    breaker = CircuitBreaker(store, vendor, _policy(rt))
+    breaker = breaker_for(store, vendor, BreakerPolicy.from_settings(rt.settings))
     started, clock = utcnow(), time.perf_counter()
     try:
         with _limit(vendor, rt.settings.vendor_concurrency).slot(vendor), breaker.guard():
@@ -189,15 +189,6 @@ def _limit(vendor: str, size: int) -> ConcurrencyLimit:
         if vendor not in _limits or _limits[vendor].limit != size:
             _limits[vendor] = ConcurrencyLimit(size)
         return _limits[vendor]
-
-
-def _policy(rt: Runtime) -> BreakerPolicy:
-    s = rt.settings
-    return BreakerPolicy(
-        failure_threshold=s.breaker_failure_threshold,
-        cooldown=s.breaker_cooldown,
-        probe_timeout=s.dispatch_deadline * 2,
-    )
 
 
 def _why_skip(run: RunState | None, call: ToolCall) -> str:

@@ -13,7 +13,10 @@ from shared.errors import CircuitOpen, VendorTimeout
 from shared.sqlite_db import SqliteDatabase
 from shared.sqlite_state import SqliteStateStore
 
-POLICY = BreakerPolicy(failure_threshold=3, cooldown=0.5, probe_timeout=5)
+# Opens on three failures in a row; one probe decides.
+POLICY = BreakerPolicy(
+    failure_rate=1.0, window=3, minimum_calls=3, half_open_calls=1, cooldown=0.5, probe_timeout=5
+)
 
 
 def _breaker(path: str) -> CircuitBreaker:

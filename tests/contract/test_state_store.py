@@ -8,9 +8,11 @@ from dataclasses import dataclass
 
 import pytest
 
-from shared.errors import Conflict
+from shared.breaker import BreakerPolicy, CircuitBreaker
+from shared.errors import CircuitOpen, Conflict, VendorUnavailable
 from shared.local_queue import LocalTaskQueue
 from shared.model import (
+    BreakerState,
     Event,
     Rejection,
     RunFilter,
@@ -18,6 +20,7 @@ from shared.model import (
     StepError,
     StepOutcome,
     Task,
+    utcnow,
 )
 from shared.sqlite_db import SqliteDatabase
 from shared.sqlite_state import SqliteStateStore
@@ -205,3 +208,42 @@ def test_rejections_are_kept_newest_first(sut):
     sut.store.record_rejection(Rejection(source="pubsub", reason="one", excerpt="{"))
     sut.store.record_rejection(Rejection(source="tool-jira", reason="two", excerpt="["))
     assert [r.reason for r in sut.store.rejections()] == ["two", "one"]
+
+
+def test_breaker_state_changes_by_compare_and_set_with_one_winner_when_racing(sut):
+    assert sut.store.breaker("jira") == BreakerState(name="jira")
+    opened = BreakerState(
+        name="jira", state="open", failures=40, calls=50, opened_at=utcnow().replace(microsecond=0)
+    )
+    results: list[bool] = []
+    barrier = threading.Barrier(6)
+
+    def contend() -> None:
+        barrier.wait()
+        results.append(sut.store.save_breaker(opened, expected_version=0))
+
+    threads = [threading.Thread(target=contend) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False] * 5 + [True]
+    assert sut.store.breaker("jira") == opened.model_copy(update={"version": 1})
+    closed = BreakerState(name="jira", failures=1, calls=10)
+    assert sut.store.save_breaker(closed, expected_version=0) is False  # stale
+    assert sut.store.save_breaker(closed, expected_version=1) is True
+    assert sut.store.breaker("jira") == closed.model_copy(update={"version": 2})
+
+
+def test_a_breaker_opened_through_one_instance_sheds_calls_in_another(sut):
+    policy = BreakerPolicy(
+        failure_rate=0.5, window=4, minimum_calls=4, cooldown=3600, state_cache=0
+    )
+    here, there = (CircuitBreaker(sut.store, "slack", policy) for _ in range(2))
+    there.before_call()  # closed, as far as it knows
+    for _ in range(4):
+        with pytest.raises(VendorUnavailable), here.guard():
+            raise VendorUnavailable("503")
+    with pytest.raises(CircuitOpen):
+        there.before_call()
+    assert sut.store.breaker("slack").state == "open"

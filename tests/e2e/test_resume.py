@@ -18,7 +18,13 @@ pytestmark = pytest.mark.slow
 def test_parked_run_resumes_from_the_failed_step_only(start_stack, tmp_path):
     home = tmp_path / "home"
     # Jira is down for good: its step spends every attempt (backoffs shrunk) and parks the run.
-    outage = start_stack("jira.error=1", local_backoff_scale=0.001, breaker_failure_threshold=1000)
+    # Its breaker never decides (too few calls), so every attempt reaches the sandbox at once.
+    outage = start_stack(
+        "jira.error=1",
+        local_backoff_scale=0.001,
+        breaker_window=1000,
+        breaker_minimum_calls=1000,
+    )
     run_id = submit(outage, body())[1]["run_id"]
     parked = wait_until_settled(outage, [run_id])[run_id]
     assert parked.status is RunStatus.PARKED
