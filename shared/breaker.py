@@ -8,6 +8,7 @@ call, so during a brownout every call to that vendor in an instance waits in lin
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import threading
@@ -15,8 +16,10 @@ import weakref
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 from shared.errors import (
     BadVendorReply,
@@ -32,6 +35,7 @@ from shared.settings import Settings
 from shared.state import StateStore
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # The vendor gave no usable answer. A reply we cannot read (BadVendorReply) counts: it is
 # usually a proxy's error page or a cut-off body, i.e. the vendor is not really answering, and
@@ -50,7 +54,7 @@ _transitions_lock = threading.Lock()
 
 @dataclass(frozen=True)
 class BreakerPolicy:
-    failure_rate: float = 0.95  # share of failed calls in the window that opens it
+    failure_rate: float = 0.6  # share of failed vendor requests in the window that opens it
     window: int = 100  # this instance's last this many calls
     minimum_calls: int = 50  # calls in the window before its rate counts
     half_open_calls: int = 10  # probes each instance admits while half-open
@@ -79,6 +83,60 @@ class Admission:
     generation: int
     ticket: int
     probe: bool
+
+
+@dataclass
+class Tally:
+    """The vendor requests one guarded call made, and how many of them failed."""
+
+    requests: int = 0
+    failures: int = 0
+
+
+# The guarded call this thread (or task) is in, for vendor_request() to count into.
+_guarded: ContextVar[tuple[CircuitBreaker, Admission, Tally] | None] = ContextVar(
+    "breaker_guarded", default=None
+)
+
+
+@contextmanager
+def vendor_request() -> Iterator[None]:
+    """One HTTP request to the vendor, inside a guarded call: counted on its own.
+
+    A tool's call may make several requests (Jira: look up, create, add issues) and fails if
+    any one does, so a vendor failing 40% of its requests fails most such calls. The breaker
+    must see the vendor's rate, not the call's: each client wraps every request in this.
+    Outside a guarded call it counts nothing.
+    """
+    try:
+        yield
+    except FAILURES:
+        _count_request(failed=True)
+        raise
+    except NOT_THE_VENDOR:
+        raise
+    except ChimeraError:
+        _count_request(failed=False)  # an answer: the vendor is alive
+        raise
+    _count_request(failed=False)
+
+
+def counted_request(method: Callable[..., T]) -> Callable[..., T]:
+    """A client's one-request helper, each call of it counted by vendor_request()."""
+
+    @functools.wraps(method)
+    def counted(*args: object, **kwargs: object) -> T:
+        with vendor_request():
+            return method(*args, **kwargs)
+
+    return counted
+
+
+def _count_request(*, failed: bool) -> None:
+    guarded = _guarded.get()
+    if guarded is not None:
+        breaker, admission, tally = guarded
+        breaker.count_request(admission, tally, failed=failed)
 
 
 class CircuitBreaker:
@@ -124,21 +182,43 @@ class CircuitBreaker:
     @contextmanager
     def guard(self) -> Iterator[None]:
         admission = self.before_call()
+        tally = Tally()
+        token = _guarded.set((self, admission, tally))
         try:
             yield
         except FAILURES:
-            self.record(admission, failed=True)
+            self.finish(admission, tally, failed=True)
             raise
         except NOT_THE_VENDOR:
             self.release(admission)
             raise
         except ChimeraError:
-            self.record(admission, failed=False)  # it answered, if only to say no or wait
+            self.finish(admission, tally, failed=False)  # it answered, if only to say no
             raise
         except BaseException:
             self.release(admission)  # our bug, not the vendor's answer
             raise
-        self.record(admission, failed=False)
+        finally:
+            _guarded.reset(token)
+        self.finish(admission, tally, failed=False)
+
+    def count_request(self, admission: Admission, tally: Tally, *, failed: bool) -> None:
+        """One vendor request of an admitted call: in the window at once (a probe's requests
+        are weighed when the probe finishes)."""
+        tally.requests += 1
+        tally.failures += failed
+        if not admission.probe:
+            self.record(admission, failed=failed)
+
+    def finish(self, admission: Admission, tally: Tally, *, failed: bool) -> None:
+        """An admitted call is over. Its requests were counted one by one; a call that
+        counted none (a client that does not wrap its requests) counts as one. A probe counts
+        as failed when its own requests failed at the breaker's rate."""
+        if tally.requests and not admission.probe:
+            return
+        if tally.requests:
+            failed = tally.failures / tally.requests >= self.policy.failure_rate
+        self.record(admission, failed=failed)
 
     def before_call(self) -> Admission:
         """Let a call through, or raise CircuitOpen with how long to wait."""

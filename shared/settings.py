@@ -149,12 +149,12 @@ class Settings:
     function_timeout: float = 60.0
 
     # Resilience, per vendor. Its circuit breaker opens when at least this share of an
-    # instance's last breaker_window calls failed (once it has breaker_minimum_calls), for
+    # instance's last breaker_window requests failed (once it has breaker_minimum_calls), for
     # breaker_cooldown seconds; then each instance lets breaker_half_open_calls probes through
     # and closes it when their failure rate is under the threshold. Instances reread the shared
     # decision at most every breaker_state_cache seconds. At most vendor_concurrency calls in
     # flight per instance.
-    breaker_failure_rate: float = 0.95
+    breaker_failure_rate: float = 0.6
     breaker_window: int = 100
     breaker_minimum_calls: int = 50
     breaker_half_open_calls: int = 10

@@ -20,8 +20,10 @@ from shared.breaker import (
     BreakerPolicy,
     CircuitBreaker,
     ConcurrencyLimit,
+    Tally,
     breaker_for,
     transitions,
+    vendor_request,
 )
 from shared.errors import (
     AuthFailed,
@@ -522,6 +524,8 @@ class Simulation:
     instances: int = 1
     policy: BreakerPolicy = field(default_factory=BreakerPolicy)
     name: str = "simulated"
+    # Each request counted (as the clients do through vendor_request), or each call as one.
+    per_request: bool = True
 
     def run(self, horizon: float = 3600.0) -> Simulation:
         rng = random.Random(self.seed)
@@ -568,11 +572,16 @@ class Simulation:
                 later(now + rng.uniform(0.05, 2.0), who, admission, by)
                 continue
             assert by is not None
-            sent = rng.randint(1, self.requests)
-            failed = any(rng.random() < self.vendor_failure_rate for _ in range(sent))
-            self.failed_calls += failed
             was_open = self.store.breaker(self.name).state == "open"
-            by.record(admission, failed=failed)
+            sent, tally, failed = rng.randint(1, self.requests), Tally(), False
+            for _ in range(sent):  # a tool's call stops at its first failed request
+                failed = rng.random() < self.vendor_failure_rate
+                if self.per_request:
+                    by.count_request(admission, tally, failed=failed)
+                if failed:
+                    break
+            self.failed_calls += failed
+            by.finish(admission, tally, failed=failed)
             if not was_open and self.store.breaker(self.name).state == "open":
                 self.opened.append(now)
             if not self.opened:
@@ -601,11 +610,12 @@ def test_fifty_callers_on_a_forty_percent_flaky_vendor_all_finish(seed, instance
     assert max(sim.attempts) <= QUEUE.max_attempts  # nobody ran out of attempts
     assert sim.opened == [] and sim.store.breaker_writes == 0  # never shed a single call
     # A real test: hundreds of calls, well over half of them failed (up to 78% of those
-    # making three requests), and a breaker on the textbook 50% would have opened.
-    assert len(sim.vendor_calls) > 1000 and sim.failed_calls / len(sim.vendor_calls) > 0.55
-    textbook = Simulation(seed=seed, vendor_failure_rate=0.4, instances=instances)
-    textbook.policy = BreakerPolicy(failure_rate=0.5)
-    assert textbook.run().opened
+    # making three requests), and a breaker counting calls instead of requests would have
+    # opened on them.
+    assert len(sim.vendor_calls) > 1000 and sim.failed_calls / len(sim.vendor_calls) > 0.45
+    per_call = Simulation(seed=seed, vendor_failure_rate=0.4, instances=instances)
+    per_call.per_request = False
+    assert per_call.run().opened
 
 
 @pytest.mark.parametrize("instances", [1, 3])
@@ -630,3 +640,52 @@ def test_a_dead_vendor_opens_it_soon_and_calls_are_shed_while_open(instances):
     unshed.policy = BreakerPolicy(window=10**6, minimum_calls=10**6)
     calls_without = len(unshed.run(horizon=600).vendor_calls)
     assert len(sim.vendor_calls) < calls_without
+
+
+def requests_through(breaker: CircuitBreaker, answers: list[str]) -> None:
+    """One guarded call that makes a vendor request per answer, stopping at the first that
+    raises, as a tool's call does."""
+    try:
+        with breaker.guard():
+            for answer in answers:
+                make, _ = ANSWERS[answer]
+                with vendor_request():
+                    if make:
+                        raise make()
+    except ChimeraError:
+        pass
+
+
+def test_each_vendor_request_of_a_call_counts_on_its_own():
+    store = FakeStateStore()
+    breaker = CircuitBreaker(store, "jira", POLICY, Clock())
+    # Calls whose last request fails: as calls all failed, as requests only a third did.
+    for _ in range(POLICY.minimum_calls):
+        requests_through(breaker, ["ok", "ok", "timeout"])
+    assert store.breaker("jira").state == "closed"
+    # A dead vendor's calls fail at their first request: the rate is the vendor's.
+    for _ in range(POLICY.window):
+        requests_through(breaker, ["unavailable"])
+    assert store.breaker("jira").state == "open"
+
+
+def test_a_request_outside_a_guarded_call_counts_nowhere():
+    with vendor_request():
+        pass
+    with pytest.raises(VendorUnavailable), vendor_request():
+        raise VendorUnavailable("down")
+
+
+def test_a_probe_fails_when_its_own_requests_fail_at_the_breakers_rate():
+    store, clock = FakeStateStore(), Clock()
+    policy = BreakerPolicy(
+        failure_rate=0.6, window=4, minimum_calls=4, half_open_calls=2, cooldown=30
+    )
+    breaker = CircuitBreaker(store, "jira", policy, clock)
+    for _ in range(4):
+        requests_through(breaker, ["unavailable"])
+    clock.advance(31)
+    # Two probes whose requests mostly succeed: closed, though each call ended in a failure.
+    requests_through(breaker, ["ok", "ok", "unavailable"])
+    requests_through(breaker, ["ok", "unavailable"])
+    assert store.breaker("jira").state == "closed"

@@ -11,6 +11,7 @@ import requests
 from jira import JIRA, JIRAError
 from requests.adapters import BaseAdapter
 
+from shared.breaker import counted_request
 from shared.errors import (
     AuthFailed,
     BadVendorReply,
@@ -222,6 +223,7 @@ class JiraClient:
     def _browse_url(self, key: str) -> str:
         return f"{self._server}/browse/{key}"
 
+    @counted_request  # each request weighs in the vendor's circuit breaker
     def _call(self, action: str, work: Callable[[], T]) -> T:
         """Run one library call, turning every failure into a shared error."""
         try:

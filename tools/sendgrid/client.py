@@ -15,6 +15,7 @@ from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 from sendgrid.helpers.mail import CustomArg, From, Mail, To
 
+from shared.breaker import counted_request
 from shared.errors import (
     AuthFailed,
     BadVendorReply,
@@ -147,6 +148,7 @@ class SendGridMailer:
             return python_http_client.Client(**options)
         return _OpenerClient(self._opener, **options)
 
+    @counted_request  # each request weighs in the vendor's circuit breaker
     def _call(self, action: str, work: Callable[[], T]) -> T:
         try:
             return work()

@@ -13,6 +13,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web import SlackResponse
 
+from shared.breaker import counted_request
 from shared.errors import (
     AuthFailed,
     BadVendorReply,
@@ -171,6 +172,7 @@ class SlackChat:
                 break
         return None
 
+    @counted_request  # each request weighs in the vendor's circuit breaker
     def _call(self, action: str, work: Callable[[], SlackResponse]) -> SlackResponse:
         try:
             response = work()
