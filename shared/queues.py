@@ -55,12 +55,15 @@ QUEUES: dict[str, QueueConfig] = {
     for q in (
         # Decisions are cheap and idempotent: retry fast, many at once.
         QueueConfig(ORCHESTRATOR_QUEUE, "orchestrator", 100, 0.1, 10, 4, 500, 100),
-        # Tools: 25 attempts over about 20 minutes (1, 2, 4 ... 32 s, then every 60 s), so a
+        # Tools: 40 attempts over about 35 minutes (1, 2, 4 ... 32 s, then every 60 s), so a
         # flaky vendor or an open circuit's cool-downs do not park a run; a longer outage does.
-        QueueConfig(tool_queue("clearbit"), "tool-clearbit", 25, 1, 60, 5, 50, 20),
-        QueueConfig(tool_queue("jira"), "tool-jira", 25, 1, 60, 5, 10, 10),
-        QueueConfig(tool_queue("sendgrid"), "tool-sendgrid", 25, 1, 60, 5, 50, 20),
+        # Sized for a vendor failing 40% of its requests: a Jira attempt that needs three
+        # requests succeeds 22% of the time, and 39 failures in a row have odds of 1 in 10,000
+        # (with 25 attempts, 1 in 400: a batch of 50 such runs would often park one).
+        QueueConfig(tool_queue("clearbit"), "tool-clearbit", 40, 1, 60, 5, 50, 20),
+        QueueConfig(tool_queue("jira"), "tool-jira", 40, 1, 60, 5, 10, 10),
+        QueueConfig(tool_queue("sendgrid"), "tool-sendgrid", 40, 1, 60, 5, 50, 20),
         # Slack allows about one message per second per channel; its 429s carry Retry-After.
-        QueueConfig(tool_queue("slack"), "tool-slack", 25, 1, 60, 5, 20, 10),
+        QueueConfig(tool_queue("slack"), "tool-slack", 40, 1, 60, 5, 20, 10),
     )
 }

@@ -15,7 +15,7 @@ locals {
     }
     "tool-clearbit" = {
       target                    = "tool-clearbit"
-      max_attempts              = 25
+      max_attempts              = 40
       min_backoff               = 1
       max_backoff               = 60
       max_doublings             = 5
@@ -24,7 +24,7 @@ locals {
     }
     "tool-jira" = {
       target                    = "tool-jira"
-      max_attempts              = 25
+      max_attempts              = 40
       min_backoff               = 1
       max_backoff               = 60
       max_doublings             = 5
@@ -33,7 +33,7 @@ locals {
     }
     "tool-sendgrid" = {
       target                    = "tool-sendgrid"
-      max_attempts              = 25
+      max_attempts              = 40
       min_backoff               = 1
       max_backoff               = 60
       max_doublings             = 5
@@ -43,7 +43,7 @@ locals {
     # Slack allows about one message per second per channel; its 429s carry Retry-After.
     "tool-slack" = {
       target                    = "tool-slack"
-      max_attempts              = 25
+      max_attempts              = 40
       min_backoff               = 1
       max_backoff               = 60
       max_doublings             = 5
