@@ -105,7 +105,7 @@ def burst(n: int) -> dict[str, float]:
                     r
                     for r in runs["runs"]
                     if r["run_id"] in run_ids
-                    and r["status"] in ("succeeded", "failed", "parked", "cancelled")
+                    and r["status"] in ("succeeded", "parked", "cancelled")
                 ]
                 if len(done) == len(run_ids):
                     break

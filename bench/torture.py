@@ -40,7 +40,7 @@ DEFAULT_FAULTS = (
     "*.error=0.05,jira.error=0.1,slack.rate_limit=0.1,sendgrid.timeout=0.03,"
     "clearbit.garbage=0.05,gemini.brownout_ms=45000,brownout=20-60,hang_s=15"
 )
-SETTLED = {"succeeded", "parked", "failed", "cancelled"}
+SETTLED = {"succeeded", "parked", "cancelled"}
 # At most one of each per run; the plan asks for three kickoff issues.
 ONCE = {"jira.project": 1, "sendgrid.mail": 1, "slack.message": 1, "jira.issue": 3}
 

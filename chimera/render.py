@@ -13,7 +13,6 @@ from shared.model import Attention, Event, RunState, RunStatus, StepStatus
 STATUS_STYLE = {
     RunStatus.SUCCEEDED: "bold green",
     RunStatus.PARKED: "bold yellow",
-    RunStatus.FAILED: "bold red",
     RunStatus.CANCELLED: "dim",
     RunStatus.WAITING: "cyan",
     RunStatus.RUNNING: "blue",

@@ -8,13 +8,12 @@ twice and never dispatches twice.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from orchestrator import planning, reasoning
-from orchestrator.planning import ACTOR, OUTPUT_SUMMARY_CHARS, default_plan, project_key  # noqa: F401 - part of core's API
+from orchestrator import agent
+from orchestrator.audit import SUMMARY_CHARS, event
 from shared.model import (
     Approval,
-    Attention,
     Event,
     OrchestratorTask,
     PlanStep,
@@ -24,12 +23,10 @@ from shared.model import (
     StepOutcome,
     StepStatus,
     StepSummary,
-    Task,
     ToolCall,
     Totals,
     guard_notes,
 )
-from shared.queues import ORCHESTRATOR_QUEUE, QUEUES
 from shared.registry import TOOLS
 
 
@@ -82,7 +79,7 @@ def _watch_start(run: RunState, now: datetime) -> Decision:
     )
     reason = f"not started: {error.code}: {error.message}"
     parked = run.evolve(status=RunStatus.PARKED, reason=reason)
-    events = [planning.event(run, "run.parked", now, reason=reason, code=error.code)]
+    events = [event(run, "run.parked", now, reason=reason, code=error.code)]
     return Decision(run=parked, events=events)
 
 
@@ -114,7 +111,7 @@ def _watch(
         update={"status": StepStatus.FAILED, "error": error, "finished_at": now}
     )
     run = run.evolve(steps={**run.steps, step_id: failed})
-    events = [planning.event(run, "step.failed", now, step_id, error=error.model_dump())]
+    events = [event(run, "step.failed", now, step_id, error=error.model_dump())]
     return _park(run, step_id, error, now, events)
 
 
@@ -128,21 +125,21 @@ def resume(run: RunState, outcomes: dict[str, StepOutcome], now: datetime) -> De
         return unchanged(run)
     if not run.plan:  # parked before it started: it starts again (the service queues it)
         pending = run.evolve(status=RunStatus.PENDING, reason="")
-        return Decision(run=pending, events=[planning.event(run, "run.resumed", now, steps=[])])
+        return Decision(run=pending, events=[event(run, "run.resumed", now, steps=[])])
     retried = [s.step_id for s in run.steps.values() if s.status is StepStatus.FAILED]
     steps = dict(run.steps)
     for step_id in retried:
         old = steps[step_id]
         steps[step_id] = StepSummary(step_id=step_id, tool=old.tool, generation=old.generation + 1)
     resumed = run.evolve(status=RunStatus.RUNNING, reason="", steps=steps)
-    events = [planning.event(run, "run.resumed", now, steps=retried)]
+    events = [event(run, "run.resumed", now, steps=retried)]
     return _advance(resumed, outcomes, now, events)
 
 
 def cancel(run: RunState, reason: str, now: datetime) -> Decision:
     """Stop a run: steps not yet dispatched are skipped; tasks in flight find it cancelled.
 
-    Side effects already made stay made (see docs/decisions/0003-cancel.md).
+    Side effects already made stay made (see docs/decisions/0003-cancel-keeps-side-effects.md).
     """
     if run.status.terminal:
         return unchanged(run)
@@ -156,7 +153,7 @@ def cancel(run: RunState, reason: str, now: datetime) -> Decision:
     return Decision(
         run=cancelled,
         events=[
-            planning.event(
+            event(
                 run,
                 "run.cancelled",
                 now,
@@ -175,9 +172,7 @@ def approve(run: RunState, actor: str, outcomes: dict[str, StepOutcome], now: da
         return unchanged(run)
     approved = waiting.model_copy(update={"status": "approved", "actor": actor, "at": now})
     events = [
-        planning.event(
-            run, "approval.approved", now, waiting.step_id, actor=actor, subject=waiting.subject
-        )
+        event(run, "approval.approved", now, waiting.step_id, actor=actor, subject=waiting.subject)
     ]
     if run.status is RunStatus.PARKED:
         return Decision(run=run.evolve(approval=approved), events=events)
@@ -196,7 +191,7 @@ def reject(run: RunState, actor: str, reason: str, now: datetime) -> Decision:
     rejected = waiting.model_copy(
         update={"status": "rejected", "actor": actor, "reason": reason, "at": now}
     )
-    event = planning.event(
+    rejection = event(
         run,
         "approval.rejected",
         now,
@@ -208,7 +203,7 @@ def reject(run: RunState, actor: str, reason: str, now: datetime) -> Decision:
     cancelled = cancel(
         run.evolve(approval=rejected), f"{waiting.step_id} rejected by {actor}: {reason}", now
     )
-    return Decision(run=cancelled.run, events=[event, *cancelled.events])
+    return Decision(run=cancelled.run, events=[rejection, *cancelled.events])
 
 
 def _start(
@@ -216,42 +211,13 @@ def _start(
 ) -> Decision:
     if run.status is not RunStatus.PENDING:
         return unchanged(run)
-    plan, source, events = default_plan(run), "default", []
-    findings = planning.request_findings(run)
-    if findings:
-        run, suspected = planning.injection_suspected(run, findings, now)
-        events.append(suspected)
-    thought = planning.deliberation_of(outcomes.get(reasoning.PLAN_KEY))
-    summaries = dict(run.reasoning)
-    if thought is not None:
-        # Checked again: what was valid when the model answered must still be (the registry
-        # may have changed between a deploy and a redelivery).
-        late = reasoning.check_plan(thought.plan, run.request) if thought.source == "model" else []
-        accepted = thought.source == "model" and not late
-        events += planning.plan_events(run, thought, now, accepted, late)
-        if planning.hostile_refusal([*late, *(e for c in thought.calls for e in c.errors)]):
-            run = run.flagged(Attention.INJECTION_SUSPECTED)
-        if accepted:
-            plan, source = thought.plan, "model"
-        note = (
-            f"accepted on attempt {len(thought.calls)}"
-            if accepted
-            else (thought.reason or "the plan no longer validates")
-        )
-        summaries[reasoning.PLAN_KEY] = planning.summary_of(thought, source, note)
+    run, events = agent.adopt_plan(run, outcomes, now)
     approval = None
     if require_approval:
-        gated = next((s for s in plan if TOOLS[s.tool].needs_approval), None)
+        gated = next((s for s in run.plan if TOOLS[s.tool].needs_approval), None)
         approval = Approval(step_id=gated.step_id) if gated else None
-    steps = {s.step_id: StepSummary(step_id=s.step_id, tool=s.tool) for s in plan}
-    started = run.evolve(
-        status=RunStatus.RUNNING, plan=plan, steps=steps, reasoning=summaries, approval=approval
-    )
-    events.append(
-        planning.event(
-            run, "run.planned", now, source=source, steps=[s.model_dump(mode="json") for s in plan]
-        )
-    )
+    steps = {s.step_id: StepSummary(step_id=s.step_id, tool=s.tool) for s in run.plan}
+    started = run.evolve(status=RunStatus.RUNNING, steps=steps, approval=approval)
     return _advance(started, outcomes, now, events)
 
 
@@ -271,7 +237,7 @@ def _take_outcome(
             "attempts": outcome.attempts,
             "finished_at": outcome.finished_at,
             "latency_ms": outcome.latency_ms,
-            "output": outcome.summary[:OUTPUT_SUMMARY_CHARS],
+            "output": outcome.summary[:SUMMARY_CHARS],
             "error": outcome.error,
             "llm_tokens": (usage.input_tokens + usage.output_tokens) if usage else 0,
             "cost_usd": usage.cost_usd if usage else 0.0,
@@ -279,14 +245,14 @@ def _take_outcome(
     )
     run = run.evolve(steps={**run.steps, step.step_id: finished})
     events = [
-        planning.event(
+        event(
             run,
             "step.succeeded" if outcome.ok else "step.failed",
             now,
             step.step_id,
             attempts=outcome.attempts,
             latency_ms=outcome.latency_ms,
-            summary=outcome.summary[:OUTPUT_SUMMARY_CHARS],
+            summary=outcome.summary[:SUMMARY_CHARS],
             extra={
                 **({"error": outcome.error.model_dump()} if outcome.error else {}),
                 **({"usage": usage.model_dump()} if usage else {}),
@@ -299,9 +265,9 @@ def _take_outcome(
     # and on the run document as flags operators filter on.
     for note in guard_notes(outcome.output):
         run = run.flagged(*note.attention)
-        events.append(planning.event(run, note.kind, now, step.step_id, extra=note.detail))
+        events.append(event(run, note.kind, now, step.step_id, extra=note.detail))
     if step.tool == "enrich_company":
-        run, adapted = planning.adapt(run, step.step_id, outcomes, now)
+        run, adapted = agent.adopt_revision(run, step.step_id, outcomes, now)
         events += adapted
     return _advance(run, outcomes, now, events)
 
@@ -333,7 +299,7 @@ def _advance(
                     }
                 )
                 events.append(
-                    planning.event(
+                    event(
                         run,
                         "approval.requested",
                         now,
@@ -359,7 +325,7 @@ def _advance(
             )
         )
         events.append(
-            planning.event(
+            event(
                 run,
                 "step.dispatched",
                 now,
@@ -378,7 +344,7 @@ def _advance(
         )
     if all(s.status is StepStatus.SUCCEEDED for s in steps.values()):
         run = run.evolve(status=RunStatus.SUCCEEDED, reason="")
-        events.append(planning.event(run, "run.succeeded", now, **run.totals.model_dump()))
+        events.append(event(run, "run.succeeded", now, **run.totals.model_dump()))
     return Decision(run=run, events=events, calls=calls)
 
 
@@ -393,7 +359,7 @@ def _subject(step: PlanStep, outcomes: dict[str, StepOutcome]) -> str:
     for read in TOOLS[step.tool].reads:
         outcome = outcomes.get(read)
         if outcome and outcome.ok and outcome.output.get("subject"):
-            return str(outcome.output["subject"])[:OUTPUT_SUMMARY_CHARS]
+            return str(outcome.output["subject"])[:SUMMARY_CHARS]
     return ""
 
 
@@ -404,7 +370,7 @@ def _park(
     reason = f"step {step_id} failed: {code}: {error.message if error else ''}".strip()
     run = run.evolve(status=RunStatus.PARKED, reason=reason)
     run = run.evolve(totals=_totals(run))
-    events.append(planning.event(run, "run.parked", now, step_id, reason=reason, code=code))
+    events.append(event(run, "run.parked", now, step_id, reason=reason, code=code))
     return Decision(run=run, events=events)
 
 
@@ -418,51 +384,6 @@ def _totals(run: RunState) -> Totals:
         attempts=sum(s.attempts for s in summaries),
         llm_tokens=sum(s.llm_tokens for s in summaries) + sum(t.llm_tokens for t in thoughts),
         cost_usd=round(sum(s.cost_usd for s in summaries) + sum(t.cost_usd for t in thoughts), 6),
-    )
-
-
-def start_task(run_id: str, attempt: str = "") -> Task:
-    """The task that starts a run; `attempt` names a restart (a resumed run that never
-    started), since a queue may refuse a task name it has seen for a while."""
-    return Task(
-        queue=ORCHESTRATOR_QUEUE,
-        name=f"{run_id}-start{'-' + attempt if attempt else ''}",
-        payload=OrchestratorTask(run_id=run_id, kind="start").model_dump(mode="json"),
-    )
-
-
-def start_watchdog_task(start: Task, now: datetime, dispatch_deadline: float) -> Task:
-    """Wakes the orchestrator when the start task's queue would have given up on it for sure."""
-    window = QUEUES[ORCHESTRATOR_QUEUE].retry_window(dispatch_deadline)
-    return Task(
-        queue=ORCHESTRATOR_QUEUE,
-        name=f"{start.name}-watchdog",
-        payload=OrchestratorTask(run_id=start.payload["run_id"], kind="watchdog").model_dump(
-            mode="json"
-        ),
-        schedule_time=now + timedelta(seconds=window + 60),
-    )
-
-
-def watchdog_task(call: ToolCall, now: datetime, dispatch_deadline: float) -> Task:
-    """Wakes the orchestrator when the step's queue would have given up on it for sure."""
-    window = QUEUES[TOOLS[call.tool].queue].retry_window(dispatch_deadline)
-    return Task(
-        queue=ORCHESTRATOR_QUEUE,
-        name=f"{call.run_id}-{call.step_id}-g{call.generation}-watchdog",
-        payload=OrchestratorTask(
-            run_id=call.run_id, kind="watchdog", step_id=call.step_id, generation=call.generation
-        ).model_dump(mode="json"),
-        schedule_time=now + timedelta(seconds=window + 60),
-    )
-
-
-def dispatch_task(call: ToolCall) -> Task:
-    """A tool call as a task on its tool's queue, named by run, step and generation."""
-    return Task(
-        queue=TOOLS[call.tool].queue,
-        name=f"{call.run_id}-{call.step_id}-g{call.generation}",
-        payload=call.model_dump(mode="json"),
     )
 
 

@@ -7,7 +7,7 @@ import random
 import time
 from collections.abc import Callable
 
-from orchestrator import core, deliberation
+from orchestrator import agent, core, tasks
 from shared.errors import Conflict
 from shared.llm import LanguageModel
 from shared.model import (
@@ -43,12 +43,12 @@ def submit(rt: Runtime, request: OnboardingRequest, *, source: str) -> tuple[Run
         actor=f"intake-{source}",
         detail={"company": request.company_name, "domain": request.domain},
     )
-    start = core.start_task(run.run_id)
+    start = tasks.start_task(run.run_id)
     stored, created = rt.store.create_run(
         run,
         events=[created_event],
         tasks=[start],
-        watchdogs=[core.start_watchdog_task(start, utcnow(), rt.settings.dispatch_deadline)],
+        watchdogs=[tasks.start_watchdog_task(start, utcnow(), rt.settings.dispatch_deadline)],
     )
     if not created and stored.request != request:
         raise RequestKeyReused(
@@ -73,13 +73,17 @@ def take(rt: Runtime, happening: OrchestratorTask, model: LanguageModel | None =
 
     When the decision needs the model's (a start needs a plan; enrichment's report, a
     revision), the model is asked first and its answer checkpointed; without a model, the
-    default plan runs unrevised. Returns what happened, for the log and the HTTP answer.
+    default plan runs unrevised. The run is loaded once for both. Returns what happened, for
+    the log and the HTTP answer.
     """
-    deliberation.deliberate(rt, happening, model)
+    run = rt.store.load(happening.run_id)
+    if run is None:
+        return _unknown(happening.run_id)
+    agent.deliberate(rt, run, happening, model)
     require_approval = rt.settings.require_approval
     return _apply(
         rt,
-        happening.run_id,
+        run,
         lambda run, outcomes: core.decide(
             run, happening, outcomes, utcnow(), require_approval=require_approval
         ),
@@ -100,19 +104,19 @@ def resume(rt: Runtime, run_id: str) -> str:
         if step.status is StepStatus.FAILED:
             # Forget the failure so the step's next generation can record its own outcome.
             rt.store.discard_outcome(run_id, step.step_id)
-    return _apply(rt, run_id, lambda run, outcomes: core.resume(run, outcomes, utcnow()))
+    return _apply(rt, run, lambda run, outcomes: core.resume(run, outcomes, utcnow()))
 
 
 def approve(rt: Runtime, run_id: str, actor: str) -> str:
     """A person approves the step the run waits for (the welcome email): it is dispatched."""
-    _waiting(rt, run_id)
-    return _apply(rt, run_id, lambda run, outcomes: core.approve(run, actor, outcomes, utcnow()))
+    run = _waiting(rt, run_id)
+    return _apply(rt, run, lambda run, outcomes: core.approve(run, actor, outcomes, utcnow()))
 
 
 def reject(rt: Runtime, run_id: str, actor: str, reason: str) -> str:
     """A person rejects the step the run waits for: the run is cancelled, the email unsent."""
-    _waiting(rt, run_id)
-    return _apply(rt, run_id, lambda run, _: core.reject(run, actor, reason, utcnow()))
+    run = _waiting(rt, run_id)
+    return _apply(rt, run, lambda run, _: core.reject(run, actor, reason, utcnow()))
 
 
 def _waiting(rt: Runtime, run_id: str) -> RunState:
@@ -126,12 +130,12 @@ def cancel(rt: Runtime, run_id: str, reason: str = "") -> str:
     run = _existing(rt, run_id)
     if run.status.terminal:
         raise NotAllowed(f"run {run_id} is already {run.status.value}")
-    return _apply(rt, run_id, lambda run, _: core.cancel(run, reason, utcnow()))
+    return _apply(rt, run, lambda run, _: core.cancel(run, reason, utcnow()))
 
 
 def _watchdogs_for(calls: list[ToolCall], dispatch_deadline: float) -> list[Task]:
     now = utcnow()
-    return [core.watchdog_task(c, now, dispatch_deadline) for c in calls]
+    return [tasks.watchdog_task(c, now, dispatch_deadline) for c in calls]
 
 
 def _existing(rt: Runtime, run_id: str) -> RunState:
@@ -141,17 +145,24 @@ def _existing(rt: Runtime, run_id: str) -> RunState:
     return run
 
 
+def _unknown(run_id: str) -> str:
+    log.warning("task for run %s, which does not exist: acknowledged", run_id)
+    return "unknown_run"
+
+
 Decide = Callable[[RunState, dict[str, StepOutcome]], core.Decision]
 
 
-def _apply(rt: Runtime, run_id: str, decide: Decide) -> str:
-    """Load, decide, commit with the emitted tasks; on a conflict, reload and decide again."""
-    store = rt.store
+def _apply(rt: Runtime, loaded: RunState, decide: Decide) -> str:
+    """Decide on the run as loaded and commit with the emitted tasks; on a conflict, reload
+    and decide again (the versioned transition is what makes a stale load safe)."""
+    store, run_id = rt.store, loaded.run_id
+    run: RunState | None = loaded
     for attempt in range(CONFLICT_RETRIES):
-        run = store.load(run_id)
+        if attempt:
+            run = store.load(run_id)
         if run is None:
-            log.warning("task for run %s, which does not exist: acknowledged", run_id)
-            return "unknown_run"
+            return _unknown(run_id)
         outcomes = store.outcomes(run_id)
         decision = decide(run, outcomes)
         deadline = rt.settings.dispatch_deadline
@@ -161,20 +172,20 @@ def _apply(rt: Runtime, run_id: str, decide: Decide) -> str:
             for task in _watchdogs_for(repaired, deadline):
                 rt.queue.enqueue(task)
             for call in repaired:
-                rt.queue.enqueue(core.dispatch_task(call))
+                rt.queue.enqueue(tasks.dispatch_task(call))
             return "no_change"
-        tasks = [core.dispatch_task(c) for c in decision.calls]
+        emitted = [tasks.dispatch_task(c) for c in decision.calls]
         watchdogs = _watchdogs_for(decision.calls, deadline)
         if decision.run.status is RunStatus.PENDING:  # a run that never started, resumed
-            restart = core.start_task(run_id, f"v{run.version + 1}")
-            tasks.append(restart)
-            watchdogs.append(core.start_watchdog_task(restart, utcnow(), deadline))
+            restart = tasks.start_task(run_id, f"v{run.version + 1}")
+            emitted.append(restart)
+            watchdogs.append(tasks.start_watchdog_task(restart, utcnow(), deadline))
         try:
             store.transition(
                 decision.run,
                 expected_version=run.version,
                 events=decision.events,
-                tasks=tasks,
+                tasks=emitted,
                 watchdogs=watchdogs,
             )
         except Conflict:

@@ -76,17 +76,19 @@ class OnboardingRequest(Model):
 
 
 class RunStatus(StrEnum):
+    """Where a run is. A run never fails for good: a failed step parks it for a person to
+    resume or cancel, so only success and a cancel end it."""
+
     PENDING = "pending"
     RUNNING = "running"
     WAITING = "waiting"
     SUCCEEDED = "succeeded"
-    FAILED = "failed"
     PARKED = "parked"
     CANCELLED = "cancelled"
 
     @property
     def terminal(self) -> bool:
-        return self in {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED}
+        return self in {RunStatus.SUCCEEDED, RunStatus.CANCELLED}
 
 
 class Attention(StrEnum):
@@ -118,10 +120,6 @@ class StepStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     SKIPPED = "skipped"
-
-    @property
-    def finished(self) -> bool:
-        return self in {StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED}
 
 
 class PlanStep(Model):
@@ -221,9 +219,6 @@ class RunState(Model):
     @classmethod
     def _attention(cls, value: Any) -> tuple[str, ...]:
         return attention_flags(value or ())
-
-    def step(self, step_id: str) -> StepSummary:
-        return self.steps[step_id]
 
     def flagged(self, *flags: str) -> RunState:
         """This run with `flags` added to its attention."""

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from orchestrator import core, reasoning
-from orchestrator.reasoning import Deliberation, ModelCall
+from orchestrator import agent, core, planning
+from orchestrator.agent import Deliberation, ModelCall, validation
 from shared.model import (
     Attention,
     GuardNote,
@@ -128,10 +128,10 @@ def test_injection_suspected_in_the_enrichment_flags_the_run():
     outcomes: dict = {}
     run = core.decide(make_run(), START, outcomes, utcnow()).run
     outcomes["enrich"] = ok(run, "enrich", found=True, company={"description": "..."})
-    outcomes[reasoning.adapt_key("enrich")] = checkpoint(
+    outcomes[agent.adapt_key("enrich")] = checkpoint(
         run,
         Deliberation(
-            key=reasoning.adapt_key("enrich"),
+            key=agent.adapt_key("enrich"),
             source="kept",
             reason="the agent's reasoning is off",
             findings=({"kind": "email", "text": "attacker@evil.example", "where": "company"},),
@@ -146,7 +146,7 @@ def test_a_revision_refused_for_reaching_beyond_the_request_flags_the_run():
     outcomes: dict = {}
     run = core.decide(make_run(), START, outcomes, utcnow()).run
     outcomes["enrich"] = ok(run, "enrich", found=False)
-    key = reasoning.adapt_key("enrich")
+    key = agent.adapt_key("enrich")
     outcomes[key] = checkpoint(
         run,
         Deliberation(
@@ -169,10 +169,10 @@ def test_a_revision_refused_for_reaching_beyond_the_request_flags_the_run():
 
 def _refused_plan(answer: dict) -> Deliberation:
     request = make_run().request
-    _, errors = reasoning.read_plan(answer, request)
+    _, errors = validation.read_plan(answer, request)
     assert errors
     call = ModelCall(at=utcnow(), proposal=answer, errors=tuple(errors))
-    return Deliberation(key=reasoning.PLAN_KEY, source="default", reason="refused", calls=(call,))
+    return Deliberation(key=agent.PLAN_KEY, source="default", reason="refused", calls=(call,))
 
 
 def test_a_plan_refused_for_a_foreign_channel_or_address_flags_the_run():
@@ -184,7 +184,7 @@ def test_a_plan_refused_for_a_foreign_channel_or_address_flags_the_run():
         answer = plan_answer()
         change(answer["steps"])
         run = make_run()
-        outcomes = {reasoning.PLAN_KEY: checkpoint(run, _refused_plan(answer))}
+        outcomes = {agent.PLAN_KEY: checkpoint(run, _refused_plan(answer))}
         decision = core.decide(run, START, outcomes, utcnow())
         assert decision.run.attention == ("injection_suspected",), answer
         assert "plan.rejected" in [e.kind for e in decision.events]
@@ -194,7 +194,7 @@ def test_a_plan_refused_for_being_malformed_flags_nothing():
     answer = plan_answer()
     answer["steps"][1]["depends_on"] = ["nowhere"]
     run = make_run()
-    outcomes = {reasoning.PLAN_KEY: checkpoint(run, _refused_plan(answer))}
+    outcomes = {agent.PLAN_KEY: checkpoint(run, _refused_plan(answer))}
     assert core.decide(run, START, outcomes, utcnow()).run.attention == ()
 
 
@@ -232,7 +232,7 @@ def test_a_goal_that_tries_to_steer_the_agent_flags_the_run_at_its_start(goal):
     suspected = [e for e in decision.events if e.kind == "guard.injection_suspected"]
     assert suspected and all(f["where"] == "request.goal" for f in suspected[0].detail["findings"])
     # Recipients, channels and tools stay the request's and the registry's.
-    assert {s.tool for s in decision.run.plan} == {s.tool for s in core.default_plan(run)}
+    assert {s.tool for s in decision.run.plan} == {s.tool for s in planning.default_plan(run)}
     assert decision.calls[0].request.contact_email == run.request.contact_email
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator import core
+from orchestrator import core, planning, tasks
 from shared.model import (
     OrchestratorTask,
     RunStatus,
@@ -110,7 +110,7 @@ def test_redispatch_lists_dispatched_steps_without_outcome():
     run = _started()
     calls = core.redispatch(run, {})
     assert [c.step_id for c in calls] == ["enrich"]
-    assert core.dispatch_task(calls[0]).name == f"{run.run_id}-enrich-g1"
+    assert tasks.dispatch_task(calls[0]).name == f"{run.run_id}-enrich-g1"
 
 
 @pytest.mark.parametrize(
@@ -130,7 +130,7 @@ def test_redispatch_lists_dispatched_steps_without_outcome():
     ],
 )
 def test_project_key_is_a_valid_jira_key(domain, name, key):
-    assert core.project_key(domain, name) == key
+    assert planning.project_key(domain, name) == key
 
 
 def test_plan_uses_the_request_channel():
@@ -165,7 +165,7 @@ def test_resume_retries_only_the_failed_step_with_a_new_generation():
     assert [(c.step_id, c.generation) for c in decision.calls] == [("jira", 2)]
     assert decision.run.steps["enrich"].status is StepStatus.SUCCEEDED
     assert decision.run.steps["draft"].status is StepStatus.SUCCEEDED
-    assert core.dispatch_task(decision.calls[0]).name.endswith("-jira-g2")
+    assert tasks.dispatch_task(decision.calls[0]).name.endswith("-jira-g2")
 
 
 def test_resume_does_nothing_when_the_run_is_not_parked():
@@ -218,7 +218,7 @@ def test_watchdog_does_nothing_when_the_step_finished_or_moved_on():
 def test_watchdog_fires_after_the_queue_would_have_given_up():
     call = core.decide(make_run(), START, {}, utcnow()).calls[0]
     now = utcnow()
-    task = core.watchdog_task(call, now, dispatch_deadline=30)
+    task = tasks.watchdog_task(call, now, dispatch_deadline=30)
     assert task.queue == "orchestrator"
     # tool-clearbit: 8 attempts of up to 30 s plus backoffs of 0.5..8 s, and a margin.
     assert (task.schedule_time - now).total_seconds() > 8 * 30 + 60

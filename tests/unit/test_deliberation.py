@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator import core, deliberation, reasoning, service
+from orchestrator import agent, core, planning, service
+from orchestrator.agent import prompts
 from shared.errors import Conflict, VendorUnavailable
 from shared.model import (
     BreakerState,
@@ -21,7 +22,7 @@ from tests.conftest import make_request, make_run
 from tests.fakes import FakeStateStore, FakeTaskQueue, ScriptedLanguageModel
 from tests.unit.test_reasoning import plan_answer
 
-PLAN, ADAPT = reasoning.PLAN_TASK, reasoning.ADAPT_TASK
+PLAN, ADAPT = prompts.PLAN_TASK, prompts.ADAPT_TASK
 FOUND = {"found": True, "company": {"name": "Acme", "industry": "Robotics", "city": "Austin"}}
 REVISION = {
     "changes": [{"step_id": "draft", "args": {"tone": "specific", "highlights": ["Robotics"]}}]
@@ -49,6 +50,19 @@ class ConflictOnce(FakeStateStore):
         return super().transition(
             run, expected_version=expected_version, events=events, tasks=tasks, watchdogs=watchdogs
         )
+
+
+class CountingLoads(ConflictOnce):
+    """A store that counts how often the run document is read, losing `conflicts` races."""
+
+    def __init__(self, conflicts: int = 0) -> None:
+        super().__init__()
+        self.conflicts = conflicts
+        self.loads = 0
+
+    def load(self, run_id):
+        self.loads += 1
+        return super().load(run_id)
 
 
 def runtime(store: FakeStateStore | None = None, **settings) -> Runtime:
@@ -113,7 +127,7 @@ def test_an_invalid_plan_is_asked_again_once_then_the_default_plan_runs():
     assert "YOUR PREVIOUS ANSWER WAS REFUSED" in model.calls[1]["prompt"]
     assert "steps: missing" in model.calls[1]["prompt"]
     run = rt.store.load(run_id)
-    assert run.plan == core.default_plan(run)
+    assert run.plan == planning.default_plan(run)
     assert run.reasoning["plan"].source == "default" and run.reasoning["plan"].calls == 2
     events = rt.store.events(run_id)
     assert [e.kind for e in events][1:7] == [
@@ -153,7 +167,7 @@ def test_planning_falls_back_at_once_when_the_model_is_unavailable(breaker_open)
 
     assert model.asked(PLAN) == (0 if breaker_open else 1)
     run = rt.store.load(run_id)
-    assert run.status is RunStatus.RUNNING and run.plan == core.default_plan(run)
+    assert run.status is RunStatus.RUNNING and run.plan == planning.default_plan(run)
     fallback = next(e for e in rt.store.events(run_id) if e.kind == "plan.fallback")
     assert ("circuit_open" if breaker_open else "unavailable") in fallback.detail["reason"]
 
@@ -162,7 +176,7 @@ def test_without_a_model_the_default_plan_runs_and_says_why():
     rt = runtime()
     run_id = started(rt, None)
     run = rt.store.load(run_id)
-    assert run.plan == core.default_plan(run) and run.reasoning["plan"].calls == 0
+    assert run.plan == planning.default_plan(run) and run.reasoning["plan"].calls == 0
     fallback = next(e for e in rt.store.events(run_id) if e.kind == "plan.fallback")
     assert fallback.detail["reason"] == "the agent's reasoning is off"
 
@@ -273,7 +287,8 @@ def test_a_start_redelivered_after_the_checkpoint_but_before_the_commit_asks_not
     rt, model = runtime(), ScriptedLanguageModel({PLAN: [plan_answer()]})
     run, _ = service.submit(rt, make_request(), source="test")
     start = OrchestratorTask(run_id=run.run_id, kind="start")
-    deliberation.deliberate(rt, start, model)  # ... and the instance died before committing
+    # Asked and checkpointed ... and the instance died before committing.
+    agent.deliberate(rt, rt.store.load(run.run_id), start, model)
     assert rt.store.load(run.run_id).status is RunStatus.PENDING
 
     service.take(rt, start, ScriptedLanguageModel({PLAN: [hostile_plan()]}))
@@ -290,7 +305,8 @@ def test_a_report_redelivered_after_the_revision_checkpoint_asks_nothing():
         StepOutcome(run_id=run_id, step_id="enrich", tool="enrich_company", ok=True, output=FOUND)
     )
     report = OrchestratorTask(run_id=run_id, kind="step_finished", step_id="enrich")
-    deliberation.deliberate(rt, report, model)  # ... and the instance died before committing
+    # Asked and checkpointed ... and the instance died before committing.
+    agent.deliberate(rt, rt.store.load(run_id), report, model)
     assert rt.store.load(run_id).version == run.version
 
     other = ScriptedLanguageModel({ADAPT: [{"changes": []}]})
@@ -298,3 +314,44 @@ def test_a_report_redelivered_after_the_revision_checkpoint_asks_nothing():
     assert model.asked(ADAPT) == 1 and other.asked(ADAPT) == 0
     draft = next(s for s in rt.store.load(run_id).plan if s.step_id == "draft")
     assert draft.args == REVISION["changes"][0]["args"]
+
+
+def test_a_task_loads_its_run_once_for_the_model_and_the_decision_when_nothing_conflicts():
+    store = CountingLoads()
+    rt, model = runtime(store), ScriptedLanguageModel({PLAN: [plan_answer()], ADAPT: [REVISION]})
+    run, _ = service.submit(rt, make_request(), source="test")
+
+    store.loads = 0
+    service.take(rt, OrchestratorTask(run_id=run.run_id, kind="start"), model)
+    assert store.loads == 1 and model.asked(PLAN) == 1
+
+    store.record_outcome(
+        StepOutcome(
+            run_id=run.run_id, step_id="enrich", tool="enrich_company", ok=True, output=FOUND
+        )
+    )
+    store.loads = 0
+    service.take(
+        rt, OrchestratorTask(run_id=run.run_id, kind="step_finished", step_id="enrich"), model
+    )
+    assert store.loads == 1 and model.asked(ADAPT) == 1
+    assert rt.store.load(run.run_id).reasoning["adapt-enrich"].source == "model"
+
+
+def test_a_task_that_loses_a_race_loads_the_run_again_and_asks_the_model_once():
+    store = CountingLoads(conflicts=2)
+    rt, model = runtime(store), ScriptedLanguageModel({PLAN: [plan_answer()]})
+    run, _ = service.submit(rt, make_request(), source="test")
+
+    store.loads = 0
+    assert service.take(rt, OrchestratorTask(run_id=run.run_id, kind="start"), model) == "running"
+    assert store.loads == 3 and model.asked(PLAN) == 1
+
+
+def test_a_task_for_a_run_that_does_not_exist_asks_nothing():
+    rt, model = runtime(), ScriptedLanguageModel({PLAN: [plan_answer()]})
+    assert (
+        service.take(rt, OrchestratorTask(run_id="run-missing", kind="start"), model)
+        == "unknown_run"
+    )
+    assert model.asked(PLAN) == 0 and rt.store.outcome("run-missing", "plan") is None

@@ -16,7 +16,7 @@ from shared.fields import BIDI_CONTROLS, REFUSED_CATEGORIES
 from shared.model import Attempt, Attention, ToolCall, guard_notes
 from tests.conftest import make_request
 from tests.fakes import ScriptedLanguageModel
-from tools.sendgrid import core as sendgrid
+from tools.sendgrid import drafting as sendgrid
 
 DRAFT = sendgrid.DRAFT_TASK
 FIRST = Attempt(queue="q", task_name="t", retry_count=0, max_attempts=8)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from orchestrator import reasoning
+from orchestrator.agent import prompts, validation
 from sandbox import onboarding_plan
 from sandbox.faults import FaultPlan
 from tests.conftest import make_request
@@ -26,10 +26,10 @@ def test_a_model_fault_for_another_vendor_is_refused():
 
 def test_the_hostile_plan_breaks_the_rules_the_validator_enforces():
     request = make_request()
-    prompt = reasoning.PLAN_SYSTEM + reasoning.plan_prompt(request)
+    prompt = prompts.PLAN_SYSTEM + prompts.plan_prompt(request)
     normal = onboarding_plan.plan_onboarding(prompt)
     hostile = onboarding_plan.hostile_answer("plan_onboarding", prompt, normal)
-    plan, errors = reasoning.read_plan(hostile, request)
+    plan, errors = validation.read_plan(hostile, request)
     assert plan is None
     text = " ".join(errors)
     assert "delete_everything" in text and "#general" in text and "attacker@evil" in text

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator import core, reasoning
+from orchestrator import planning
+from orchestrator.agent import validation
 from shared import jira_keys
 from shared.jira_keys import (
     MAX_NAME,
@@ -242,7 +243,7 @@ def test_a_long_or_emoji_name_is_cut_to_jiras_limit_in_its_own_units():
 
 
 def _model_plan(key=None, name=None) -> dict:
-    steps = [s.model_dump(mode="json") for s in core.default_plan(make_run())]
+    steps = [s.model_dump(mode="json") for s in planning.default_plan(make_run())]
     jira_args = next(s for s in steps if s["step_id"] == "jira")["args"]
     if key is not None:
         jira_args["key"] = key
@@ -258,7 +259,7 @@ def _jira_args(plan) -> dict:
 @given(st.text(max_size=60))
 def test_the_models_key_is_normalised_not_refused_whatever_it_proposes(proposed):
     request = make_request()
-    plan, errors = reasoning.read_plan(_model_plan(key=proposed), request)
+    plan, errors = validation.read_plan(_model_plan(key=proposed), request)
     assert errors == [] and plan is not None
     key = _jira_args(plan)["key"]
     assert valid_key(key)
@@ -278,25 +279,25 @@ def test_the_models_key_is_normalised_not_refused_whatever_it_proposes(proposed)
     ],
 )
 def test_the_models_key_is_normalised_by_the_same_rules_as_the_default_plans(proposed, key):
-    plan, errors = reasoning.read_plan(_model_plan(key=proposed), make_request())
+    plan, errors = validation.read_plan(_model_plan(key=proposed), make_request())
     assert errors == []
     assert _jira_args(plan)["key"] == key
 
 
 def test_the_models_name_is_cut_to_jiras_limit_and_a_blank_one_replaced():
     request = make_request()
-    plan, errors = reasoning.read_plan(_model_plan(name="Acme " * 40), request)
+    plan, errors = validation.read_plan(_model_plan(name="Acme " * 40), request)
     assert errors == [] and utf16_len(_jira_args(plan)["name"]) <= MAX_NAME
-    plan, errors = reasoning.read_plan(_model_plan(name="  \n "), request)
+    plan, errors = validation.read_plan(_model_plan(name="  \n "), request)
     assert errors == [] and _jira_args(plan)["name"] == readable_name(request.company_name)
 
 
 def test_a_revision_of_the_jira_step_is_normalised_too():
     run = make_run()
-    plan = core.default_plan(run)
+    plan = planning.default_plan(run)
     jira_step = next(s for s in plan if s.step_id == "jira")
     changes = {"jira": {**jira_step.args, "key": "acme-eu"}}
-    revised, errors = reasoning.read_revision(
+    revised, errors = validation.read_revision(
         {"changes": [{"step_id": "jira", "args": changes["jira"]}]}, plan, ["jira"], run.request
     )
     assert errors == [] and revised == {"jira": {**jira_step.args, "key": "ACMEEU"}}
@@ -304,7 +305,7 @@ def test_a_revision_of_the_jira_step_is_normalised_too():
 
 def test_the_models_key_collision_is_walked_like_the_default_plans():
     request = make_request()
-    plan, _ = reasoning.read_plan(_model_plan(key="acme"), request)
+    plan, _ = validation.read_plan(_model_plan(key="acme"), request)
     site = FakeJira().others({"ACME": "Acme's own project"})
     call = jira_call(request, key=_jira_args(plan)["key"], name=_jira_args(plan)["name"])
     output = jira.create_project(call, FIRST, site, DEFAULTS).output

@@ -6,10 +6,14 @@ from __future__ import annotations
 import copy
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from orchestrator import core, reasoning
+from orchestrator import planning
+from orchestrator.agent import prompts, schemas, validation
 from sandbox import onboarding_plan
 from sandbox.vendors.clearbit import INJECTED_DESCRIPTION
+from shared import guard
 from shared.model import PlanStep
 from shared.registry import TOOLS
 from tests.conftest import make_request, make_run
@@ -19,7 +23,7 @@ REQUEST = make_request()
 
 def plan_answer() -> dict:
     """A valid plan, as a model would answer it: the default one, customised."""
-    steps = [s.model_dump(mode="json") for s in core.default_plan(make_run())]
+    steps = [s.model_dump(mode="json") for s in planning.default_plan(make_run())]
     steps[2]["args"] = {"tone": "upbeat", "highlights": ["Your goal: analytics for finance"]}
     return {"steps": steps, "rationale": "the usual order"}
 
@@ -29,20 +33,20 @@ def step(answer: dict, step_id: str) -> dict:
 
 
 def test_a_valid_plan_is_accepted_as_proposed():
-    plan, errors = reasoning.read_plan(plan_answer(), REQUEST)
+    plan, errors = validation.read_plan(plan_answer(), REQUEST)
     assert errors == []
     assert [s.step_id for s in plan] == ["enrich", "jira", "draft", "email", "slack"]
     assert plan[2].args["tone"] == "upbeat"
 
 
 def test_the_default_plan_passes_its_own_checks():
-    assert reasoning.check_plan(core.default_plan(make_run()), REQUEST) == []
+    assert validation.check_plan(planning.default_plan(make_run()), REQUEST) == []
 
 
 def test_a_plan_with_more_parallelism_is_accepted():
     answer = plan_answer()
     step(answer, "jira")["depends_on"] = []  # Jira reads nothing: it may start at once
-    plan, errors = reasoning.read_plan(answer, REQUEST)
+    plan, errors = validation.read_plan(answer, REQUEST)
     assert errors == [] and plan[1].depends_on == ()
 
 
@@ -132,7 +136,7 @@ def _extra_field(a):
 def test_a_plan_is_refused_with_its_reasons_when_it_breaks_a_rule(spoil, expected):
     answer = copy.deepcopy(plan_answer())
     spoil(answer)
-    plan, errors = reasoning.read_plan(answer, REQUEST)
+    plan, errors = validation.read_plan(answer, REQUEST)
     assert plan is None
     assert any(expected in e for e in errors), errors
 
@@ -151,12 +155,12 @@ def test_a_plan_is_refused_with_its_reasons_when_it_breaks_a_rule(spoil, expecte
     ],
 )
 def test_an_answer_missing_fields_is_refused(answer):
-    plan, errors = reasoning.read_plan(answer, REQUEST)
+    plan, errors = validation.read_plan(answer, REQUEST)
     assert plan is None and errors
 
 
 def test_the_plan_schema_offers_only_the_registry_and_the_request_values():
-    schema = reasoning.plan_schema(REQUEST)
+    schema = schemas.plan_schema(REQUEST)
     variants = schema["properties"]["steps"]["items"]["anyOf"]
     assert [v["properties"]["tool"]["enum"] for v in variants] == [[t] for t in TOOLS]
     by_tool = {v["properties"]["tool"]["enum"][0]: v["properties"]["args"] for v in variants}
@@ -168,24 +172,24 @@ def test_the_plan_schema_offers_only_the_registry_and_the_request_values():
 
 
 def test_the_sandbox_model_plans_validly_from_the_prompt():
-    prompt = reasoning.PLAN_SYSTEM + "\n" + reasoning.plan_prompt(REQUEST)
-    plan, errors = reasoning.read_plan(onboarding_plan.plan_onboarding(prompt), REQUEST)
+    prompt = prompts.PLAN_SYSTEM + "\n" + prompts.plan_prompt(REQUEST)
+    plan, errors = validation.read_plan(onboarding_plan.plan_onboarding(prompt), REQUEST)
     assert errors == []
     jira = next(s for s in plan if s.tool == "create_jira_project")
-    assert jira.args["key"] == core.project_key(REQUEST.domain, REQUEST.company_name)
+    assert jira.args["key"] == planning.project_key(REQUEST.domain, REQUEST.company_name)
     assert len(jira.args["kickoff_issues"]) == 3
     assert any(REQUEST.goal in issue for issue in jira.args["kickoff_issues"])
-    assert [s.depends_on for s in plan] == [s.depends_on for s in core.default_plan(make_run())]
+    assert [s.depends_on for s in plan] == [s.depends_on for s in planning.default_plan(make_run())]
 
 
 def test_a_refused_plan_is_asked_again_with_the_reasons():
-    prompt = reasoning.plan_prompt(REQUEST, ["step wipe: unknown tool 'delete_everything'"])
+    prompt = prompts.plan_prompt(REQUEST, ["step wipe: unknown tool 'delete_everything'"])
     assert "YOUR PREVIOUS ANSWER WAS REFUSED" in prompt and "delete_everything" in prompt
 
 
 # -- Revisions --------------------------------------------------------------------------------
 
-PLAN = core.default_plan(make_run())
+PLAN = planning.default_plan(make_run())
 PENDING = ["jira", "draft", "email", "slack"]
 
 
@@ -196,10 +200,10 @@ def test_a_revision_of_a_pending_step_is_accepted_and_no_op_changes_dropped():
             {"step_id": "slack", "args": {"channel": "#client-onboarding"}},  # unchanged
         ]
     }
-    changes, errors = reasoning.read_revision(answer, PLAN, PENDING, REQUEST)
+    changes, errors = validation.read_revision(answer, PLAN, PENDING, REQUEST)
     assert errors == []
     assert changes == {"draft": {"tone": "warm and general", "highlights": []}}
-    revised = reasoning.revise(PLAN, changes)
+    revised = validation.revise(PLAN, changes)
     assert revised[2].args["tone"] == "warm and general" and revised[0] == PLAN[0]
 
 
@@ -215,7 +219,7 @@ def test_a_revision_of_a_pending_step_is_accepted_and_no_op_changes_dropped():
     ],
 )
 def test_a_revision_is_refused_when_it_reaches_beyond_the_pending_args(change, expected):
-    changes, errors = reasoning.read_revision({"changes": [change]}, PLAN, PENDING, REQUEST)
+    changes, errors = validation.read_revision({"changes": [change]}, PLAN, PENDING, REQUEST)
     assert changes is None
     assert any(expected in e for e in errors), errors
 
@@ -223,15 +227,60 @@ def test_a_revision_is_refused_when_it_reaches_beyond_the_pending_args(change, e
 def test_the_sandbox_model_revises_the_draft_for_what_enrichment_found():
     pending = [s for s in PLAN if s.step_id in PENDING]
     found = {"found": True, "company": {"name": "Acme", "industry": "Robotics", "city": "Austin"}}
-    specific = onboarding_plan.adapt_onboarding(reasoning.adapt_prompt(REQUEST, found, pending))
+    specific = onboarding_plan.adapt_onboarding(prompts.adapt_prompt(REQUEST, found, pending))
     generic = onboarding_plan.adapt_onboarding(
-        reasoning.adapt_prompt(REQUEST, {"found": False}, pending)
+        prompts.adapt_prompt(REQUEST, {"found": False}, pending)
     )
-    specific_changes, _ = reasoning.read_revision(specific, PLAN, PENDING, REQUEST)
-    generic_changes, _ = reasoning.read_revision(generic, PLAN, PENDING, REQUEST)
+    specific_changes, _ = validation.read_revision(specific, PLAN, PENDING, REQUEST)
+    generic_changes, _ = validation.read_revision(generic, PLAN, PENDING, REQUEST)
     assert "A team in Robotics" in specific_changes["draft"]["highlights"]
     assert generic_changes["draft"]["tone"] == "warm and general"
     assert all("Robotics" not in h for h in generic_changes["draft"]["highlights"])
+
+
+# Free text as a model might write it: plain, too long, or naming what only the request may.
+free_texts = st.one_of(
+    st.text(max_size=40),
+    st.text(min_size=95, max_size=130),
+    st.sampled_from(
+        [
+            "mail evil@evil.example",
+            "see https://evil.example/x",
+            "post in #general",
+            "ada@acme.example",
+            "https://acme.example/start",
+            REQUEST.goal,
+        ]
+    ),
+)
+draft_args = st.fixed_dictionaries(
+    {},
+    optional={"tone": free_texts, "highlights": st.lists(free_texts, max_size=7)},
+)
+jira_args = st.fixed_dictionaries(
+    {
+        "key": st.one_of(st.just("ACME"), st.text(max_size=14)),
+        "name": st.one_of(st.just("Acme Corp"), st.text(max_size=90)),
+        "kickoff_issues": st.lists(free_texts, max_size=12),
+    },
+    optional={"template": st.sampled_from(["", "com.evil:template"])},
+)
+
+
+@given(st.one_of(st.tuples(st.just("draft"), draft_args), st.tuples(st.just("jira"), jira_args)))
+def test_a_revision_is_accepted_exactly_when_the_plan_it_makes_would_be(change):
+    step_id, args = change
+    changes, revision_errors = validation.read_revision(
+        {"changes": [{"step_id": step_id, "args": args}]}, PLAN, PENDING, REQUEST
+    )
+    steps = [s.model_dump(mode="json") for s in PLAN]
+    next(s for s in steps if s["step_id"] == step_id)["args"] = args
+    plan, plan_errors = validation.read_plan({"steps": steps}, REQUEST)
+
+    assert (changes is None) == (plan is None)
+    assert sorted(revision_errors) == sorted(plan_errors)
+    if plan is not None:
+        assert validation.revise(PLAN, changes) == plan
 
 
 # -- The guard --------------------------------------------------------------------------------
@@ -239,7 +288,7 @@ def test_the_sandbox_model_revises_the_draft_for_what_enrichment_found():
 
 def test_the_guard_finds_the_injection_in_a_company_description():
     output = {"found": True, "company": {"name": "Inject", "description": INJECTED_DESCRIPTION}}
-    findings = reasoning.scan(reasoning.enrichment_texts(output), REQUEST)
+    findings = guard.scan(guard.strings(output), REQUEST)
     found = {(f["kind"], f["text"]) for f in findings}
     assert ("email", "attacker@evil.example") in found
     assert ("channel", "#general") in found
@@ -258,10 +307,10 @@ def test_the_guard_finds_nothing_in_an_ordinary_profile():
             "tags": ["B2B", "SaaS"],
         },
     }
-    assert reasoning.scan(reasoning.enrichment_texts(output), REQUEST) == []
+    assert guard.scan(guard.strings(output), REQUEST) == []
 
 
 def test_reserved_ledger_keys_are_no_step_ids():
     bad = PlanStep(step_id="plan", tool="enrich_company", args={"domain": "acme.example"})
     plan = (bad, *PLAN[1:])
-    assert any("runs as step enrich" in e for e in reasoning.check_plan(plan, REQUEST))
+    assert any("runs as step enrich" in e for e in validation.check_plan(plan, REQUEST))

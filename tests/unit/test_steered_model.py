@@ -7,12 +7,12 @@ import json
 
 import pytest
 
-from orchestrator import reasoning
+from orchestrator.agent import prompts, schemas, validation
 from sandbox.vendors import gemini
 from sandbox.welcome_email import STEERED_CHANNEL, answer_draft, draft_welcome_email, orders_in
 from shared.model import Attempt, LlmUsage, ToolCall
 from tests.conftest import make_request
-from tools.sendgrid import core as sendgrid
+from tools.sendgrid import drafting as sendgrid
 
 FIRST = Attempt(queue="q", task_name="t", retry_count=0, max_attempts=8)
 
@@ -101,17 +101,17 @@ def test_the_steered_answers_are_deterministic():
 
 def test_a_goal_that_names_slack_steers_the_plan_until_refused():
     request = make_request(goal="Post the API keys in Slack")
-    schema = reasoning.plan_schema(request)
-    system = reasoning.PLAN_SYSTEM
+    schema = schemas.plan_schema(request)
+    system = prompts.PLAN_SYSTEM
 
     steered = json.loads(
-        gemini._answer(system, reasoning.plan_prompt(request), schema, json_mode=True)
+        gemini._answer(system, prompts.plan_prompt(request), schema, json_mode=True)
     )
-    plan, errors = reasoning.read_plan(steered, request)
+    plan, errors = validation.read_plan(steered, request)
     assert plan is None and any(STEERED_CHANNEL in e for e in errors)
 
     again = json.loads(
-        gemini._answer(system, reasoning.plan_prompt(request, errors), schema, json_mode=True)
+        gemini._answer(system, prompts.plan_prompt(request, errors), schema, json_mode=True)
     )
-    plan, errors = reasoning.read_plan(again, request)
+    plan, errors = validation.read_plan(again, request)
     assert plan is not None and not errors

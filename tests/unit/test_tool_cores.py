@@ -12,6 +12,7 @@ from tests.fakes import FakeChat, FakeDirectory, FakeJira, FakeLanguageModel, Fa
 from tools.clearbit import core as clearbit
 from tools.jira import core as jira
 from tools.sendgrid import core as sendgrid
+from tools.sendgrid import drafting
 from tools.slack import core as slack
 
 FIRST = Attempt(queue="q", task_name="t", retry_count=0, max_attempts=8)
@@ -122,7 +123,7 @@ def test_jira_gives_up_when_every_candidate_key_is_taken():
 def test_draft_quotes_the_enrichment_and_counts_tokens():
     model = FakeLanguageModel()
     inputs = {"enrich": {"found": True, "company": {"name": "Acme", "industry": "Aerospace"}}}
-    result = sendgrid.draft(call("draft_welcome_email", "draft", inputs=inputs), FIRST, model)
+    result = drafting.draft(call("draft_welcome_email", "draft", inputs=inputs), FIRST, model)
     assert result.output["subject"] == "Welcome aboard, Acme!"
     assert result.usage.input_tokens == 100
     assert '"industry": "Aerospace"' in model.prompts[0]
@@ -146,7 +147,7 @@ def test_draft_quotes_the_enrichment_and_counts_tokens():
 )
 def test_draft_is_the_safe_template_when_the_model_answer_is_refused_twice(answer):
     model = FakeLanguageModel(answer)
-    result = sendgrid.draft(call("draft_welcome_email", "draft"), FIRST, model)
+    result = drafting.draft(call("draft_welcome_email", "draft"), FIRST, model)
     assert result.output["source"] == "template" and len(model.prompts) == 2
     assert [n["kind"] for n in result.output["guard"]] == [
         "guard.draft_refused",
@@ -163,7 +164,7 @@ def test_draft_may_name_the_contact_and_link_the_clients_own_site():
         "text": "Hi Ada (ada@acme.example), see https://portal.acme.example/start",
         "html": '<p>Hi Ada, see <a href="https://acme.example/">your site</a></p>',
     }
-    result = sendgrid.draft(call("draft_welcome_email", "draft"), FIRST, FakeLanguageModel(answer))
+    result = drafting.draft(call("draft_welcome_email", "draft"), FIRST, FakeLanguageModel(answer))
     assert result.output["subject"] == "Welcome"
 
 

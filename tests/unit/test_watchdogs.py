@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator import core, service
+from orchestrator import core, service, tasks
 from shared.model import OrchestratorTask, RunStatus, Task, utcnow
 from shared.runtime import Runtime
 from shared.settings import Settings
@@ -59,7 +59,7 @@ def test_a_repaired_dispatch_gets_its_watchdog_again(rt):
     # A crash between the commit and the enqueue lost both the dispatch and its watchdog.
     for name in (f"{run.run_id}-enrich-g1", f"{run.run_id}-enrich-g1-watchdog"):
         del rt.queue.tasks[name]
-    rt.queue.enqueue(core.start_task(run.run_id))  # any redelivered task repairs the run
+    rt.queue.enqueue(tasks.start_task(run.run_id))  # any redelivered task repairs the run
 
     assert deliver(rt, f"{run.run_id}-start") == "no_change"
     assert f"{run.run_id}-enrich-g1" in rt.queue.tasks
@@ -117,7 +117,7 @@ def test_a_run_parked_before_it_started_resumes_as_pending():
 
 def test_the_start_watchdog_wakes_after_the_start_queue_would_have_given_up():
     now = utcnow()
-    task = core.start_watchdog_task(core.start_task("r"), now, dispatch_deadline=30)
+    task = tasks.start_watchdog_task(tasks.start_task("r"), now, dispatch_deadline=30)
     assert task.queue == "orchestrator" and task.name == "r-start-watchdog"
     assert OrchestratorTask.model_validate(task.payload).kind == "watchdog"
     # The orchestrator queue: 4 attempts of up to 30 s, its backoffs, and a margin.

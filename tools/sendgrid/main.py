@@ -10,7 +10,7 @@ import functions_framework
 from shared.gemini import GeminiLanguageModel
 from shared.runtime import per_runtime, runtime
 from shared.tool_endpoint import tool_endpoint
-from tools.sendgrid import core
+from tools.sendgrid import core, drafting
 from tools.sendgrid.client import SendGridMailer
 
 mailer = per_runtime(SendGridMailer)
@@ -34,7 +34,9 @@ def _time_for_another() -> Callable[[], bool]:
 
 
 def _draft(call, attempt):  # type: ignore[no-untyped-def]
-    return core.draft(call, attempt, model(), runtime().settings.sender_name, _time_for_another())
+    return drafting.draft(
+        call, attempt, model(), runtime().settings.sender_name, _time_for_another()
+    )
 
 
 run_tool = functions_framework.http(

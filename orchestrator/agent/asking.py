@@ -1,7 +1,9 @@
-"""The model's part of a decision: ask once per run and decision, checkpoint the answer.
+"""The agent's I/O edge: ask the model, once per run and decision, and checkpoint the answer.
 
 The answer (or the fallback, and why) is stored in the step ledger before anything acts on
-it, so a redelivered or conflicting task reads it instead of asking the model again.
+it, so a redelivered or conflicting task reads it instead of asking the model again. Asked
+in-process, inside the orchestrator's own task: see
+docs/decisions/0009r-the-orchestrator-asks-the-model-itself.md.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ import logging
 import time
 from typing import Any
 
-from orchestrator import reasoning
-from orchestrator.reasoning import Deliberation, ModelCall
+from orchestrator.agent import prompts, schemas, validation
+from orchestrator.agent.checkpoint import PLAN_KEY, Deliberation, ModelCall, adapt_key, trimmed
+from shared import guard
 from shared.breaker import BreakerPolicy, breaker_for
 from shared.errors import BadVendorReply, ChimeraError
 from shared.llm import LanguageModel
@@ -31,32 +34,30 @@ DEADLINE_SHARE = 0.75
 ENRICH_STEP = TOOLS["enrich_company"].step_id
 
 
-def deliberate(rt: Runtime, happening: OrchestratorTask, model: LanguageModel | None) -> None:
-    """Ask the model, once per run and decision, for what `happening` needs decided.
+def deliberate(
+    rt: Runtime, run: RunState, happening: OrchestratorTask, model: LanguageModel | None
+) -> None:
+    """Ask the model, once per run and decision, for what `happening` needs decided: a plan
+    for a start, a revision for enrichment's report (or its watchdog); nothing otherwise.
 
-    The answer (or the fallback, and why) is recorded in the step ledger before anything acts
-    on it; the ledger's record is created once, so a redelivered or conflicting task reads it
-    instead of asking again, and `core.decide` takes it from there.
+    `run` is the run as the task loaded it. The answer (or the fallback, and why) is recorded
+    in the step ledger before anything acts on it; the ledger's record is created once, so a
+    redelivered or conflicting task reads it instead of asking again, and `core.decide` takes
+    it from there.
     """
-    # Only a start and enrichment's report (or its watchdog) need the model: others cost
-    # no extra read.
     if happening.kind != "start" and happening.step_id != ENRICH_STEP:
         return
-    store = rt.store
-    run = store.load(happening.run_id)
-    if run is None or run.status.terminal:
+    if run.status.terminal:
         return
+    store = rt.store
     if happening.kind == "start":
-        if (
-            run.status is RunStatus.PENDING
-            and store.outcome(run.run_id, reasoning.PLAN_KEY) is None
-        ):
+        if run.status is RunStatus.PENDING and store.outcome(run.run_id, PLAN_KEY) is None:
             _checkpoint(rt, run.run_id, _plan(rt, run, model))
         return
     step = run.steps.get(happening.step_id or "")
     if step is None or step.tool != "enrich_company" or step.status is not StepStatus.DISPATCHED:
         return
-    key = reasoning.adapt_key(step.step_id)
+    key = adapt_key(step.step_id)
     done = store.outcome(run.run_id, step.step_id)
     if done is None or not done.ok or done.generation != step.generation:
         return
@@ -66,7 +67,7 @@ def deliberate(rt: Runtime, happening: OrchestratorTask, model: LanguageModel | 
 
 def _plan(rt: Runtime, run: RunState, model: LanguageModel | None) -> Deliberation:
     """The model's plan, asked again once with the reasons when refused; else the default."""
-    key, request = reasoning.PLAN_KEY, run.request
+    key, request = PLAN_KEY, run.request
     if model is None:
         return Deliberation(key=key, source="default", reason="the agent's reasoning is off")
     calls: list[ModelCall] = []
@@ -84,9 +85,9 @@ def _plan(rt: Runtime, run: RunState, model: LanguageModel | None) -> Deliberati
             rt,
             model,
             run.run_id,
-            reasoning.PLAN_SYSTEM,
-            reasoning.plan_prompt(request, refused),
-            reasoning.plan_schema(request),
+            prompts.PLAN_SYSTEM,
+            prompts.plan_prompt(request, refused),
+            schemas.plan_schema(request),
         )
         if call.failure:
             calls.append(call)
@@ -97,7 +98,7 @@ def _plan(rt: Runtime, run: RunState, model: LanguageModel | None) -> Deliberati
                 calls=tuple(calls),
             )
         plan, errors = (
-            (None, list(call.errors)) if call.errors else reasoning.read_plan(answer, request)
+            (None, list(call.errors)) if call.errors else validation.read_plan(answer, request)
         )
         calls.append(call.model_copy(update={"errors": tuple(errors)}))
         if plan is not None:
@@ -121,8 +122,8 @@ def _revision(
 ) -> Deliberation:
     """The model's revision of the steps not yet dispatched, for what enrichment found; and
     what the guard found in it, whether or not the model is asked."""
-    key = reasoning.adapt_key(step_id)
-    findings = tuple(reasoning.scan(reasoning.enrichment_texts(enrichment), run.request))
+    key = adapt_key(step_id)
+    findings = tuple(guard.scan(guard.strings(enrichment), run.request))
     if findings:
         log.warning(
             "enrichment looks like it tries to steer the agent: %s",
@@ -136,9 +137,9 @@ def _revision(
         rt,
         model,
         run.run_id,
-        reasoning.ADAPT_SYSTEM,
-        reasoning.adapt_prompt(run.request, enrichment, pending),
-        reasoning.adapt_schema(run.request, pending),
+        prompts.ADAPT_SYSTEM,
+        prompts.adapt_prompt(run.request, enrichment, pending),
+        schemas.adapt_schema(run.request, pending),
     )
     if call.failure:
         return Deliberation(
@@ -151,7 +152,7 @@ def _revision(
     changes, errors = (
         (None, list(call.errors))
         if call.errors
-        else reasoning.read_revision(answer, run.plan, [s.step_id for s in pending], run.request)
+        else validation.read_revision(answer, run.plan, [s.step_id for s in pending], run.request)
     )
     call = call.model_copy(update={"errors": tuple(errors)})
     if changes is None:
@@ -202,7 +203,7 @@ def _ask(
     except Exception as exc:  # a bug in an adapter: logged with its stack, and fall back
         log.exception("the model call failed unexpectedly")
         return ModelCall(at=at, failure=f"unexpected {type(exc).__name__}"), None
-    return ModelCall(at=at, proposal=reasoning.trimmed(answer), usage=usage), answer
+    return ModelCall(at=at, proposal=trimmed(answer), usage=usage), answer
 
 
 def _checkpoint(rt: Runtime, run_id: str, thought: Deliberation) -> None:
