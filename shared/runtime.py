@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from shared.logs import configure_logging
 from shared.queues import QUEUES
@@ -22,6 +22,9 @@ class Runtime:
     settings: Settings
     store: StateStore
     queue: TaskQueue
+    # What `per_runtime` hands out instead of building, by its factory's name (`SlackChat`,
+    # `enrichment_providers`): how a test injects its fakes into the deployed targets.
+    overrides: Mapping[str, object] = field(default_factory=dict)
 
 
 def build_runtime(settings: Settings) -> Runtime:
@@ -80,6 +83,9 @@ def per_runtime(factory: Callable[[Settings], T]) -> Callable[[], T]:
 
     def get() -> T:
         current = runtime()
+        injected = overridden(current, factory)
+        if injected is not None:
+            return injected
         key = id(current)
         if key not in built:
             built.clear()
@@ -87,3 +93,9 @@ def per_runtime(factory: Callable[[Settings], T]) -> Callable[[], T]:
         return built[key]
 
     return get
+
+
+def overridden(current: Runtime, factory: Callable[[Settings], T]) -> T | None:
+    """What `current` injects in place of `factory`'s build, if anything."""
+    name = getattr(factory, "__name__", "")
+    return cast("T | None", current.overrides.get(name))

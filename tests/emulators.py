@@ -2,8 +2,10 @@
 
 Firestore and Pub/Sub come with the Google Cloud CLI (platform/ under its SDK root) and run on
 Java; Cloud Tasks is `gcloud-tasks-emulator` from PyPI, installed with --no-deps. A test that
-needs a missing emulator is skipped with what to install. Each test gets a fresh project id,
-so tests never see each other's documents, topics or queues.
+needs a missing emulator is skipped with what to install, unless CHIMERA_REQUIRE_EMULATORS=1
+(Cloud Build sets it): there a missing emulator fails the test, so a build never deploys past
+tests it did not run. Each test gets a fresh project id, so tests never see each other's
+documents, topics or queues.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -36,6 +39,10 @@ LOCATION = "us-central1"
 STARTUP_TIMEOUT_S = 30.0
 # Contract-suite adapters (the `sut` parameter) that run on an emulator.
 EMULATED_ADAPTERS = {"firestore"}
+# Read once, when pytest loads this plugin: every test then runs with the CHIMERA_ variables
+# cleared (tests/conftest.py).
+REQUIRE_VARIABLE = "CHIMERA_REQUIRE_EMULATORS"
+REQUIRED = os.environ.get(REQUIRE_VARIABLE, "").strip().lower() in {"1", "true", "yes"}
 
 
 @dataclass
@@ -59,6 +66,13 @@ class Emulator:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+
+def missing(reason: str) -> NoReturn:
+    """An emulator is not installed: skip the test here, fail it where emulators are required."""
+    if REQUIRED:
+        pytest.fail(f"{reason} ({REQUIRE_VARIABLE}=1: a missing emulator fails)", pytrace=False)
+    pytest.skip(reason)
 
 
 def free_port() -> int:
@@ -92,17 +106,17 @@ def _sdk_root() -> Path | None:
 def _java() -> str:
     java = shutil.which("java")
     if java is None:
-        pytest.skip("java is not installed: the Firestore and Pub/Sub emulators need a JRE 11+")
+        missing("java is not installed: the Firestore and Pub/Sub emulators need a JRE 11+")
     return java
 
 
 def _platform(folder: str, package: str) -> Path:
     root = _sdk_root()
     if root is None:
-        pytest.skip(f"gcloud (the Google Cloud CLI) is not installed, so neither is its {folder}")
+        missing(f"gcloud (the Google Cloud CLI) is not installed, so neither is its {folder}")
     path = root / "platform" / folder
     if not path.is_dir():
-        pytest.skip(
+        missing(
             f"{path} is missing: install the emulator with `gcloud components install {folder}` "
             f"or `apt-get install {package}`"
         )
@@ -113,7 +127,7 @@ def _firestore_command(port: int) -> list[str]:
     jar = _platform("cloud-firestore-emulator", "google-cloud-cli-firestore-emulator")
     jar = jar / "cloud-firestore-emulator.jar"
     if not jar.is_file():
-        pytest.skip(f"{jar} is missing: reinstall google-cloud-cli-firestore-emulator")
+        missing(f"{jar} is missing: reinstall google-cloud-cli-firestore-emulator")
     # What the SDK's cloud_firestore_emulator script runs, minus the shell in between, so that
     # stopping the process stops java.
     return [
@@ -131,13 +145,13 @@ def _pubsub_command(port: int) -> list[str]:
     lib = _platform("pubsub-emulator", "google-cloud-cli-pubsub-emulator") / "lib"
     jars = sorted(lib.glob("cloud-pubsub-emulator-*.jar"))
     if not jars:
-        pytest.skip(f"no cloud-pubsub-emulator jar in {lib}")
+        missing(f"no cloud-pubsub-emulator jar in {lib}")
     return [_java(), "-jar", str(jars[-1]), "--host=127.0.0.1", f"--port={port}"]
 
 
 def _tasks_command(port: int) -> list[str]:
     if importlib.util.find_spec("gcloud_tasks_emulator") is None:
-        pytest.skip(
+        missing(
             "the Cloud Tasks emulator is not installed: "
             ".venv/bin/pip install --no-deps 'gcloud-tasks-emulator>=0.6,<0.7'"
         )
@@ -180,7 +194,7 @@ _failed: dict[str, str] = {}
 
 
 def emulator(name: str) -> Emulator:
-    """The session's emulator `name`, started now if it is not running yet (or skip)."""
+    """The session's emulator `name`, started now if it is not running yet (or `missing`)."""
     with _lock:
         if name in _running:
             return _running[name]
@@ -188,7 +202,7 @@ def emulator(name: str) -> Emulator:
             pytest.fail(_failed[name], pytrace=False)
         kind = KINDS[name]
         port = free_port()
-        command = kind.command(port)  # skips when the emulator is not installed
+        command = kind.command(port)  # skips (or fails) when the emulator is not installed
         log = Path(tempfile.mkdtemp(prefix=f"chimera-{name}-emulator-")) / "emulator.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
@@ -223,10 +237,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     stop_all()
 
 
+# The fixtures that start an emulator: a test using one is an emulator test, marked or not.
+EMULATOR_FIXTURES = {
+    f"{name}_{suffix}"
+    for name in ("firestore", "pubsub", "tasks")
+    for suffix in ("emulator", "project")
+}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs an emulator, so `pytest -m emulator` (Cloud Build) runs all."""
     for item in items:
         callspec = getattr(item, "callspec", None)
-        if callspec is not None and callspec.params.get("sut") in EMULATED_ADAPTERS:
+        emulated = callspec is not None and callspec.params.get("sut") in EMULATED_ADAPTERS
+        if emulated or EMULATOR_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.emulator)
 
 

@@ -142,16 +142,23 @@ def test_website_url_template_is_used_when_configured(sandbox, tmp_path):
     assert WebsiteDirectory(settings).find_company("globex.example", run_id="r") is not None
 
 
-@pytest.mark.skipif(
-    "website" not in VENDORS, reason="sandbox/faults.py does not accept the website vendor yet"
-)
 def test_website_faults_map_to_retryable_errors_when_injected(tmp_path):
+    # Asserted, not skipped on: without the website among the sandbox's vendors, this feature
+    # is gone, and that must fail here.
+    assert "website" in VENDORS
     spec = "website.error=0.5,website.rate_limit=0.5,seed=1"
     with SandboxServer(tmp_path / "faulty", faults=spec) as server:
         directory = WebsiteDirectory(Settings(home=tmp_path, sandbox_url=server.url))
-        seen = set()
+        seen = []
         for n in range(8):
             with pytest.raises((VendorUnavailable, RateLimited)) as caught:
                 directory.find_company(f"acme{n}.example", run_id="run-f")
-            seen.add(type(caught.value))
-    assert seen == {VendorUnavailable, RateLimited}
+            seen.append(type(caught.value))
+        records = server.records.list(vendor="website", run_id="run-f")
+    assert set(seen) == {VendorUnavailable, RateLimited}
+    # Each error read is what the sandbox answered: a rate limit for each 429, else a 5xx.
+    assert [r["fault"] for r in records] == [
+        "rate_limit" if e is RateLimited else "error" for e in seen
+    ]
+    assert all((r["status"] == 429) == (r["fault"] == "rate_limit") for r in records)
+    assert all(r["status"] >= 500 for r in records if r["fault"] == "error")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ast
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import functions_framework
 import pytest
 
-from shared.runtime import Runtime, install
+from shared.runtime import Runtime, install, runtime
 from shared.settings import Settings
 from tests.fakes import FakeStateStore, FakeTaskQueue
 
@@ -25,3 +28,40 @@ def fakes():
 
 def client_of(source: str, target: str):
     return functions_framework.create_app(target, str(ROOT / source)).test_client()
+
+
+def tool_client(function: str, **dependencies: object):
+    """`function`'s deployed target, handed `dependencies` instead of what it would build.
+
+    Each is named by the factory its main.py gives `per_runtime` (`SlackChat`, `JiraClient`,
+    `SendGridMailer`, `GeminiLanguageModel`, `enrichment_providers`) and injected through the
+    installed runtime's overrides, on the store and queue of the `fakes` fixture.
+    """
+    source = f"tools/{function}/main.py"
+    unknown = set(dependencies) - per_runtime_factories(ROOT / source)
+    assert not unknown, f"{source} builds nothing named {sorted(unknown)} with per_runtime"
+    install(replace(runtime(), overrides=dependencies))
+    return client_of(source, "run_tool")
+
+
+def per_runtime_factories(source: Path) -> set[str]:
+    """The names of the factories `source` hands to `per_runtime`: what a test may override."""
+    return {
+        ast.unparse(call.args[0]).rpartition(".")[2]
+        for call in ast.walk(ast.parse(source.read_text()))
+        if isinstance(call, ast.Call)
+        and ast.unparse(call.func).rpartition(".")[2] == "per_runtime"
+        and call.args
+    }
+
+
+class Recorded:
+    """A fake that notes each use of itself: which of its methods the code under test asked for."""
+
+    def __init__(self, fake: Any) -> None:
+        self.fake = fake
+        self.used: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        self.used.append(name)
+        return getattr(self.fake, name)

@@ -3,8 +3,6 @@ records the failure and reports it instead of asking for a retry that will never
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 
 from shared.errors import VendorUnavailable
@@ -19,7 +17,7 @@ from shared.model import (
 from shared.queues import ORCHESTRATOR_QUEUE, QUEUES
 from tests.conftest import make_run
 from tests.fakes import FakeChat
-from tests.functions.conftest import client_of
+from tests.functions.conftest import tool_client
 
 LAST_RETRY = QUEUES["tool-slack"].max_attempts - 1  # Cloud Tasks counts retries from 0
 
@@ -42,11 +40,8 @@ def down() -> DownChat:
 
 
 @pytest.fixture
-def slack(fakes, down, monkeypatch):
-    client = client_of("tools/slack/main.py", "run_tool")
-    # The Functions Framework loaded tools/slack/main.py as the module `main`.
-    monkeypatch.setattr(sys.modules["main"], "chat", lambda: down)
-    return client
+def slack(fakes, down):
+    return tool_client("slack", SlackChat=down)
 
 
 @pytest.fixture

@@ -204,9 +204,19 @@ def test_corrupt_task_from_the_queue_is_acknowledged_and_recorded(fakes, tasks):
 
 
 def test_corrupt_task_from_a_direct_caller_is_a_400(fakes, tasks):
-    assert tasks.post("/", data=b"garbage").status_code == 400
+    store, queue = fakes
+    response = tasks.post("/", data=b"garbage")
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "invalid_task"
+    # Refused, and kept as a rejection as a queued one is: nothing else happens.
+    (rejection,) = store.rejections()
+    assert rejection.source == "orchestrator" and rejection.excerpt == "garbage"
+    assert store.runs == {} and queue.tasks == {}
 
 
 def test_task_for_a_missing_run_is_acknowledged(fakes, tasks):
+    store, queue = fakes
     response = tasks.post("/", json={"run_id": "run-gone", "kind": "start"})
     assert response.status_code == 200 and response.get_json()["status"] == "unknown_run"
+    # Acknowledged so the queue stops, and dropped: no run made up, nothing queued.
+    assert store.runs == {} and queue.tasks == {} and store.events("run-gone") == []

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 
 from orchestrator import core
@@ -11,7 +9,7 @@ from shared.errors import VendorTimeout
 from shared.model import OrchestratorTask, RunStatus, StepStatus, utcnow
 from tests.conftest import make_run
 from tests.fakes import FakeChat, FakeDirectory, FakeJira, FakeLanguageModel, FakeMail
-from tests.functions.conftest import client_of
+from tests.functions.conftest import Recorded, tool_client
 from tools.clearbit.core import Provider
 
 DRAFT = {
@@ -19,14 +17,6 @@ DRAFT = {
     "text": "Hello Ada, welcome aboard!",
     "html": "<p>Hello Ada, welcome aboard!</p>",
 }
-
-
-def _tool(monkeypatch, function: str, **fakes):
-    client = client_of(f"tools/{function}/main.py", "run_tool")
-    module = sys.modules["main"]  # the Functions Framework loaded the target as `main`
-    for name, fake in fakes.items():
-        monkeypatch.setattr(module, name, lambda fake=fake: fake)
-    return client
 
 
 def _dispatched(store, step_id: str):
@@ -55,37 +45,45 @@ QUEUED = {
 }
 
 ENRICHED = {"acme.example": {"name": "A"}}
+# (function, step, the factory its main.py hands per_runtime, the fake that stands in for it)
 CASES = [
-    ("clearbit", "enrich", "providers", lambda: [Provider("clearbit", FakeDirectory(ENRICHED))]),
-    ("jira", "jira", "jira", FakeJira),
-    ("sendgrid", "draft", "model", FakeLanguageModel),
-    ("sendgrid", "email", "mailer", FakeMail),
-    ("slack", "slack", "chat", FakeChat),
+    ("clearbit", "enrich", "enrichment_providers", lambda: FakeDirectory(ENRICHED)),
+    ("jira", "jira", "JiraClient", FakeJira),
+    ("sendgrid", "draft", "GeminiLanguageModel", FakeLanguageModel),
+    ("sendgrid", "email", "SendGridMailer", FakeMail),
+    ("slack", "slack", "SlackChat", FakeChat),
 ]
 
 
-@pytest.mark.parametrize(("function", "step_id", "port", "make"), CASES)
-def test_tool_records_its_outcome_and_reports_once(
-    fakes, monkeypatch, function, step_id, port, make
-):
+def _injected(factory: str, vendor: object) -> object:
+    """What `factory` would have built, on `vendor`: the providers factory builds a list."""
+    return [Provider("clearbit", vendor)] if factory == "enrichment_providers" else vendor
+
+
+@pytest.mark.parametrize(("function", "step_id", "factory", "make"), CASES)
+def test_tool_records_its_outcome_and_reports_once(fakes, function, step_id, factory, make):
     store, queue = fakes
-    client = _tool(monkeypatch, function, **{port: make()})
+    vendor = Recorded(make())
+    client = tool_client(function, **{factory: _injected(factory, vendor)})
     run, call = _dispatched(store, step_id)
     response = client.post("/", json=call, headers=QUEUED)
     assert response.status_code == 200 and response.get_json() == {"status": "done", "ok": True}
+    assert vendor.used, "the injected fake did the work"
     outcome = store.outcome(run.run_id, step_id)
     assert outcome.ok and outcome.attempts == 1
     assert [t.name for t in queue.on("orchestrator")] == [f"{run.run_id}-{step_id}-g1-done"]
     # Delivered again (at least once): the stored outcome is reported, the vendor untouched.
+    used = list(vendor.used)
     again = client.post("/", json=call, headers=QUEUED)
     assert again.get_json()["status"] == "already_done"
+    assert vendor.used == used
     assert store.outcome(run.run_id, step_id) == outcome
     assert len(queue.on("orchestrator")) == 1
 
 
-def test_duplicate_delivery_calls_the_vendor_once(fakes, monkeypatch):
+def test_duplicate_delivery_calls_the_vendor_once(fakes):
     chat = FakeChat()
-    client = _tool(monkeypatch, "slack", chat=chat)
+    client = tool_client("slack", SlackChat=chat)
     _, call = _dispatched(fakes[0], "slack")
     for _ in range(3):
         assert client.post("/", json=call, headers=QUEUED).status_code == 200
@@ -99,9 +97,10 @@ def test_duplicate_delivery_calls_the_vendor_once(fakes, monkeypatch):
         (b'{"run_id": "r"}', "Field required"),
     ],
 )
-def test_malformed_task_is_refused_without_touching_any_run(fakes, monkeypatch, body, reason):
+def test_malformed_task_is_refused_without_touching_any_run(fakes, body, reason):
     store, queue = fakes
-    client = _tool(monkeypatch, "jira", jira=FakeJira())
+    jira = Recorded(FakeJira())
+    client = tool_client("jira", JiraClient=jira)
     run, _ = _dispatched(store, "jira")
     direct = client.post("/", data=body, content_type="application/json")
     assert direct.status_code == 400 and reason in direct.get_json()["error"]["message"]
@@ -109,28 +108,41 @@ def test_malformed_task_is_refused_without_touching_any_run(fakes, monkeypatch, 
     assert queued.status_code == 200 and queued.get_json()["status"] == "rejected"
     assert store.load(run.run_id) == run and queue.on("orchestrator") == []
     assert len(store.rejections()) == 2
+    assert jira.used == []
 
 
-def test_tool_refuses_a_call_for_another_function(fakes, monkeypatch):
-    client = _tool(monkeypatch, "slack", chat=FakeChat())
+def test_tool_refuses_a_call_for_another_function(fakes):
+    chat = Recorded(FakeChat())
+    client = tool_client("slack", SlackChat=chat)
     _, call = _dispatched(fakes[0], "jira")
     response = client.post("/", json=call)
     assert response.status_code == 400
     assert "does not run" in response.get_json()["error"]["message"]
+    assert chat.used == []
 
 
-def test_tool_refuses_invalid_arguments(fakes, monkeypatch):
-    client = _tool(monkeypatch, "jira", jira=FakeJira())
-    _, call = _dispatched(fakes[0], "jira")
+def test_tool_refuses_invalid_arguments(fakes):
+    store, queue = fakes
+    jira = Recorded(FakeJira())
+    client = tool_client("jira", JiraClient=jira)
+    run, call = _dispatched(store, "jira")
     call["args"]["key"] = "lower-case"
-    assert client.post("/", json=call).status_code == 400
+    response = client.post("/", json=call)
+    assert response.status_code == 400
+    # Refused before the vendor: recorded as a rejection, Jira never asked, the run untouched.
+    (rejection,) = store.rejections()
+    assert rejection.source == "tool-jira" and "create_jira_project args" in rejection.reason
+    assert "key" in rejection.reason
+    assert jira.used == []
+    assert store.load(run.run_id) == run and store.outcome(run.run_id, "jira") is None
+    assert queue.on("orchestrator") == []
 
 
-def test_retryable_failure_asks_the_queue_to_retry(fakes, monkeypatch):
+def test_retryable_failure_asks_the_queue_to_retry(fakes):
     store, queue = fakes
     jira = FakeJira()
     jira.fail_next = VendorTimeout("read timed out")
-    client = _tool(monkeypatch, "jira", jira=jira)
+    client = tool_client("jira", JiraClient=jira)
     run, call = _dispatched(store, "jira")
     response = client.post("/", json=call, headers=QUEUED)
     assert response.status_code == 503
@@ -142,10 +154,10 @@ def test_retryable_failure_asks_the_queue_to_retry(fakes, monkeypatch):
     assert store.outcome(run.run_id, "jira").attempts == 2
 
 
-def test_task_of_a_cancelled_run_does_nothing(fakes, monkeypatch):
+def test_task_of_a_cancelled_run_does_nothing(fakes):
     store, _ = fakes
     chat = FakeChat()
-    client = _tool(monkeypatch, "slack", chat=chat)
+    client = tool_client("slack", SlackChat=chat)
     run, call = _dispatched(store, "slack")
     store.transition(core.cancel(run, "client withdrew", utcnow()).run, expected_version=1)
     response = client.post("/", json=call, headers=QUEUED)
@@ -154,22 +166,28 @@ def test_task_of_a_cancelled_run_does_nothing(fakes, monkeypatch):
     assert [e.kind for e in store.events(run.run_id)] == ["step.skipped"]
 
 
-def test_task_for_a_missing_run_is_acknowledged(fakes, monkeypatch):
-    client = _tool(monkeypatch, "slack", chat=FakeChat())
-    _, call = _dispatched(fakes[0], "slack")
+def test_task_for_a_missing_run_is_acknowledged(fakes):
+    store, queue = fakes
+    chat = Recorded(FakeChat())
+    client = tool_client("slack", SlackChat=chat)
+    _, call = _dispatched(store, "slack")
     call["run_id"] = "run-gone"
     response = client.post("/", json=call, headers=QUEUED)
     assert response.status_code == 200 and response.get_json()["status"] == "skipped"
+    # Acknowledged and dropped: Slack never asked, nothing recorded for the run, nothing reported.
+    assert chat.used == []
+    assert store.outcome("run-gone", "slack") is None and store.events("run-gone") == []
+    assert queue.on("orchestrator") == []
 
 
-def test_rate_limited_vendor_asks_the_queue_to_wait_as_long_as_it_said(fakes, monkeypatch):
+def test_rate_limited_vendor_asks_the_queue_to_wait_as_long_as_it_said(fakes):
     from shared.errors import RateLimited
 
     class SlowDown(FakeChat):
         def post_message(self, **message):  # type: ignore[no-untyped-def, override]
             raise RateLimited("ratelimited", retry_after=7)
 
-    client = _tool(monkeypatch, "slack", chat=SlowDown())
+    client = tool_client("slack", SlackChat=SlowDown())
     _, call = _dispatched(fakes[0], "slack")
     response = client.post("/", json=call, headers=QUEUED)
     assert response.status_code == 429 and response.headers["Retry-After"] == "7"

@@ -16,7 +16,7 @@ from shared.identity import GoogleCerts, GoogleTokenVerifier, identity_denied
 from shared.runtime import Runtime, install
 from shared.settings import Settings
 from tests.fakes import FakeStateStore, FakeTaskQueue
-from tests.functions.conftest import client_of
+from tests.functions.conftest import Recorded, client_of
 
 KID = "test-key"
 TASKS_ACCOUNT = "chimera-tasks@acme-prod.iam.gserviceaccount.com"
@@ -106,7 +106,11 @@ def test_caller_is_refused_401_when_the_token_is_not_valid(keys, case):
         "signed by a stranger": _token(keys, signer="stranger"),
         "expired": _token(keys, iat=int(time.time()) - 7200, exp=int(time.time()) - 3600),
     }[case]
-    assert _denied(token).status_code == 401
+    response = _denied(token)
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+    error = response.get_json()["error"]
+    assert error["code"] == "unauthenticated" and error["message"].startswith("invalid token")
 
 
 @pytest.mark.parametrize(
@@ -127,7 +131,13 @@ def test_caller_is_refused_403_when_a_claim_is_wrong(keys, claims):
 
 def test_caller_is_refused_403_when_no_tasks_account_is_configured(keys):
     settings = SETTINGS.replace(tasks_service_account="")
-    assert _denied(_token(keys), settings, email="").status_code == 403
+    response = _denied(_token(keys), settings, email="")
+    assert response.status_code == 403
+    # A valid Google token is not enough: with no account configured, nobody gets in.
+    assert response.get_json()["error"] == {
+        "code": "permission_denied",
+        "message": "no caller is configured for this target",
+    }
 
 
 def test_certificates_are_refetched_when_a_token_names_an_unknown_key():
@@ -147,22 +157,10 @@ def test_certificates_are_refetched_when_a_token_names_an_unknown_key():
     assert len(fetched) == 3
 
 
-class TouchRecorder:
-    """A StateStore that notes each use of itself."""
-
-    def __init__(self, store: FakeStateStore) -> None:
-        self._store = store
-        self.touched: list[str] = []
-
-    def __getattr__(self, name: str) -> Any:
-        self.touched.append(name)
-        return getattr(self._store, name)
-
-
 @pytest.fixture
-def recorded() -> tuple[TouchRecorder, FakeTaskQueue]:
+def recorded() -> tuple[Recorded, FakeTaskQueue]:
     queue = FakeTaskQueue()
-    store = TouchRecorder(FakeStateStore(queue))
+    store = Recorded(FakeStateStore(queue))  # notes each use of the store
     install(Runtime(SETTINGS, store, queue))  # type: ignore[arg-type]
     return store, queue
 
@@ -174,11 +172,11 @@ def test_refused_task_touches_no_state_when_the_token_is_missing_or_wrong(keys, 
     assert tasks.post("/", json=body).status_code == 401
     wrong = {"Authorization": f"Bearer {_token(keys, email='intruder@example.com')}"}
     assert tasks.post("/", json=body, headers=wrong).status_code == 403
-    assert store.touched == [] and queue.tasks == {}
+    assert store.used == [] and queue.tasks == {}
     # The same task with the tasks account's token gets in (and finds no such run).
     right = {"Authorization": f"Bearer {_token(keys)}"}
     assert tasks.post("/", json=body, headers=right).status_code == 200
-    assert store.touched
+    assert store.used
 
 
 def test_refused_intake_touches_no_state_when_the_audience_is_another(keys, recorded):
@@ -187,10 +185,10 @@ def test_refused_intake_touches_no_state_when_the_audience_is_another(keys, reco
     assert intake.get("/runs").status_code == 401
     token = _token(keys, aud=ORCHESTRATOR_URL, email="ada@acme.example")
     assert intake.get("/runs", headers={"Authorization": f"Bearer {token}"}).status_code == 403
-    assert store.touched == [] and queue.tasks == {}
+    assert store.used == [] and queue.tasks == {}
     token = _token(keys, aud=INTAKE_URL, email="ada@acme.example")
     response = intake.get("/runs", headers={"Authorization": f"Bearer {token}"})
-    assert response.status_code == 200 and store.touched == ["list_runs"]
+    assert response.status_code == 200 and store.used == ["list_runs"]
 
 
 def test_refused_tool_task_touches_no_state_when_the_token_is_for_another_function(keys, recorded):
@@ -199,9 +197,9 @@ def test_refused_tool_task_touches_no_state_when_the_token_is_for_another_functi
     assert slack.post("/", json={}).status_code == 401
     for_orchestrator = {"Authorization": f"Bearer {_token(keys)}"}
     assert slack.post("/", json={}, headers=for_orchestrator).status_code == 403
-    assert store.touched == [] and queue.tasks == {}
+    assert store.used == [] and queue.tasks == {}
     for_slack = {
         "Authorization": f"Bearer {_token(keys, aud=f'{SETTINGS.functions_url}/tool-slack')}"
     }
     assert slack.post("/", json={}, headers=for_slack).status_code == 400  # let in, then refused
-    assert store.touched == ["record_rejection"]
+    assert store.used == ["record_rejection"]
