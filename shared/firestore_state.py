@@ -23,6 +23,7 @@ from shared.model import (
     Task,
     utcnow,
 )
+from shared.settings import firestore_location
 from shared.task_queue import TaskQueue, enqueue_all
 
 T = TypeVar("T")
@@ -32,19 +33,8 @@ STEPS = "steps"
 EVENTS = "events"
 REJECTIONS = "rejections"
 BREAKERS = "breakers"
-DEFAULT_DATABASE = "(default)"
 # Commits Firestore aborts for contention are retried this often by the transaction helper.
 TRANSACTION_ATTEMPTS = 5
-
-
-def parse_url(url: str) -> tuple[str, str]:
-    """`firestore://project[/database]` -> (project, database)."""
-    if not url.startswith("firestore://"):
-        raise ValueError(f"not a Firestore URL: {url!r}")
-    project, _, database = url.removeprefix("firestore://").strip("/").partition("/")
-    if not project or "/" in database:
-        raise ValueError(f"expected firestore://project[/database], not {url!r}")
-    return project, database or DEFAULT_DATABASE
 
 
 class _SortableIds:
@@ -98,7 +88,7 @@ class FirestoreStateStore:
     @classmethod
     def from_url(cls, url: str, queue: TaskQueue | None = None) -> FirestoreStateStore:
         """A store on `firestore://project[/database]`; honours FIRESTORE_EMULATOR_HOST."""
-        project, database = parse_url(url)
+        project, database = firestore_location(url)
         return cls(firestore.Client(project=project, database=database), queue)
 
     def _in_transaction(self, fn: Callable[..., T], what: str) -> T:
