@@ -23,7 +23,7 @@ from shared.model import (
     Task,
     utcnow,
 )
-from shared.settings import firestore_location
+from shared.state_urls import firestore_location
 from shared.task_queue import TaskQueue, enqueue_all
 
 T = TypeVar("T")

@@ -6,7 +6,6 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 from shared.errors import PermanentError
@@ -16,6 +15,7 @@ from shared.model import LlmUsage
 from shared.queues import QUEUES
 from shared.settings import Settings, SettingsError
 from shared.state import StateStore
+from shared.state_urls import sqlite_path
 from shared.task_queue import TaskQueue
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def build_runtime(settings: Settings) -> Runtime:
         from shared.sqlite_db import SqliteDatabase
         from shared.sqlite_state import SqliteStateStore
 
-        db = SqliteDatabase(Path(location.removeprefix("sqlite:///")))
+        db = SqliteDatabase(sqlite_path(location))
         scale = settings.local_backoff_scale
         queue = LocalTaskQueue(db, {n: q.scaled(scale) for n, q in QUEUES.items()})
         return Runtime(settings, SqliteStateStore(db, queue), queue)

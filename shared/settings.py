@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -14,71 +12,19 @@ from pydantic import Field, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-PREFIX = "CHIMERA_"
-
-
-@dataclass(frozen=True)
-class VendorEndpoint:
-    """A vendor's documented production base URL, and what its client appends to it.
-
-    The sandbox's base for the vendor has the same shape, `<sandbox_url>/<vendor><path>`
-    (Slack: `<sandbox>/slack/api/`), so a client builds the same paths against either.
-    """
-
-    documented: str
-    # Path segments the client adds itself: a base URL that already holds one doubles it.
-    appended: frozenset[str] = frozenset()
-
-    @property
-    def host(self) -> str:
-        return urlsplit(self.documented).hostname or ""
-
-    @property
-    def path(self) -> str:
-        """The documented base path without its trailing slash ("/api" for Slack, else "")."""
-        return urlsplit(self.documented).path.rstrip("/")
-
-    @property
-    def domain(self) -> str:
-        """The vendor's own domain: a host under it must use the documented path exactly."""
-        return ".".join(self.host.split(".")[-2:])
-
-
-# Checked against the vendors' API references and the SDKs' own defaults (slack_sdk's
-# BaseClient.BASE_URL, SendGridAPIClient's host, google-genai's base URLs).
-VENDOR_ENDPOINTS = {
-    # GET /v2/companies/find?domain=
-    "clearbit": VendorEndpoint(
-        "https://company.clearbit.com", frozenset({"v1", "v2", "companies"})
-    ),
-    # The site URL, no /jira: the library adds /rest/api/2/... and browse links add /browse/.
-    "jira": VendorEndpoint("https://your-site.atlassian.net", frozenset({"rest", "browse"})),
-    # python_http_client adds /v3 (version=3), then mail/send or messages.
-    "sendgrid": VendorEndpoint("https://api.sendgrid.com", frozenset({"v3", "mail", "messages"})),
-    # slack_sdk adds only the method name (chat.postMessage) to its base URL.
-    "slack": VendorEndpoint("https://slack.com/api/", frozenset({"chat.postMessage"})),
-    # google-genai adds /{api_version}/models/... (Vertex AI: .../projects/...).
-    "gemini": VendorEndpoint(
-        "https://generativelanguage.googleapis.com",
-        frozenset({"v1", "v1beta", "v1alpha", "v1beta1", "models", "projects"}),
-    ),
-}
-# Gemini on Vertex AI: a regional endpoint, or the global one for location `global`.
-VERTEX_AI_URL = "https://{location}-aiplatform.googleapis.com"
-VERTEX_AI_GLOBAL_URL = "https://aiplatform.googleapis.com"
-# The website provider reads https://{domain}/ itself; the sandbox serves it under /website.
-WEBSITE_URL = "https://{domain}/"
-WEBSITE_PLACEHOLDER = "{domain}"
-_VERTEX_HOST_LOCATION = (
-    re.compile(r"^(?P<location>[a-z0-9-]+)-aiplatform\.googleapis\.com$"),
-    re.compile(r"^aiplatform\.(?P<location>[a-z0-9-]+)\.rep\.googleapis\.com$"),
+from shared.state_urls import FIRESTORE_URLS, state_url_problem
+from shared.vendor_urls import (
+    VENDOR_ENDPOINTS,
+    WEBSITE_PLACEHOLDER,
+    WEBSITE_URL,
+    base_url_problem,
+    shown,
+    vertex_ai_url,
+    vertex_location,
+    website_url_problem,
 )
 
-
-DEFAULT_FIRESTORE_DATABASE = "(default)"
-# Written out, not as project[/database]: the CLI prints messages with Rich, which reads
-# square brackets as markup.
-FIRESTORE_URLS = "firestore://PROJECT or firestore://PROJECT/DATABASE"
+PREFIX = "CHIMERA_"
 
 
 class SettingsError(ValueError):
@@ -222,6 +168,7 @@ class Settings(BaseSettings):
         """
         settings = cls(**Environment(cls, os.environ if environ is None else environ)())
         settings.check()
+        settings.state_location  # noqa: B018 - on gcp, a state URL or a project: say so now
         return settings
 
     def check(self) -> None:
@@ -247,7 +194,8 @@ class Settings(BaseSettings):
 
     @property
     def state_location(self) -> str:
-        """Where runs are kept: `state_url`, else the backend's own default."""
+        """Where runs are kept: `state_url`, else the backend's own default (SettingsError on
+        gcp with neither a state URL nor a project)."""
         if self.state_url:
             return self.state_url
         if self.backend == "local":
@@ -327,32 +275,9 @@ class Settings(BaseSettings):
         return []
 
     def _state_problems(self) -> list[str]:
-        url = self.state_url
-        if not url:
-            return []  # the backend's default: see state_location
-        variable = f"{PREFIX}STATE_URL={url if url.startswith('sqlite:') else _shown(url)}"
-        if url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
-            if self.backend == "gcp":
-                return [
-                    f"{variable} cannot be used with {PREFIX}BACKEND=gcp: instances in the "
-                    f"cloud share no disk, so each would keep its own runs; use {FIRESTORE_URLS}, "
-                    f"or {PREFIX}BACKEND=local"
-                ]
-            return []
-        if url.startswith("firestore://"):
-            try:
-                firestore_location(url)
-            except ValueError as exc:
-                return [f"{variable}: {exc}"]
-            if self.backend == "local":
-                return [
-                    f"{variable} needs {PREFIX}BACKEND=gcp: the local backend keeps runs in "
-                    "SQLite, where its queue commits with them; set "
-                    f"{PREFIX}BACKEND=gcp (Firestore and Cloud Tasks), or leave "
-                    f"{PREFIX}STATE_URL empty"
-                ]
-            return []
-        return [f"{variable}: expected sqlite:///PATH, {FIRESTORE_URLS}"]
+        # Empty is the backend's own default: see state_location.
+        problem = state_url_problem(self.state_url, self.backend) if self.state_url else None
+        return [problem] if problem else []
 
     def vendor_url_problems(self) -> list[str]:
         """What is wrong with each vendor URL set explicitly: one sentence per URL that
@@ -368,113 +293,46 @@ class Settings(BaseSettings):
         return problems
 
     def _vendor_url_problem(self, vendor: str, url: str) -> str | None:
-        endpoint = VENDOR_ENDPOINTS[vendor]
-        documented = endpoint.documented
+        documented = VENDOR_ENDPOINTS[vendor].documented
         if vendor == "gemini" and self.gemini_vertexai:
-            documented = self._vertex_ai_url()
-        variable = f"{PREFIX}{vendor.upper()}_URL"
-        wrong = f"{variable}={_shown(url)} cannot be right"
-        expected = f"set it to the documented {documented}"
-        shape = _url_shape_problem(url)
-        if shape:
-            return f"{wrong}: {shape}; {expected}"
-        parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
-        path = parts.path.rstrip("/")
-        segments = [s for s in path.split("/") if s]
-        own = host == endpoint.domain or host.endswith("." + endpoint.domain)
-        if own and parts.scheme != "https":
-            return f"{wrong}: the vendor is only served over https; {expected}"
-        doubled = [s for s in segments if s in endpoint.appended]
-        if doubled:
-            return (
-                f"{wrong}: the client adds /{doubled[0]} itself, so the base URL must stop "
-                f"before it; {expected}"
-            )
-        if endpoint.path and not path.endswith(endpoint.path):
-            return f"{wrong}: its path must end in {endpoint.path}; {expected}"
-        if endpoint.path and path.endswith(endpoint.path + endpoint.path):
-            return f"{wrong}: {endpoint.path} appears twice; {expected}"
-        if own and path != endpoint.path:
-            return f"{wrong}: the path on {host} must be {endpoint.path or 'empty'}; {expected}"
+            documented = vertex_ai_url(self.gemini_location)
+        wrong = f"{variable(vendor + '_url')}={shown(url)} cannot be right"
+        problem = base_url_problem(vendor, url)
+        if problem:
+            return f"{wrong}: {problem}; set it to the documented {documented}"
         if vendor == "gemini":
-            return self._gemini_host_problem(host, wrong)
+            return self._gemini_host_problem((urlsplit(url).hostname or "").lower(), wrong)
         return None
 
     def _gemini_host_problem(self, host: str, wrong: str) -> str | None:
-        vertex_location = _vertex_location(host)
+        """Whether the Gemini host agrees with CHIMERA_GEMINI_VERTEXAI and the location."""
+        serves = vertex_location(host)
+        vertex = vertex_ai_url(self.gemini_location)
         if host == VENDOR_ENDPOINTS["gemini"].host and self.gemini_vertexai:
             return (
                 f"{wrong}: it is the Gemini API, but {PREFIX}GEMINI_VERTEXAI is on; for Vertex "
-                f"AI set it to the documented {self._vertex_ai_url()}"
+                f"AI set it to the documented {vertex}"
             )
-        if vertex_location is not None and not self.gemini_vertexai:
+        if serves is not None and not self.gemini_vertexai:
             return (
                 f"{wrong}: it is Vertex AI, but {PREFIX}GEMINI_VERTEXAI is off; for the Gemini "
                 f"API set it to the documented {VENDOR_ENDPOINTS['gemini'].documented}"
             )
-        if vertex_location is not None and vertex_location != self.gemini_location:
+        if serves is not None and serves != self.gemini_location:
             return (
-                f"{wrong}: it serves location {vertex_location}, not {PREFIX}GEMINI_LOCATION="
-                f"{self.gemini_location}; set it to the documented {self._vertex_ai_url()}"
+                f"{wrong}: it serves location {serves}, not {PREFIX}GEMINI_LOCATION="
+                f"{self.gemini_location}; set it to the documented {vertex}"
             )
         return None
 
-    def _vertex_ai_url(self) -> str:
-        if self.gemini_location == "global":
-            return VERTEX_AI_GLOBAL_URL
-        return VERTEX_AI_URL.format(location=self.gemini_location or "LOCATION")
-
     def _website_url_problem(self, url: str) -> str | None:
-        wrong = f"{PREFIX}WEBSITE_URL={_shown(url)} cannot be right"
-        expected = f"set it to the documented {WEBSITE_URL} (or leave it empty)"
-        if WEBSITE_PLACEHOLDER not in url:
-            return f"{wrong}: it must contain {WEBSITE_PLACEHOLDER}; {expected}"
-        shape = _url_shape_problem(url.replace(WEBSITE_PLACEHOLDER, "example.com"))
-        if shape:
-            return f"{wrong}: {shape}; {expected}"
-        return None
-
-
-def _url_shape_problem(url: str) -> str | None:
-    """Why `url` cannot be a base URL at all, or None."""
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
-    except ValueError:
-        return "it is not a URL"
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return "it needs http:// or https:// and a host"
-    if parts.username or parts.password:
-        return "credentials do not belong in the URL"
-    if parts.query or parts.fragment or any(c.isspace() for c in url):
-        return "a base URL has no query, fragment or spaces"
-    return None
-
-
-def _vertex_location(host: str) -> str | None:
-    if host == urlsplit(VERTEX_AI_GLOBAL_URL).hostname:
-        return "global"
-    for pattern in _VERTEX_HOST_LOCATION:
-        if match := pattern.fullmatch(host):
-            return match.group("location")
-    return None
-
-
-def _shown(url: str) -> str:
-    """The URL as safe to print: user:password@, the query and the fragment (which may hold
-    a key or token) left out."""
-    try:
-        parts = urlsplit(url)
-        netloc = parts.netloc.rsplit("@", 1)[-1]
-        shown = parts._replace(
-            netloc=netloc,
-            query="..." if parts.query else "",
-            fragment="..." if parts.fragment else "",
-        ).geturl()
-    except ValueError:
-        return "<not a URL>"
-    return repr(shown) if any(c.isspace() for c in shown) else shown
+        problem = website_url_problem(url)
+        if problem is None:
+            return None
+        return (
+            f"{PREFIX}WEBSITE_URL={shown(url)} cannot be right: {problem}; set it to the "
+            f"documented {WEBSITE_URL} (or leave it empty)"
+        )
 
 
 def variable(field_name: str) -> str:
@@ -503,16 +361,6 @@ class Environment(PydanticBaseSettingsSource):
             if value is not None:
                 values[name] = value
         return values
-
-
-def firestore_location(url: str) -> tuple[str, str]:
-    """`firestore://project[/database]` -> (project, database)."""
-    if not url.startswith("firestore://"):
-        raise ValueError(f"not a Firestore URL: {url!r}")
-    project, _, database = url.removeprefix("firestore://").strip("/").partition("/")
-    if not project or "/" in database:
-        raise ValueError(f"expected {FIRESTORE_URLS}, not {url!r}")
-    return project, database or DEFAULT_FIRESTORE_DATABASE
 
 
 def _described(exc: ValidationError, settings_cls: type[BaseSettings]) -> str:

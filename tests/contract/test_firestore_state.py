@@ -18,7 +18,8 @@ from shared.model import (
     StepSummary,
 )
 from shared.runtime import build_runtime
-from shared.settings import Settings, firestore_location
+from shared.settings import Settings
+from shared.state_urls import firestore_location
 from tests.conftest import make_run
 from tests.emulators import firestore_client
 from tests.fakes import FakeTaskQueue

@@ -8,7 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.settings import VENDOR_ENDPOINTS, Settings, SettingsError, variable
+from chimera.cli import main
+from shared.settings import Settings, SettingsError, variable
+from shared.state_urls import firestore_location, sqlite_path, state_url_problem
+from shared.vendor_urls import VENDOR_ENDPOINTS
 
 
 def test_defaults_run_locally_with_no_environment():
@@ -388,3 +391,46 @@ def test_enrichment_provider_names_keep_their_first_order_once_each_when_written
     )
     expected = tuple(dict.fromkeys(name for name, _ in names))
     assert Settings(enrichment_providers=written).enrichment_provider_names == expected
+
+
+@pytest.mark.parametrize(
+    ("environment", "named"),
+    [
+        ({"CHIMERA_STATE_URL": "firestore://acme-prod"}, ["CHIMERA_STATE_URL", "CHIMERA_BACKEND"]),
+        ({"CHIMERA_BACKEND": "gcp"}, ["CHIMERA_STATE_URL", "CHIMERA_GCP_PROJECT"]),
+        ({"CHIMERA_STATE_URL": "firestore://a/b/c", "CHIMERA_BACKEND": "gcp"}, ["firestore://"]),
+    ],
+)
+def test_cli_stops_before_doing_anything_naming_the_variables_when_settings_disagree(
+    monkeypatch, capsys, tmp_path, environment, named
+):
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value)
+
+    assert main(["runs", "list"]) == 2
+
+    printed = " ".join(capsys.readouterr().out.split())
+    assert printed.startswith("configuration error:")
+    assert all(name in printed for name in named)
+    assert not (tmp_path / "home").exists()
+
+
+@given(
+    project=st.from_regex(r"[a-z][a-z0-9-]{4,28}[a-z0-9]", fullmatch=True),
+    database=st.one_of(st.none(), st.from_regex(r"[a-z][a-z0-9-]{2,61}[a-z0-9]", fullmatch=True)),
+    slash=st.booleans(),
+)
+def test_firestore_state_url_names_its_project_and_database_when_well_formed(
+    project, database, slash
+):
+    url = f"firestore://{project}" + (f"/{database}" if database else "") + ("/" if slash else "")
+    assert firestore_location(url) == (project, database or "(default)")
+    assert Settings.from_env({"CHIMERA_BACKEND": "gcp", "CHIMERA_STATE_URL": url}).state_url == url
+    assert "CHIMERA_BACKEND=gcp" in (state_url_problem(url, "local") or "")
+
+
+def test_sqlite_state_url_names_its_file_relative_or_absolute():
+    assert sqlite_path("sqlite:///runs/chimera.db") == Path("runs/chimera.db")
+    assert sqlite_path("sqlite:////var/lib/chimera.db") == Path("/var/lib/chimera.db")
+    with pytest.raises(ValueError, match="sqlite:///PATH"):
+        sqlite_path("sqlite:///")

@@ -22,7 +22,8 @@ import pytest
 
 from shared.logs import CloudLoggingFormatter
 from shared.queues import QUEUES
-from shared.settings import VENDOR_ENDPOINTS, VERTEX_AI_URL, Settings, variable
+from shared.settings import Settings, variable
+from shared.vendor_urls import VENDOR_ENDPOINTS, VERTEX_AI_URL
 
 hcl2 = pytest.importorskip("hcl2", reason="python-hcl2 is a dev dependency: pip install -e .[dev]")
 

@@ -42,7 +42,8 @@ from shared.errors import (
     VendorUnavailable,
 )
 from shared.retry_after import retry_after
-from shared.settings import WEBSITE_PLACEHOLDER, Settings
+from shared.settings import Settings
+from shared.vendor_urls import WEBSITE_PLACEHOLDER
 from tools.clearbit.address_guard import (
     DEFAULT_PORTS,
     AddressGuard,
