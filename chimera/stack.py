@@ -15,7 +15,9 @@ from werkzeug.serving import BaseWSGIServer, make_server
 import orchestrator
 import tools
 from sandbox.server import SandboxServer
-from shared.local_queue import HttpTarget, LocalDispatcher, LocalTaskQueue, Target, WsgiTarget
+from shared.local_dispatcher import LocalDispatcher
+from shared.local_queue import LocalTaskQueue
+from shared.local_targets import HttpTarget, Target, WsgiTarget
 from shared.queues import ORCHESTRATOR_QUEUE, tool_queue
 from shared.registry import FUNCTIONS
 from shared.runtime import Runtime, build_runtime, install

@@ -13,13 +13,12 @@ import functions_framework
 from cloudevents.http import CloudEvent
 from pydantic import ValidationError
 
+import shared.runtime
 from orchestrator import service
-from shared.errors import Conflict, PermanentError
+from shared.errors import Conflict
 from shared.identity import identity_denied, intake_audience, task_caller_denied
-from shared.llm import LanguageModel
 from shared.logs import log_context
 from shared.model import (
-    LlmUsage,
     OnboardingRequest,
     OrchestratorTask,
     Rejection,
@@ -28,7 +27,6 @@ from shared.model import (
 )
 from shared.queues import ORCHESTRATOR_QUEUE
 from shared.runtime import per_runtime, runtime
-from shared.settings import Settings
 from shared.tasks_http import answer, attempt_of, describe, refuse, retry_later
 
 log = logging.getLogger(__name__)
@@ -38,32 +36,8 @@ RUN_PATH = re.compile(
 )
 
 
-def _reasoning_model(settings: Settings) -> LanguageModel:
-    """The model the orchestrator plans with, or a stand-in that says why there is none."""
-    try:
-        from shared.gemini import GeminiLanguageModel  # the SDK only where it is used
-
-        # Its own, shorter timeout: the task is answered within the dispatch deadline.
-        timeout = min(settings.vendor_read_timeout, settings.reasoning_timeout)
-        return GeminiLanguageModel(settings.replace(vendor_read_timeout=timeout))
-    except ValueError as exc:
-        log.error("no model to plan with: %s", exc)
-        return _MisconfiguredModel(str(exc))
-
-
-class _MisconfiguredModel:
-    """Answers every question with the configuration error, so runs fall back, recorded."""
-
-    def __init__(self, problem: str) -> None:
-        self.problem = problem
-
-    def generate_json(
-        self, *, system: str, prompt: str, schema: dict, run_id: str
-    ) -> tuple[dict, LlmUsage]:
-        raise PermanentError(f"the model is misconfigured: {self.problem}", code="misconfigured")
-
-
-reasoning_model = per_runtime(_reasoning_model)
+# The model is chosen in shared/runtime.py, with the orchestrator's shorter timeout.
+reasoning_model = per_runtime(shared.runtime.reasoning_model)
 
 
 @functions_framework.http

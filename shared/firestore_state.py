@@ -23,7 +23,8 @@ from shared.model import (
     Task,
     utcnow,
 )
-from shared.task_queue import TaskQueue
+from shared.state_urls import firestore_location
+from shared.task_queue import TaskQueue, enqueue_all
 
 T = TypeVar("T")
 
@@ -32,19 +33,8 @@ STEPS = "steps"
 EVENTS = "events"
 REJECTIONS = "rejections"
 BREAKERS = "breakers"
-DEFAULT_DATABASE = "(default)"
 # Commits Firestore aborts for contention are retried this often by the transaction helper.
 TRANSACTION_ATTEMPTS = 5
-
-
-def parse_url(url: str) -> tuple[str, str]:
-    """`firestore://project[/database]` -> (project, database)."""
-    if not url.startswith("firestore://"):
-        raise ValueError(f"not a Firestore URL: {url!r}")
-    project, _, database = url.removeprefix("firestore://").strip("/").partition("/")
-    if not project or "/" in database:
-        raise ValueError(f"expected firestore://project[/database], not {url!r}")
-    return project, database or DEFAULT_DATABASE
 
 
 class _SortableIds:
@@ -98,7 +88,7 @@ class FirestoreStateStore:
     @classmethod
     def from_url(cls, url: str, queue: TaskQueue | None = None) -> FirestoreStateStore:
         """A store on `firestore://project[/database]`; honours FIRESTORE_EMULATOR_HOST."""
-        project, database = parse_url(url)
+        project, database = firestore_location(url)
         return cls(firestore.Client(project=project, database=database), queue)
 
     def _in_transaction(self, fn: Callable[..., T], what: str) -> T:
@@ -115,13 +105,6 @@ class FirestoreStateStore:
                 ) from exc
             raise
 
-    def _after_commit(self, tasks: Sequence[Task]) -> None:
-        if tasks:
-            if self.queue is None:
-                raise RuntimeError("this store has no task queue to emit tasks to")
-            for task in tasks:
-                self.queue.enqueue(task)
-
     def _write_events(self, transaction: Any, events: Sequence[Event]) -> None:
         for event in events:
             ref = self._runs.document(event.run_id).collection(EVENTS).document(_ids.next())
@@ -136,7 +119,7 @@ class FirestoreStateStore:
         watchdogs: Sequence[Task] = (),
     ) -> tuple[RunState, bool]:
         ref = self._runs.document(run.run_id)
-        self._after_commit(watchdogs)  # before it, in fact: see StateStore.create_run
+        enqueue_all(self.queue, watchdogs)  # before the commit: see StateStore.create_run
         stored = run.evolve(version=1, updated_at=utcnow())
 
         def create(transaction: Any) -> tuple[RunState, bool]:
@@ -149,7 +132,7 @@ class FirestoreStateStore:
 
         result, created = self._in_transaction(create, f"run {run.run_id}")
         if created:
-            self._after_commit(tasks)
+            enqueue_all(self.queue, tasks)
         return result, created
 
     def load(self, run_id: str) -> RunState | None:
@@ -167,7 +150,7 @@ class FirestoreStateStore:
     ) -> RunState:
         ref = self._runs.document(run.run_id)
         stored = run.evolve(version=expected_version + 1, updated_at=utcnow())
-        self._after_commit(watchdogs)  # before it, in fact: see StateStore.create_run
+        enqueue_all(self.queue, watchdogs)  # before the commit: see StateStore.create_run
 
         def move(transaction: Any) -> None:
             snapshot = ref.get(transaction=transaction)
@@ -177,7 +160,7 @@ class FirestoreStateStore:
             self._write_events(transaction, events)
 
         self._in_transaction(move, f"run {run.run_id}")
-        self._after_commit(tasks)
+        enqueue_all(self.queue, tasks)
         return stored
 
     def append_event(self, event: Event) -> None:

@@ -1,25 +1,17 @@
-"""TaskQueue on SQLite, and a dispatcher that delivers its tasks with Cloud Tasks' semantics."""
+"""TaskQueue on SQLite: durable named tasks in the `tasks` table, delivered by LocalDispatcher."""
 
 from __future__ import annotations
 
 import json
-import logging
-import os
 import sqlite3
 import threading
 import time
-import uuid
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Mapping
+from typing import Any
 
 from shared.model import Task
 from shared.queues import QUEUES, QueueConfig
-from shared.retry_after import retry_after
 from shared.sqlite_db import SqliteDatabase
-
-log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -38,26 +30,26 @@ CREATE TABLE IF NOT EXISTS tasks (
     finished_at REAL
 );
 CREATE INDEX IF NOT EXISTS tasks_due ON tasks (state, queue, due_at);
-CREATE TABLE IF NOT EXISTS dispatchers (
-    owner TEXT PRIMARY KEY,
-    heartbeat_at REAL NOT NULL
-);
 """
 
+# A task's life: queued -> leased (being delivered) -> done, or back to queued for a retry,
+# or dead once its queue's attempts are spent.
 QUEUED, LEASED, DONE, DEAD = "queued", "leased", "done", "dead"
-HEARTBEAT_S = 1.0
-# A dispatcher silent this long is gone (killed); its leased tasks are delivered again.
-STALE_AFTER_S = 4.0
 # Task names stay reserved this long after completion, as in Cloud Tasks.
 DEDUP_WINDOW_S = 24 * 3600
 
 
 class LocalTaskQueue:
-    """Durable named tasks in the `tasks` table: an enqueued task survives a crash."""
+    """Durable named tasks in the `tasks` table: an enqueued task survives a crash.
+
+    A TransactionalQueue: a store on the same database queues its tasks inside its own write
+    transaction (`insert`), so that a change and its tasks commit together.
+    """
 
     def __init__(self, db: SqliteDatabase, queues: Mapping[str, QueueConfig] = QUEUES) -> None:
         self.db = db
         self.queues = dict(queues)
+        # Set when a commit queued a task; the dispatcher waits on it between polls.
         self.wakeup = threading.Event()
         self._inserted = threading.local()
         db.ensure_schema(SCHEMA)
@@ -94,16 +86,6 @@ class LocalTaskQueue:
         row = self.db.connection().execute("SELECT * FROM tasks WHERE name = ?", (name,)).fetchone()
         return dict(row) if row else None
 
-    def counts(self) -> dict[str, dict[str, int]]:
-        """Tasks per queue and state: the backlog at a glance."""
-        rows = self.db.connection().execute(
-            "SELECT queue, state, COUNT(*) AS n FROM tasks GROUP BY queue, state"
-        )
-        out: dict[str, dict[str, int]] = {}
-        for row in rows:
-            out.setdefault(row["queue"], {})[row["state"]] = row["n"]
-        return out
-
     def pending(self) -> int:
         row = (
             self.db.connection()
@@ -115,316 +97,3 @@ class LocalTaskQueue:
     def dead(self) -> list[dict[str, Any]]:
         rows = self.db.connection().execute("SELECT * FROM tasks WHERE state = ?", (DEAD,))
         return [dict(r) for r in rows]
-
-
-@dataclass(frozen=True)
-class Delivery:
-    queue: str
-    task_name: str
-    body: bytes
-    headers: dict[str, str]
-    deadline: float
-
-
-@dataclass(frozen=True)
-class DeliveryResult:
-    # None when no answer came back (connection error, deadline passed).
-    status: int | None
-    headers: Mapping[str, str] = field(default_factory=dict)
-    error: str = ""
-
-
-class Target(Protocol):
-    def __call__(self, delivery: Delivery) -> DeliveryResult: ...
-
-
-class WsgiTarget:
-    """Deliver in process through a WSGI app (the Functions Framework's Flask app)."""
-
-    def __init__(self, app: Any, path: str = "/") -> None:
-        self.app = app
-        self.path = path
-
-    def __call__(self, delivery: Delivery) -> DeliveryResult:
-        from werkzeug.test import Client
-
-        response = Client(self.app).post(
-            self.path,
-            data=delivery.body,
-            headers={**delivery.headers, "Content-Type": "application/json"},
-        )
-        return DeliveryResult(response.status_code, dict(response.headers))
-
-
-class HttpTarget:
-    """Deliver over HTTP, as Cloud Tasks does, with the dispatch deadline as the timeout."""
-
-    def __init__(self, url: str) -> None:
-        import requests
-
-        self.url = url
-        self.session = requests.Session()
-
-    def __call__(self, delivery: Delivery) -> DeliveryResult:
-        import requests
-
-        try:
-            response = self.session.post(
-                self.url,
-                data=delivery.body,
-                headers={**delivery.headers, "Content-Type": "application/json"},
-                timeout=delivery.deadline,
-            )
-        except requests.RequestException as exc:
-            return DeliveryResult(None, error=type(exc).__name__)
-        return DeliveryResult(response.status_code, dict(response.headers))
-
-
-class _RateLimiter:
-    """A token bucket per queue: max_dispatches_per_second, with a burst of the same size."""
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self.capacity = max(1.0, rate)
-        self.tokens = self.capacity
-        self.updated = time.monotonic()
-
-    def take(self, wanted: int) -> int:
-        now = time.monotonic()
-        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
-        granted = min(wanted, int(self.tokens))
-        self.tokens -= granted
-        return granted
-
-
-class LocalDispatcher:
-    """Delivers due tasks to their queue's target, retrying failures as Cloud Tasks would.
-
-    2xx is done; anything else, or no answer within the dispatch deadline, is retried after
-    the queue's backoff (or a later Retry-After) until max_attempts, then the task is dead.
-    Leases carry the dispatcher's heartbeat, so a killed dispatcher's tasks are redelivered.
-    """
-
-    def __init__(
-        self,
-        queue: LocalTaskQueue,
-        targets: Mapping[str, Target],
-        *,
-        dispatch_deadline: float = 30.0,
-        workers: int = 32,
-        poll_interval: float = 0.1,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.queue = queue
-        self.db = queue.db
-        self.targets = dict(targets)
-        self.dispatch_deadline = dispatch_deadline
-        self.poll_interval = poll_interval
-        self.clock = clock
-        self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        # A pool per queue: a queue whose vendor browns out fills its own workers, never
-        # another queue's. Threads start on demand, so idle queues cost nothing.
-        self._pools = {
-            name: ThreadPoolExecutor(
-                max_workers=min(queue.queues[name].max_concurrent_dispatches, workers),
-                thread_name_prefix=f"dispatch-{name}",
-            )
-            for name in self.targets
-        }
-        self._in_flight: dict[str, int] = {name: 0 for name in self.targets}
-        self._limits = {
-            name: _RateLimiter(queue.queues[name].max_dispatches_per_second)
-            for name in self.targets
-        }
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._last_heartbeat = 0.0
-
-    def start(self) -> LocalDispatcher:
-        self._heartbeat(force=True)
-        self._thread = threading.Thread(target=self._loop, name="dispatcher", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self.queue.wakeup.set()
-        if self._thread:
-            self._thread.join(timeout=5)
-        for pool in self._pools.values():
-            pool.shutdown(wait=True, cancel_futures=False)
-        with self.db.transaction() as conn:
-            conn.execute("DELETE FROM dispatchers WHERE owner = ?", (self.owner,))
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self.queue.wakeup.clear()
-            try:
-                self._heartbeat()
-                dispatched = self.dispatch_due()
-            except sqlite3.OperationalError:
-                log.warning("dispatcher: database busy, trying again", exc_info=True)
-                dispatched = 0
-            if not dispatched:
-                self.queue.wakeup.wait(self.poll_interval)
-
-    def _heartbeat(self, force: bool = False) -> None:
-        now = self.clock()
-        if not force and now - self._last_heartbeat < HEARTBEAT_S:
-            return
-        self._last_heartbeat = now
-        with self.db.transaction() as conn:
-            conn.execute(
-                "INSERT INTO dispatchers (owner, heartbeat_at) VALUES (?, ?)"
-                " ON CONFLICT (owner) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
-                (self.owner, now),
-            )
-            self._reclaim(conn, now)
-            conn.execute(
-                "DELETE FROM tasks WHERE state = ? AND finished_at < ?",
-                (DONE, now - DEDUP_WINDOW_S),
-            )
-
-    def _reclaim(self, conn: sqlite3.Connection, now: float) -> None:
-        """Leases whose dispatcher died, or whose deadline passed, count as failed attempts."""
-        conn.execute("DELETE FROM dispatchers WHERE heartbeat_at < ?", (now - STALE_AFTER_S,))
-        rows = conn.execute(
-            "SELECT name, queue, retry_count FROM tasks WHERE state = ? AND"
-            " (lease_until < ? OR lease_owner NOT IN (SELECT owner FROM dispatchers))",
-            (LEASED, now),
-        ).fetchall()
-        for row in rows:
-            log.warning("task %s: lease lost (dispatcher gone or deadline passed)", row["name"])
-            self._fail(
-                conn,
-                row["name"],
-                self.queue.queues[row["queue"]],
-                row["retry_count"],
-                status=None,
-                error="lease lost",
-                retry_after=None,
-                now=now,
-            )
-
-    def dispatch_due(self) -> int:
-        """Lease and hand to workers every due task the queues' limits allow now."""
-        now = self.clock()
-        leased: list[tuple[str, sqlite3.Row]] = []
-        with self.db.transaction() as conn:
-            for name, config in self.queue.queues.items():
-                if name not in self.targets:
-                    continue
-                with self._lock:
-                    room = config.max_concurrent_dispatches - self._in_flight[name]
-                if room <= 0:
-                    continue
-                rows = conn.execute(
-                    "SELECT * FROM tasks WHERE state = ? AND queue = ? AND due_at <= ?"
-                    " ORDER BY due_at LIMIT ?",
-                    (QUEUED, name, now, room),
-                ).fetchall()
-                granted = self._limits[name].take(len(rows)) if rows else 0
-                for row in rows[:granted]:
-                    conn.execute(
-                        "UPDATE tasks SET state = ?, lease_owner = ?, lease_until = ?"
-                        " WHERE name = ?",
-                        (LEASED, self.owner, now + self.dispatch_deadline + 5, row["name"]),
-                    )
-                    leased.append((name, row))
-        for name, row in leased:
-            with self._lock:
-                self._in_flight[name] += 1
-            self._pools[name].submit(self._deliver, name, row)
-        return len(leased)
-
-    def _deliver(self, queue_name: str, row: sqlite3.Row) -> None:
-        config = self.queue.queues[queue_name]
-        delivery = Delivery(
-            queue=queue_name,
-            task_name=row["name"],
-            body=row["payload"].encode(),
-            headers={
-                "X-CloudTasks-QueueName": queue_name,
-                "X-CloudTasks-TaskName": row["name"],
-                "X-CloudTasks-TaskRetryCount": str(row["retry_count"]),
-                "X-CloudTasks-TaskExecutionCount": str(row["execution_count"]),
-                "X-CloudTasks-TaskETA": f"{row['due_at']:.6f}",
-            },
-            deadline=self.dispatch_deadline,
-        )
-        try:
-            result = self.targets[queue_name](delivery)
-        except Exception as exc:  # a target that raises is a failed attempt, not a dead loop
-            log.exception("task %s: delivery raised", row["name"])
-            result = DeliveryResult(None, error=type(exc).__name__)
-        finally:
-            with self._lock:
-                self._in_flight[queue_name] -= 1
-        try:
-            self._settle(row, config, result)
-        except Exception:
-            # The lease stays and is reclaimed later: the task is delivered again, not lost.
-            log.exception("task %s: could not record its result", row["name"])
-        self.queue.wakeup.set()
-
-    def _settle(self, row: sqlite3.Row, config: QueueConfig, result: DeliveryResult) -> None:
-        now = self.clock()
-        with self.db.transaction() as conn:
-            current = conn.execute(
-                "SELECT state, lease_owner FROM tasks WHERE name = ?", (row["name"],)
-            ).fetchone()
-            mine = current is not None and current["lease_owner"] == self.owner
-            if not mine or current["state"] != LEASED:
-                return  # reclaimed meanwhile; whoever holds it now settles it
-            if result.status is not None and 200 <= result.status < 300:
-                conn.execute(
-                    "UPDATE tasks SET state = ?, execution_count = execution_count + 1,"
-                    " last_status = ?, finished_at = ?, lease_owner = NULL WHERE name = ?",
-                    (DONE, result.status, now, row["name"]),
-                )
-                return
-            if result.status is not None:
-                conn.execute(
-                    "UPDATE tasks SET execution_count = execution_count + 1 WHERE name = ?",
-                    (row["name"],),
-                )
-            self._fail(
-                conn,
-                row["name"],
-                config,
-                row["retry_count"],
-                status=result.status,
-                error=result.error,
-                retry_after=retry_after(result.headers),
-                now=now,
-            )
-
-    def _fail(
-        self,
-        conn: sqlite3.Connection,
-        name: str,
-        config: QueueConfig,
-        retry_count: int,
-        *,
-        status: int | None,
-        error: str,
-        retry_after: float | None,
-        now: float,
-    ) -> None:
-        retries = retry_count + 1
-        if retries >= config.max_attempts:
-            log.error("task %s: %d attempts failed, giving up", name, retries)
-            conn.execute(
-                "UPDATE tasks SET state = ?, retry_count = ?, last_status = ?, last_error = ?,"
-                " finished_at = ?, lease_owner = NULL WHERE name = ?",
-                (DEAD, retries, status, error, now, name),
-            )
-            return
-        delay = max(config.backoff(retries), retry_after or 0.0)
-        conn.execute(
-            "UPDATE tasks SET state = ?, retry_count = ?, due_at = ?, last_status = ?,"
-            " last_error = ?, lease_owner = NULL, lease_until = NULL WHERE name = ?",
-            (QUEUED, retries, now + delay, status, error, name),
-        )

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
+from shared.errors import PermanentError
+from shared.llm import LanguageModel
 from shared.logs import configure_logging
+from shared.model import LlmUsage
 from shared.queues import QUEUES
-from shared.settings import Settings
+from shared.settings import Settings, SettingsError
 from shared.state import StateStore
+from shared.state_urls import sqlite_path
 from shared.task_queue import TaskQueue
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -28,31 +34,81 @@ class Runtime:
 
 
 def build_runtime(settings: Settings) -> Runtime:
+    """The store and queue the backend names: SQLite and the local queue in one database (a
+    change and its tasks commit together), or Firestore and Cloud Tasks.
+
+    Raises:
+        SettingsError: settings that disagree (a state URL of the other backend, say).
+    """
+    settings.check()
     location = settings.state_location
-    if location.startswith("sqlite:///"):
+    if settings.backend == "local":
         from shared.local_queue import LocalTaskQueue
         from shared.sqlite_db import SqliteDatabase
         from shared.sqlite_state import SqliteStateStore
 
-        db = SqliteDatabase(Path(location.removeprefix("sqlite:///")))
+        db = SqliteDatabase(sqlite_path(location))
         scale = settings.local_backoff_scale
-        local_queue = LocalTaskQueue(db, {n: q.scaled(scale) for n, q in QUEUES.items()})
-        if settings.backend == "local":
-            return Runtime(settings, SqliteStateStore(db, local_queue), local_queue)
-        queue = _cloud_tasks(settings)
+        queue = LocalTaskQueue(db, {n: q.scaled(scale) for n, q in QUEUES.items()})
         return Runtime(settings, SqliteStateStore(db, queue), queue)
-    if location.startswith("firestore://"):
-        from shared.firestore_state import FirestoreStateStore
-
-        queue = _cloud_tasks(settings)
-        return Runtime(settings, FirestoreStateStore.from_url(location, queue=queue), queue)
-    raise ValueError(f"CHIMERA_STATE_URL: no store for {location!r}")
-
-
-def _cloud_tasks(settings: Settings) -> TaskQueue:
     from shared.cloud_tasks_queue import CloudTasksQueue
+    from shared.firestore_state import FirestoreStateStore
 
-    return CloudTasksQueue.from_settings(settings)
+    cloud_tasks = CloudTasksQueue.from_settings(settings)
+    return Runtime(settings, FirestoreStateStore.from_url(location, cloud_tasks), cloud_tasks)
+
+
+def language_model(settings: Settings) -> LanguageModel:
+    """The model settings configure: Gemini, on the Gemini API or on Vertex AI.
+
+    Raises:
+        ValueError: the model is misconfigured (say, Vertex AI without a project).
+    """
+    from shared.gemini import GeminiLanguageModel  # the SDK only where a model is used
+
+    return GeminiLanguageModel(settings)
+
+
+def reasoning_model(settings: Settings) -> LanguageModel:
+    """The model the orchestrator plans with, on its own shorter timeout (the orchestrator's
+    task must answer within the dispatch deadline). Misconfigured, a stand-in that answers
+    with the configuration error, so runs fall back to the default plan, recorded."""
+    timeout = min(settings.vendor_read_timeout, settings.reasoning_timeout)
+    try:
+        return language_model(settings.replace(vendor_read_timeout=timeout))
+    except ValueError as exc:
+        log.error("no model to plan with: %s", exc)
+        return MisconfiguredModel(str(exc))
+
+
+class MisconfiguredModel:
+    """Answers every question with the configuration error, a permanent failure."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+
+    def generate_json(
+        self, *, system: str, prompt: str, schema: dict[str, Any], run_id: str
+    ) -> tuple[dict[str, Any], LlmUsage]:
+        raise PermanentError(f"the model is misconfigured: {self.problem}", code="misconfigured")
+
+
+def enrichment_adapters(
+    settings: Settings, adapters: Mapping[str, Callable[[Settings], T]]
+) -> list[tuple[str, T]]:
+    """Each enrichment provider settings name, in their order, built by the adapter the tool
+    hands in under that name (shared/ cannot import the tools' adapters itself).
+
+    Raises:
+        SettingsError: settings name no provider, or one the tool has no adapter for.
+    """
+    names = settings.enrichment_provider_names
+    if not names or any(name not in adapters for name in names):
+        raise SettingsError(
+            f"CHIMERA_ENRICHMENT_PROVIDERS={settings.enrichment_providers!r}: "
+            f"name one or more of {', '.join(adapters)}"
+        )
+    return [(name, adapters[name](settings)) for name in names]
 
 
 _lock = threading.Lock()

@@ -2,88 +2,51 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from shared.state_urls import FIRESTORE_URLS, state_url_problem
+from shared.vendor_urls import (
+    VENDOR_ENDPOINTS,
+    WEBSITE_PLACEHOLDER,
+    WEBSITE_URL,
+    base_url_problem,
+    shown,
+    vertex_ai_url,
+    vertex_location,
+    website_url_problem,
+)
 
 PREFIX = "CHIMERA_"
 
 
-@dataclass(frozen=True)
-class VendorEndpoint:
-    """A vendor's documented production base URL, and what its client appends to it.
+class SettingsError(ValueError):
+    """Settings that cannot be right: one line per problem, each naming its variables."""
 
-    The sandbox's base for the vendor has the same shape, `<sandbox_url>/<vendor><path>`
-    (Slack: `<sandbox>/slack/api/`), so a client builds the same paths against either.
+
+class Settings(BaseSettings):
+    """Chimera's configuration. Each value is typed when built (a SettingsError otherwise);
+    values that disagree with each other are refused at start-up (`check`, which `from_env`
+    and `build_runtime` call).
+
+    `Settings.from_env()` is the only reader of the environment; `Settings(...)` holds exactly
+    what it is given and the local defaults (the embedded stack and tests build it so).
     """
 
-    documented: str
-    # Path segments the client adds itself: a base URL that already holds one doubles it.
-    appended: frozenset[str] = frozenset()
-
-    @property
-    def host(self) -> str:
-        return urlsplit(self.documented).hostname or ""
-
-    @property
-    def path(self) -> str:
-        """The documented base path without its trailing slash ("/api" for Slack, else "")."""
-        return urlsplit(self.documented).path.rstrip("/")
-
-    @property
-    def domain(self) -> str:
-        """The vendor's own domain: a host under it must use the documented path exactly."""
-        return ".".join(self.host.split(".")[-2:])
-
-
-# Checked against the vendors' API references and the SDKs' own defaults (slack_sdk's
-# BaseClient.BASE_URL, SendGridAPIClient's host, google-genai's base URLs).
-VENDOR_ENDPOINTS = {
-    # GET /v2/companies/find?domain=
-    "clearbit": VendorEndpoint(
-        "https://company.clearbit.com", frozenset({"v1", "v2", "companies"})
-    ),
-    # The site URL, no /jira: the library adds /rest/api/2/... and browse links add /browse/.
-    "jira": VendorEndpoint("https://your-site.atlassian.net", frozenset({"rest", "browse"})),
-    # python_http_client adds /v3 (version=3), then mail/send or messages.
-    "sendgrid": VendorEndpoint("https://api.sendgrid.com", frozenset({"v3", "mail", "messages"})),
-    # slack_sdk adds only the method name (chat.postMessage) to its base URL.
-    "slack": VendorEndpoint("https://slack.com/api/", frozenset({"chat.postMessage"})),
-    # google-genai adds /{api_version}/models/... (Vertex AI: .../projects/...).
-    "gemini": VendorEndpoint(
-        "https://generativelanguage.googleapis.com",
-        frozenset({"v1", "v1beta", "v1alpha", "v1beta1", "models", "projects"}),
-    ),
-}
-# Gemini on Vertex AI: a regional endpoint, or the global one for location `global`.
-VERTEX_AI_URL = "https://{location}-aiplatform.googleapis.com"
-VERTEX_AI_GLOBAL_URL = "https://aiplatform.googleapis.com"
-# The website provider reads https://{domain}/ itself; the sandbox serves it under /website.
-WEBSITE_URL = "https://{domain}/"
-WEBSITE_PLACEHOLDER = "{domain}"
-_VERTEX_HOST_LOCATION = (
-    re.compile(r"^(?P<location>[a-z0-9-]+)-aiplatform\.googleapis\.com$"),
-    re.compile(r"^aiplatform\.(?P<location>[a-z0-9-]+)\.rep\.googleapis\.com$"),
-)
-
-
-def _secret_repr(value: str) -> str:
-    return "<set>" if value else "<empty>"
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Chimera's configuration. `Settings.from_env()` is the only reader of os.environ."""
+    model_config = SettingsConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     home: Path = Path(".chimera")
     # `local` runs on SQLite and the local queue; `gcp` on Firestore and Cloud Tasks.
-    backend: str = "local"
-    # State: sqlite:///path or firestore://project[/database]. Empty means <home>/chimera.db.
+    backend: Literal["local", "gcp"] = "local"
+    # State: sqlite:///path (local) or firestore://project[/database] (gcp). Empty means
+    # sqlite:///<home>/chimera.db locally, firestore://<gcp_project> on gcp.
     state_url: str = ""
 
     # Google Cloud (backend=gcp).
@@ -108,22 +71,22 @@ class Settings:
     slack_url: str = ""
     gemini_url: str = ""
 
-    # Enrichment: providers tried in order; the next one when a provider has no profile for
-    # the domain or fails for good (tools/clearbit/core.py says when else).
+    # Enrichment: providers (clearbit, website) tried in order; the next one when a provider
+    # has no profile for the domain or fails for good (tools/clearbit/core.py says when else).
     enrichment_providers: str = "clearbit,website"
     # The website provider's page URL, `{domain}` filled in. Empty: https://{domain}/ on the
     # gcp backend, the sandbox's <sandbox_url>/website/{domain}/ on the local one.
     website_url: str = ""
-    website_max_bytes: int = 512 * 1024
-    website_max_redirects: int = 3
+    website_max_bytes: int = Field(default=512 * 1024, ge=1)
+    website_max_redirects: int = Field(default=3, ge=0)
 
-    # Secrets: local defaults are the sandbox's; never logged (see __repr__).
-    clearbit_key: str = field(default="sandbox-clearbit-key", repr=False)
+    # Secrets: local defaults are the sandbox's; never in repr, errors or logs.
+    clearbit_key: str = Field(default="sandbox-clearbit-key", repr=False)
     jira_user: str = "chimera@example.com"
-    jira_token: str = field(default="sandbox-jira-token", repr=False)
-    sendgrid_key: str = field(default="SG.sandbox-sendgrid-key", repr=False)
-    slack_token: str = field(default="xoxb-sandbox-slack-token", repr=False)
-    gemini_api_key: str = field(default="sandbox-gemini-key", repr=False)
+    jira_token: str = Field(default="sandbox-jira-token", repr=False)
+    sendgrid_key: str = Field(default="SG.sandbox-sendgrid-key", repr=False)
+    slack_token: str = Field(default="xoxb-sandbox-slack-token", repr=False)
+    gemini_api_key: str = Field(default="sandbox-gemini-key", repr=False)
 
     gemini_model: str = "gemini-2.5-flash"
     # Vertex AI instead of the Gemini API: no key, Application Default Credentials, in
@@ -132,8 +95,8 @@ class Settings:
     gemini_project: str = ""
     gemini_location: str = "us-central1"
     # USD per million tokens, input and output; for the run's cost estimate.
-    gemini_price_in: float = 0.30
-    gemini_price_out: float = 2.50
+    gemini_price_in: float = Field(default=0.30, ge=0)
+    gemini_price_out: float = Field(default=2.50, ge=0)
 
     sender_email: str = "welcome@chimera.example"
     sender_name: str = "Chimera Onboarding"
@@ -143,10 +106,10 @@ class Settings:
     jira_lead_account_id: str = ""
 
     # Seconds. Chain: vendor_timeout < dispatch_deadline < function_timeout.
-    vendor_connect_timeout: float = 3.05
-    vendor_read_timeout: float = 10.0
-    dispatch_deadline: float = 30.0
-    function_timeout: float = 60.0
+    vendor_connect_timeout: float = Field(default=3.05, gt=0)
+    vendor_read_timeout: float = Field(default=10.0, gt=0)
+    dispatch_deadline: float = Field(default=30.0, gt=0)
+    function_timeout: float = Field(default=60.0, gt=0)
 
     # Resilience, per vendor. Its circuit breaker opens when at least this share of an
     # instance's last breaker_window requests failed (once it has breaker_minimum_calls), for
@@ -160,30 +123,95 @@ class Settings:
     breaker_half_open_calls: int = 10
     breaker_cooldown: float = 30.0
     breaker_state_cache: float = 2.0
-    vendor_concurrency: int = 20
+    vendor_concurrency: int = Field(default=20, ge=1)
     # The local queue's backoffs times this (demos and tests; Retry-After is kept in full).
-    local_backoff_scale: float = 1.0
+    local_backoff_scale: float = Field(default=1.0, ge=0)
     # A side effect whose outcome is unknown and cannot be looked up: park or repeat.
-    unknown_outcome: str = "park"
+    unknown_outcome: Literal["park", "repeat"] = "park"
 
     # The agent's reasoning. The orchestrator asks the model for the plan at a run's start and
     # for a revision after enrichment (off: the default plan, no model calls); each such call
     # gets this many seconds, and is asked again at most once. With require_approval, the run
     # waits for a person (`chimera runs approve`) before the welcome email is sent.
     agent_reasoning: bool = True
-    reasoning_timeout: float = 8.0
+    reasoning_timeout: float = Field(default=8.0, gt=0)
     require_approval: bool = False
 
-    dev_port: int = 8080
-    log_format: str = "text"  # text | json
+    dev_port: int = Field(default=8080, ge=0, le=65535)
+    log_format: Literal["text", "json"] = "text"
 
-    def __repr__(self) -> str:  # pragma: no cover - repr=False fields already hidden
-        shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.repr}
-        return f"Settings({shown})"
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise SettingsError(_described(exc, type(self))) from None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Only what the caller passes: from_env passes the environment's, tests their own.
+        return (init_settings,)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Settings from the CHIMERA_* variables of `environ` (os.environ by default).
+
+        Raises:
+            SettingsError: a value of the wrong type, or settings that disagree; every problem
+                on its own line, naming the variables.
+        """
+        settings = cls(**Environment(cls, os.environ if environ is None else environ)())
+        settings.check()
+        settings.state_location  # noqa: B018 - on gcp, a state URL or a project: say so now
+        return settings
+
+    def check(self) -> None:
+        """Raise SettingsError listing every setting that cannot be right with the others."""
+        problems = self.problems()
+        if problems:
+            raise SettingsError("\n".join(problems))
+
+    def problems(self) -> list[str]:
+        """What disagrees, one sentence each, naming the variables."""
+        problems = []
+        if not self.vendor_deadline < self.dispatch_deadline < self.function_timeout:
+            problems.append(
+                "timeouts must chain: vendor connect+read "
+                f"({self.vendor_deadline}s) < dispatch deadline ({self.dispatch_deadline}s) "
+                f"< function timeout ({self.function_timeout}s)"
+            )
+        problems += self.vendor_url_problems()
+        problems += self._breaker_problems()
+        problems += self._enrichment_problems()
+        problems += self._state_problems()
+        return problems
 
     @property
     def state_location(self) -> str:
-        return self.state_url or f"sqlite:///{self.home / 'chimera.db'}"
+        """Where runs are kept: `state_url`, else the backend's own default (SettingsError on
+        gcp with neither a state URL nor a project)."""
+        if self.state_url:
+            return self.state_url
+        if self.backend == "local":
+            return f"sqlite:///{self.home / 'chimera.db'}"
+        if self.gcp_project:
+            return f"firestore://{self.gcp_project}"
+        raise SettingsError(
+            f"{PREFIX}BACKEND=gcp keeps its state in Firestore: set {PREFIX}STATE_URL to "
+            f"{FIRESTORE_URLS}, or {PREFIX}GCP_PROJECT for its default database"
+        )
+
+    @property
+    def enrichment_provider_names(self) -> tuple[str, ...]:
+        """The providers `enrichment_providers` names, in its order, each once."""
+        names = (n.strip().lower() for n in self.enrichment_providers.split(","))
+        return tuple(dict.fromkeys(n for n in names if n))
 
     @property
     def vendor_timeout(self) -> tuple[float, float]:
@@ -196,9 +224,14 @@ class Settings:
 
     def vendor_url(self, vendor: str) -> str:
         """The vendor's base URL in its documented shape: Slack's ends in /api/, the others
-        have no trailing slash; the website's is a page URL template with `{domain}`."""
+        have no trailing slash. The website's is a page URL template with `{domain}`: the
+        company's own site on gcp, the sandbox's copy of it locally, unless configured."""
         if vendor == "website":
-            return self.website_url or f"{self.sandbox_url.rstrip('/')}/website/{{domain}}/"
+            if self.website_url:
+                return self.website_url
+            if self.backend == "gcp":
+                return WEBSITE_URL
+            return f"{self.sandbox_url.rstrip('/')}/website/{WEBSITE_PLACEHOLDER}/"
         endpoint = VENDOR_ENDPOINTS[vendor]
         base = getattr(self, f"{vendor}_url") or (
             f"{self.sandbox_url.rstrip('/')}/{vendor}{endpoint.path}"
@@ -206,70 +239,45 @@ class Settings:
         return base.rstrip("/") + ("/" if endpoint.documented.endswith("/") else "")
 
     def secret_values(self) -> list[str]:
-        return [
-            getattr(self, f.name)
-            for f in dataclasses.fields(self)
-            if not f.repr and getattr(self, f.name)
-        ]
+        """The configured secrets, for the log filter that redacts them."""
+        fields = type(self).model_fields
+        return [getattr(self, n) for n, f in fields.items() if not f.repr and getattr(self, n)]
 
     def replace(self, **changes: Any) -> Settings:
-        return dataclasses.replace(self, **changes)
+        """A copy with `changes`, each typed as when built (not `check`ed: see the class)."""
+        return type(self)(**{**{n: getattr(self, n) for n in type(self).model_fields}, **changes})
 
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if environ is None else environ
-        values: dict[str, object] = {}
-        for f in dataclasses.fields(cls):
-            raw = env.get(PREFIX + f.name.upper())
-            if raw is None:
-                continue
-            kind: Any = type(f.default)
-            if kind is bool:
-                values[f.name] = raw.strip().lower() in {"1", "true", "yes", "on"}
-            elif kind in (int, float) or isinstance(f.default, Path):
-                try:
-                    values[f.name] = Path(raw) if isinstance(f.default, Path) else kind(raw)
-                except ValueError as exc:
-                    raise ValueError(f"{PREFIX}{f.name.upper()}={raw!r}: {exc}") from None
-            else:
-                values[f.name] = raw
-        settings = cls(**values)  # type: ignore[arg-type]
-        settings.check()
-        return settings
-
-    def check(self) -> None:
-        if self.backend not in {"local", "gcp"}:
-            raise ValueError(f"{PREFIX}BACKEND must be local or gcp, not {self.backend!r}")
-        if self.unknown_outcome not in {"park", "repeat"}:
-            raise ValueError(f"{PREFIX}UNKNOWN_OUTCOME must be park or repeat")
-        if not self.vendor_deadline < self.dispatch_deadline < self.function_timeout:
-            raise ValueError(
-                "timeouts must chain: vendor connect+read "
-                f"({self.vendor_deadline}s) < dispatch deadline ({self.dispatch_deadline}s) "
-                f"< function timeout ({self.function_timeout}s)"
-            )
-        url_problems = self.vendor_url_problems()
-        if url_problems:
-            raise ValueError("\n".join(url_problems))
+    def _breaker_problems(self) -> list[str]:
+        problems = []
         if not 0 < self.breaker_failure_rate <= 1:
-            raise ValueError(f"{PREFIX}BREAKER_FAILURE_RATE must be in (0, 1]")
+            problems.append(f"{PREFIX}BREAKER_FAILURE_RATE must be in (0, 1]")
         if not 1 <= self.breaker_minimum_calls <= self.breaker_window:
-            raise ValueError(
+            problems.append(
                 f"{PREFIX}BREAKER_MINIMUM_CALLS must be between 1 and {PREFIX}BREAKER_WINDOW"
             )
         if self.breaker_half_open_calls < 1:
-            raise ValueError(f"{PREFIX}BREAKER_HALF_OPEN_CALLS must be at least 1")
+            problems.append(f"{PREFIX}BREAKER_HALF_OPEN_CALLS must be at least 1")
         if self.breaker_cooldown <= 0:
-            raise ValueError(f"{PREFIX}BREAKER_COOLDOWN must be positive")
+            problems.append(f"{PREFIX}BREAKER_COOLDOWN must be positive")
         if self.breaker_state_cache < 0:
-            raise ValueError(f"{PREFIX}BREAKER_STATE_CACHE must not be negative")
-        providers = [p for p in self.enrichment_providers.split(",") if p.strip()]
-        if len(providers) * self.vendor_deadline >= self.dispatch_deadline:
-            raise ValueError(
-                f"{len(providers)} enrichment providers in a row may take "
-                f"{len(providers) * self.vendor_deadline}s, not under the dispatch deadline "
+            problems.append(f"{PREFIX}BREAKER_STATE_CACHE must not be negative")
+        return problems
+
+    def _enrichment_problems(self) -> list[str]:
+        # Which names are known is the runtime's to say, from the adapters the tool hands in.
+        names = self.enrichment_provider_names
+        if len(names) * self.vendor_deadline >= self.dispatch_deadline:
+            return [
+                f"{len(names)} enrichment providers in a row may take "
+                f"{len(names) * self.vendor_deadline}s, not under the dispatch deadline "
                 f"({self.dispatch_deadline}s): shorten the vendor timeouts or the providers"
-            )
+            ]
+        return []
+
+    def _state_problems(self) -> list[str]:
+        # Empty is the backend's own default: see state_location.
+        problem = state_url_problem(self.state_url, self.backend) if self.state_url else None
+        return [problem] if problem else []
 
     def vendor_url_problems(self) -> list[str]:
         """What is wrong with each vendor URL set explicitly: one sentence per URL that
@@ -285,110 +293,92 @@ class Settings:
         return problems
 
     def _vendor_url_problem(self, vendor: str, url: str) -> str | None:
-        endpoint = VENDOR_ENDPOINTS[vendor]
-        documented = endpoint.documented
+        documented = VENDOR_ENDPOINTS[vendor].documented
         if vendor == "gemini" and self.gemini_vertexai:
-            documented = self._vertex_ai_url()
-        variable = f"{PREFIX}{vendor.upper()}_URL"
-        wrong = f"{variable}={_shown(url)} cannot be right"
-        expected = f"set it to the documented {documented}"
-        shape = _url_shape_problem(url)
-        if shape:
-            return f"{wrong}: {shape}; {expected}"
-        parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
-        path = parts.path.rstrip("/")
-        segments = [s for s in path.split("/") if s]
-        own = host == endpoint.domain or host.endswith("." + endpoint.domain)
-        if own and parts.scheme != "https":
-            return f"{wrong}: the vendor is only served over https; {expected}"
-        doubled = [s for s in segments if s in endpoint.appended]
-        if doubled:
-            return (
-                f"{wrong}: the client adds /{doubled[0]} itself, so the base URL must stop "
-                f"before it; {expected}"
-            )
-        if endpoint.path and not path.endswith(endpoint.path):
-            return f"{wrong}: its path must end in {endpoint.path}; {expected}"
-        if endpoint.path and path.endswith(endpoint.path + endpoint.path):
-            return f"{wrong}: {endpoint.path} appears twice; {expected}"
-        if own and path != endpoint.path:
-            return f"{wrong}: the path on {host} must be {endpoint.path or 'empty'}; {expected}"
+            documented = vertex_ai_url(self.gemini_location)
+        wrong = f"{variable(vendor + '_url')}={shown(url)} cannot be right"
+        problem = base_url_problem(vendor, url)
+        if problem:
+            return f"{wrong}: {problem}; set it to the documented {documented}"
         if vendor == "gemini":
-            return self._gemini_host_problem(host, wrong)
+            return self._gemini_host_problem((urlsplit(url).hostname or "").lower(), wrong)
         return None
 
     def _gemini_host_problem(self, host: str, wrong: str) -> str | None:
-        vertex_location = _vertex_location(host)
+        """Whether the Gemini host agrees with CHIMERA_GEMINI_VERTEXAI and the location."""
+        serves = vertex_location(host)
+        vertex = vertex_ai_url(self.gemini_location)
         if host == VENDOR_ENDPOINTS["gemini"].host and self.gemini_vertexai:
             return (
                 f"{wrong}: it is the Gemini API, but {PREFIX}GEMINI_VERTEXAI is on; for Vertex "
-                f"AI set it to the documented {self._vertex_ai_url()}"
+                f"AI set it to the documented {vertex}"
             )
-        if vertex_location is not None and not self.gemini_vertexai:
+        if serves is not None and not self.gemini_vertexai:
             return (
                 f"{wrong}: it is Vertex AI, but {PREFIX}GEMINI_VERTEXAI is off; for the Gemini "
                 f"API set it to the documented {VENDOR_ENDPOINTS['gemini'].documented}"
             )
-        if vertex_location is not None and vertex_location != self.gemini_location:
+        if serves is not None and serves != self.gemini_location:
             return (
-                f"{wrong}: it serves location {vertex_location}, not {PREFIX}GEMINI_LOCATION="
-                f"{self.gemini_location}; set it to the documented {self._vertex_ai_url()}"
+                f"{wrong}: it serves location {serves}, not {PREFIX}GEMINI_LOCATION="
+                f"{self.gemini_location}; set it to the documented {vertex}"
             )
         return None
 
-    def _vertex_ai_url(self) -> str:
-        if self.gemini_location == "global":
-            return VERTEX_AI_GLOBAL_URL
-        return VERTEX_AI_URL.format(location=self.gemini_location or "LOCATION")
-
     def _website_url_problem(self, url: str) -> str | None:
-        wrong = f"{PREFIX}WEBSITE_URL={_shown(url)} cannot be right"
-        expected = f"set it to the documented {WEBSITE_URL} (or leave it empty)"
-        if WEBSITE_PLACEHOLDER not in url:
-            return f"{wrong}: it must contain {WEBSITE_PLACEHOLDER}; {expected}"
-        shape = _url_shape_problem(url.replace(WEBSITE_PLACEHOLDER, "example.com"))
-        if shape:
-            return f"{wrong}: {shape}; {expected}"
-        return None
+        problem = website_url_problem(url)
+        if problem is None:
+            return None
+        return (
+            f"{PREFIX}WEBSITE_URL={shown(url)} cannot be right: {problem}; set it to the "
+            f"documented {WEBSITE_URL} (or leave it empty)"
+        )
 
 
-def _url_shape_problem(url: str) -> str | None:
-    """Why `url` cannot be a base URL at all, or None."""
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
-    except ValueError:
-        return "it is not a URL"
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return "it needs http:// or https:// and a host"
-    if parts.username or parts.password:
-        return "credentials do not belong in the URL"
-    if parts.query or parts.fragment or any(c.isspace() for c in url):
-        return "a base URL has no query, fragment or spaces"
-    return None
+def variable(field_name: str) -> str:
+    """The environment variable that sets a field: CHIMERA_<FIELD>."""
+    return PREFIX + field_name.upper()
 
 
-def _vertex_location(host: str) -> str | None:
-    if host == urlsplit(VERTEX_AI_GLOBAL_URL).hostname:
-        return "global"
-    for pattern in _VERTEX_HOST_LOCATION:
-        if match := pattern.fullmatch(host):
-            return match.group("location")
-    return None
+class Environment(PydanticBaseSettingsSource):
+    """The CHIMERA_* variables of a mapping (os.environ at start-up, a dict in tests), as
+    strings for the fields they name; pydantic turns each into its field's type."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        super().__init__(settings_cls)
+        self.environ = environ
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        value = self.environ.get(variable(field_name))
+        if value is not None and field.annotation is bool:
+            value = value.strip()  # as numbers are: "true\n" from a file is still true
+        return value, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values = {}
+        for name, field in self.settings_cls.model_fields.items():
+            value, _, _ = self.get_field_value(field, name)
+            if value is not None:
+                values[name] = value
+        return values
 
 
-def _shown(url: str) -> str:
-    """The URL as safe to print: user:password@, the query and the fragment (which may hold
-    a key or token) left out."""
-    try:
-        parts = urlsplit(url)
-        netloc = parts.netloc.rsplit("@", 1)[-1]
-        shown = parts._replace(
-            netloc=netloc,
-            query="..." if parts.query else "",
-            fragment="..." if parts.fragment else "",
-        ).geturl()
-    except ValueError:
-        return "<not a URL>"
-    return repr(shown) if any(c.isspace() for c in shown) else shown
+def _described(exc: ValidationError, settings_cls: type[BaseSettings]) -> str:
+    """Pydantic's errors, one line each naming its variable; a secret's value is never shown."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        name = str(error["loc"][0]) if error["loc"] else ""
+        field = settings_cls.model_fields.get(name)
+        if field is None:
+            lines.append(f"{variable(name)}: there is no such setting")
+            continue
+        value, message = error.get("input"), str(error["msg"])
+        message = message[:1].lower() + message[1:]
+        if error["type"] == "literal_error":
+            expected = str(error["ctx"]["expected"]).replace("'", "")
+            lines.append(f"{variable(name)} must be {expected}, not {value!r:.80}")
+        elif not field.repr:
+            lines.append(f"{variable(name)}: {message}")
+        else:
+            lines.append(f"{variable(name)}={value!r:.80}: {message}")
+    return "\n".join(lines)

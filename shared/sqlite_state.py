@@ -6,7 +6,6 @@ import sqlite3
 from collections.abc import Sequence
 
 from shared.errors import Conflict
-from shared.local_queue import LocalTaskQueue
 from shared.model import (
     BreakerState,
     Event,
@@ -18,7 +17,7 @@ from shared.model import (
     utcnow,
 )
 from shared.sqlite_db import SqliteDatabase
-from shared.task_queue import TaskQueue
+from shared.task_queue import TaskQueue, TransactionalQueue, enqueue_all
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -60,40 +59,31 @@ CREATE TABLE IF NOT EXISTS rejections (
 class SqliteStateStore:
     """Runs as JSON documents beside an event table and a step ledger.
 
-    Given a LocalTaskQueue on the same database, a transition and its tasks commit together;
-    given any other queue, tasks are enqueued right after the commit.
+    Given a TransactionalQueue on the same database (the local queue), a transition and its
+    tasks commit together; given any other queue, tasks are enqueued right after the commit.
     """
 
     def __init__(self, db: SqliteDatabase, queue: TaskQueue | None = None) -> None:
         self.db = db
         self.queue = queue
+        # Decided once: whether the queue can join this store's transactions.
+        self._joined: TransactionalQueue | None = (
+            queue if isinstance(queue, TransactionalQueue) and queue.db is db else None
+        )
         db.ensure_schema(SCHEMA)
-
-    def _atomic_queue(self) -> LocalTaskQueue | None:
-        if isinstance(self.queue, LocalTaskQueue) and self.queue.db is self.db:
-            return self.queue
-        return None
 
     def _emit(self, conn: sqlite3.Connection, tasks: Sequence[Task]) -> list[Task]:
         """Queue tasks inside the transaction if we can; return those left for after it."""
-        local = self._atomic_queue()
-        if local is None:
+        if self._joined is None:
             return list(tasks)
         for task in tasks:
-            local.insert(conn, task)
+            self._joined.insert(conn, task)
         return []
 
     def _before_commit(self, watchdogs: Sequence[Task]) -> None:
         """Watchdogs go first where the queue is not in the transaction (StateStore says why)."""
-        if self._atomic_queue() is None:
-            self._after_commit(watchdogs)
-
-    def _after_commit(self, tasks: Sequence[Task]) -> None:
-        if tasks:
-            if self.queue is None:
-                raise RuntimeError("this store has no task queue to emit tasks to")
-            for task in tasks:
-                self.queue.enqueue(task)
+        if self._joined is None:
+            enqueue_all(self.queue, watchdogs)
 
     def create_run(
         self,
@@ -124,9 +114,9 @@ class SqliteStateStore:
             )
             self._insert_events(conn, events)
             later = self._emit(conn, tasks)
-            if self._atomic_queue() is not None:
+            if self._joined is not None:
                 self._emit(conn, watchdogs)
-        self._after_commit(later)
+        enqueue_all(self.queue, later)
         return stored, True
 
     def load(self, run_id: str) -> RunState | None:
@@ -165,9 +155,9 @@ class SqliteStateStore:
                 raise Conflict(f"run {run.run_id} is not at version {expected_version}")
             self._insert_events(conn, events)
             later = self._emit(conn, tasks)
-            if self._atomic_queue() is not None:
+            if self._joined is not None:
                 self._emit(conn, watchdogs)
-        self._after_commit(later)
+        enqueue_all(self.queue, later)
         return stored
 
     def _insert_events(self, conn: sqlite3.Connection, events: Sequence[Event]) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+import sqlite3
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 from shared.model import Task
+from shared.sqlite_db import SqliteDatabase
 
 
 class TaskQueue(Protocol):
@@ -15,3 +18,27 @@ class TaskQueue(Protocol):
         names are deterministic so that a retried caller never dispatches twice.
         """
         ...
+
+
+@runtime_checkable
+class TransactionalQueue(Protocol):
+    """A queue kept in a SQLite database, whose tasks a store on that same database can write
+    inside its own transaction: the change and its tasks commit, or roll back, together."""
+
+    db: SqliteDatabase
+
+    def enqueue(self, task: Task) -> bool: ...
+
+    def insert(self, conn: sqlite3.Connection, task: Task) -> bool:
+        """Queue `task` inside the transaction `conn` is in; False if the name is taken."""
+        ...
+
+
+def enqueue_all(queue: TaskQueue | None, tasks: Sequence[Task]) -> None:
+    """Enqueue `tasks` one by one, outside any transaction (a store's tasks after its commit)."""
+    if not tasks:
+        return
+    if queue is None:
+        raise RuntimeError("this store has no task queue to emit tasks to")
+    for task in tasks:
+        queue.enqueue(task)

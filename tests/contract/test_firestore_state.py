@@ -8,7 +8,7 @@ from datetime import datetime
 import pytest
 
 from shared.cloud_tasks_queue import CloudTasksQueue
-from shared.firestore_state import FirestoreStateStore, parse_url
+from shared.firestore_state import FirestoreStateStore
 from shared.model import (
     BreakerState,
     Event,
@@ -19,6 +19,7 @@ from shared.model import (
 )
 from shared.runtime import build_runtime
 from shared.settings import Settings
+from shared.state_urls import firestore_location
 from tests.conftest import make_run
 from tests.emulators import firestore_client
 from tests.fakes import FakeTaskQueue
@@ -33,13 +34,13 @@ from tests.fakes import FakeTaskQueue
     ],
 )
 def test_url_names_the_project_and_database(url, expected):
-    assert parse_url(url) == expected
+    assert firestore_location(url) == expected
 
 
 @pytest.mark.parametrize("url", ["firestore://", "firestore://p/d/x", "sqlite:///x.db"])
 def test_url_is_refused_when_it_is_not_project_and_database(url):
     with pytest.raises(ValueError):
-        parse_url(url)
+        firestore_location(url)
 
 
 @pytest.mark.emulator

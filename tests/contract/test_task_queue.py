@@ -8,15 +8,9 @@ from datetime import timedelta
 
 import pytest
 
-from shared.local_queue import (
-    DEAD,
-    DONE,
-    LEASED,
-    Delivery,
-    DeliveryResult,
-    LocalDispatcher,
-    LocalTaskQueue,
-)
+from shared.local_dispatcher import LocalDispatcher
+from shared.local_queue import DEAD, DONE, LEASED, LocalTaskQueue
+from shared.local_targets import Delivery, DeliveryResult
 from shared.model import Task, utcnow
 from shared.queues import QueueConfig
 from shared.sqlite_db import SqliteDatabase

@@ -30,7 +30,8 @@ from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
 
 from shared.gemini import GeminiLanguageModel
-from shared.settings import VENDOR_ENDPOINTS, Settings
+from shared.settings import Settings
+from shared.vendor_urls import VENDOR_ENDPOINTS
 from tools.clearbit.client import ClearbitDirectory
 from tools.clearbit.website import WebsiteDirectory
 from tools.jira.client import JiraClient

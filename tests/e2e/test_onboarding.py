@@ -9,7 +9,7 @@ import pytest
 
 from sandbox.effects import side_effects
 from sandbox.records import RecordStore
-from shared.local_queue import Delivery, WsgiTarget
+from shared.local_targets import Delivery, WsgiTarget
 from shared.model import RunStatus, StepStatus
 from tests.e2e.conftest import ONE_ONBOARDING, body, submit, wait_until_settled
 

@@ -15,7 +15,7 @@ from sandbox.faults import FaultPlan
 from sandbox.onboarding_plan import task_of
 from sandbox.records import RecordStore
 from sandbox.vendors.gemini import usage_of
-from shared.local_queue import Delivery, WsgiTarget
+from shared.local_targets import Delivery, WsgiTarget
 from shared.model import RunStatus, StepStatus
 from shared.registry import TOOLS
 from tests.e2e.conftest import ONE_ONBOARDING, body, submit, wait_until_settled

@@ -34,7 +34,7 @@ def tool_client(function: str, **dependencies: object):
     """`function`'s deployed target, handed `dependencies` instead of what it would build.
 
     Each is named by the factory its main.py gives `per_runtime` (`SlackChat`, `JiraClient`,
-    `SendGridMailer`, `GeminiLanguageModel`, `enrichment_providers`) and injected through the
+    `SendGridMailer`, `language_model`, `enrichment_providers`) and injected through the
     installed runtime's overrides, on the store and queue of the `fakes` fixture.
     """
     source = f"tools/{function}/main.py"

@@ -49,7 +49,7 @@ ENRICHED = {"acme.example": {"name": "A"}}
 CASES = [
     ("clearbit", "enrich", "enrichment_providers", lambda: FakeDirectory(ENRICHED)),
     ("jira", "jira", "JiraClient", FakeJira),
-    ("sendgrid", "draft", "GeminiLanguageModel", FakeLanguageModel),
+    ("sendgrid", "draft", "language_model", FakeLanguageModel),
     ("sendgrid", "email", "SendGridMailer", FakeMail),
     ("slack", "slack", "SlackChat", FakeChat),
 ]

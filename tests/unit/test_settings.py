@@ -8,7 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.settings import VENDOR_ENDPOINTS, Settings
+from chimera.cli import main
+from shared.settings import Settings, SettingsError, variable
+from shared.state_urls import firestore_location, sqlite_path, state_url_problem
+from shared.vendor_urls import VENDOR_ENDPOINTS
 
 
 def test_defaults_run_locally_with_no_environment():
@@ -254,3 +257,180 @@ def test_credentials_written_into_a_vendor_url_are_refused_and_never_repeated(va
         Settings.from_env({variable: url})
     assert variable in str(refused.value)
     assert "hunter2" not in str(refused.value)
+
+
+# -- one reader of the environment, typed values, settings that disagree ----------------------
+
+BOOLEAN_FIELDS = sorted(n for n, f in Settings.model_fields.items() if f.annotation is bool)
+TRUE_WORDS, FALSE_WORDS = ["1", "true", "yes", "on"], ["0", "false", "no", "off"]
+
+
+def cased(words: list[str]) -> st.SearchStrategy[str]:
+    return st.sampled_from(words).flatmap(
+        lambda w: st.builds("".join, st.tuples(*(st.sampled_from([c, c.upper()]) for c in w)))
+    )
+
+
+def test_settings_built_directly_read_no_environment_when_from_env_does(monkeypatch):
+    monkeypatch.setenv("CHIMERA_BACKEND", "gcp")
+    monkeypatch.setenv("CHIMERA_STATE_URL", "firestore://acme-prod")
+    assert Settings().backend == "local" and Settings().state_url == ""
+    assert Settings.from_env().state_location == "firestore://acme-prod"
+
+
+@given(field=st.sampled_from(BOOLEAN_FIELDS), data=st.data())
+def test_boolean_variables_read_the_usual_words_in_any_case_when_set(field, data):
+    truth = data.draw(st.booleans())
+    word = data.draw(cased(TRUE_WORDS if truth else FALSE_WORDS))
+    word = (
+        data.draw(st.sampled_from(["", " ", "\n"])) + word + data.draw(st.sampled_from(["", "\n"]))
+    )
+    assert getattr(Settings.from_env({variable(field): word}), field) is truth
+
+
+@given(
+    field=st.sampled_from(BOOLEAN_FIELDS),
+    word=st.text(st.characters(codec="ascii", exclude_categories=("Cc",)), max_size=12).filter(
+        lambda w: w.strip().lower() not in {*TRUE_WORDS, *FALSE_WORDS, "t", "f", "y", "n"}
+    ),
+)
+def test_boolean_variable_that_is_no_yes_or_no_is_refused_naming_it_when_set(field, word):
+    # It used to read as off: CHIMERA_REQUIRE_IDENTITY=ture would have turned a check off.
+    with pytest.raises(SettingsError, match=variable(field)):
+        Settings.from_env({variable(field): word})
+
+
+def test_every_value_of_the_wrong_type_is_named_at_once():
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env(
+            {
+                "CHIMERA_DISPATCH_DEADLINE": "soon",
+                "CHIMERA_WEBSITE_MAX_BYTES": "-1",
+                "CHIMERA_LOG_FORMAT": "xml",
+            }
+        )
+    lines = str(refused.value).splitlines()
+    assert [line.split("=")[0].split(" ")[0] for line in lines] == [
+        "CHIMERA_WEBSITE_MAX_BYTES",
+        "CHIMERA_DISPATCH_DEADLINE",
+        "CHIMERA_LOG_FORMAT",
+    ]
+    assert "CHIMERA_LOG_FORMAT must be text or json, not 'xml'" in lines
+
+
+def test_a_secret_of_the_wrong_type_is_refused_without_its_value():
+    with pytest.raises(SettingsError, match="CHIMERA_SLACK_TOKEN") as refused:
+        Settings(slack_token=["xoxb-very-secret-token"])
+    assert "xoxb-very-secret-token" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("environment", "named"),
+    [
+        ({"CHIMERA_STATE_URL": "firestore://acme-prod"}, "CHIMERA_BACKEND=gcp"),
+        (
+            {"CHIMERA_STATE_URL": "firestore://acme-prod/chimera", "CHIMERA_BACKEND": "local"},
+            "CHIMERA_BACKEND=gcp",
+        ),
+        (
+            {"CHIMERA_STATE_URL": "sqlite:///var/chimera.db", "CHIMERA_BACKEND": "gcp"},
+            "CHIMERA_BACKEND=gcp",
+        ),
+    ],
+)
+def test_state_url_of_the_other_backend_fails_at_start_up_naming_both_variables(environment, named):
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env(environment)
+    message = str(refused.value)
+    assert f"CHIMERA_STATE_URL={environment['CHIMERA_STATE_URL']}" in message
+    assert named in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgres://chimera:hunter2@db.internal/chimera",
+        "sqlite:///",
+        "sqlite://relative.db",
+        "firestore://",
+        "firestore://acme-prod/chimera/extra",
+    ],
+)
+def test_state_url_that_names_no_store_fails_at_start_up_without_its_credentials(url):
+    backend = "gcp" if url.startswith("firestore") else "local"
+    with pytest.raises(SettingsError, match="CHIMERA_STATE_URL") as refused:
+        Settings.from_env({"CHIMERA_STATE_URL": url, "CHIMERA_BACKEND": backend})
+    assert "hunter2" not in str(refused.value)
+
+
+def test_each_backend_keeps_state_in_its_own_store_when_no_state_url_is_set(tmp_path):
+    assert Settings(home=tmp_path).state_location == f"sqlite:///{tmp_path / 'chimera.db'}"
+    gcp = Settings.from_env({"CHIMERA_BACKEND": "gcp", "CHIMERA_GCP_PROJECT": "acme-prod"})
+    assert gcp.state_location == "firestore://acme-prod"
+    with pytest.raises(SettingsError, match="CHIMERA_STATE_URL.*CHIMERA_GCP_PROJECT"):
+        Settings(backend="gcp").state_location  # noqa: B018
+
+
+def test_website_page_is_the_companys_own_on_gcp_and_the_sandboxs_locally_when_not_set():
+    assert Settings(backend="gcp").vendor_url("website") == "https://{domain}/"
+    assert Settings().vendor_url("website") == "http://127.0.0.1:8086/website/{domain}/"
+    configured = "https://cache.internal/{domain}/index.html"
+    for backend in ("local", "gcp"):
+        assert Settings(backend=backend, website_url=configured).vendor_url("website") == configured
+
+
+@given(
+    names=st.lists(
+        st.tuples(st.sampled_from(["clearbit", "website", "hubspot"]), cased([" ", ""])),
+        max_size=6,
+    )
+)
+def test_enrichment_provider_names_keep_their_first_order_once_each_when_written_loosely(names):
+    written = ",".join(
+        f"{pad}{name.upper() if i % 2 else name}{pad}" for i, (name, pad) in enumerate(names)
+    )
+    expected = tuple(dict.fromkeys(name for name, _ in names))
+    assert Settings(enrichment_providers=written).enrichment_provider_names == expected
+
+
+@pytest.mark.parametrize(
+    ("environment", "named"),
+    [
+        ({"CHIMERA_STATE_URL": "firestore://acme-prod"}, ["CHIMERA_STATE_URL", "CHIMERA_BACKEND"]),
+        ({"CHIMERA_BACKEND": "gcp"}, ["CHIMERA_STATE_URL", "CHIMERA_GCP_PROJECT"]),
+        ({"CHIMERA_STATE_URL": "firestore://a/b/c", "CHIMERA_BACKEND": "gcp"}, ["firestore://"]),
+    ],
+)
+def test_cli_stops_before_doing_anything_naming_the_variables_when_settings_disagree(
+    monkeypatch, capsys, tmp_path, environment, named
+):
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value)
+
+    assert main(["runs", "list"]) == 2
+
+    printed = " ".join(capsys.readouterr().out.split())
+    assert printed.startswith("configuration error:")
+    assert all(name in printed for name in named)
+    assert not (tmp_path / "home").exists()
+
+
+@given(
+    project=st.from_regex(r"[a-z][a-z0-9-]{4,28}[a-z0-9]", fullmatch=True),
+    database=st.one_of(st.none(), st.from_regex(r"[a-z][a-z0-9-]{2,61}[a-z0-9]", fullmatch=True)),
+    slash=st.booleans(),
+)
+def test_firestore_state_url_names_its_project_and_database_when_well_formed(
+    project, database, slash
+):
+    url = f"firestore://{project}" + (f"/{database}" if database else "") + ("/" if slash else "")
+    assert firestore_location(url) == (project, database or "(default)")
+    assert Settings.from_env({"CHIMERA_BACKEND": "gcp", "CHIMERA_STATE_URL": url}).state_url == url
+    assert "CHIMERA_BACKEND=gcp" in (state_url_problem(url, "local") or "")
+
+
+def test_sqlite_state_url_names_its_file_relative_or_absolute():
+    assert sqlite_path("sqlite:///runs/chimera.db") == Path("runs/chimera.db")
+    assert sqlite_path("sqlite:////var/lib/chimera.db") == Path("/var/lib/chimera.db")
+    with pytest.raises(ValueError, match="sqlite:///PATH"):
+        sqlite_path("sqlite:///")

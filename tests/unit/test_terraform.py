@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import json
 import logging
@@ -23,7 +22,8 @@ import pytest
 
 from shared.logs import CloudLoggingFormatter
 from shared.queues import QUEUES
-from shared.settings import PREFIX, VENDOR_ENDPOINTS, VERTEX_AI_URL, Settings
+from shared.settings import Settings, variable
+from shared.vendor_urls import VENDOR_ENDPOINTS, VERTEX_AI_URL
 
 hcl2 = pytest.importorskip("hcl2", reason="python-hcl2 is a dev dependency: pip install -e .[dev]")
 
@@ -287,7 +287,7 @@ def test_example_tfvars_sets_only_declared_variables() -> None:
 
 
 def test_environment_names_are_settings_fields() -> None:
-    fields = {f"{PREFIX}{f.name.upper()}" for f in dataclasses.fields(Settings)}
+    fields = {variable(name) for name in Settings.model_fields}
     fixed = _locals()["fixed_environment"]
     assert set(fixed) == EVERY_FUNCTION_ENV
     assert fixed["CHIMERA_BACKEND"] == "gcp"

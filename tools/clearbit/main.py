@@ -2,33 +2,22 @@
 
 from __future__ import annotations
 
-import logging
-
 import functions_framework
 
-from shared.runtime import per_runtime
+from shared.runtime import enrichment_adapters, per_runtime
 from shared.settings import Settings
 from shared.tool_endpoint import tool_endpoint
 from tools.clearbit import core
 from tools.clearbit.client import ClearbitDirectory
 from tools.clearbit.website import WebsiteDirectory
 
-log = logging.getLogger(__name__)
-
+# The adapters this tool has; shared/runtime.py picks among them as settings say.
 ADAPTERS = {"clearbit": ClearbitDirectory, "website": WebsiteDirectory}
 
 
 def enrichment_providers(settings: Settings) -> list[core.Provider]:
     """The providers `settings.enrichment_providers` names, in its order."""
-    names = [n.strip().lower() for n in settings.enrichment_providers.split(",") if n.strip()]
-    unknown = sorted(set(names) - ADAPTERS.keys())
-    if unknown or not names:
-        raise ValueError(
-            f"CHIMERA_ENRICHMENT_PROVIDERS={settings.enrichment_providers!r}: "
-            f"name one or more of {', '.join(ADAPTERS)}"
-        )
-    providers = [core.Provider(name, ADAPTERS[name](settings)) for name in dict.fromkeys(names)]
-    return providers
+    return [core.Provider(n, d) for n, d in enrichment_adapters(settings, ADAPTERS)]
 
 
 providers = per_runtime(enrichment_providers)

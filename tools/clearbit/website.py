@@ -42,7 +42,8 @@ from shared.errors import (
     VendorUnavailable,
 )
 from shared.retry_after import retry_after
-from shared.settings import WEBSITE_PLACEHOLDER, WEBSITE_URL, Settings
+from shared.settings import Settings
+from shared.vendor_urls import WEBSITE_PLACEHOLDER
 from tools.clearbit.address_guard import (
     DEFAULT_PORTS,
     AddressGuard,
@@ -67,18 +68,6 @@ _DOMAIN_RE = re.compile(
 _NO_SUCH_NAME = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
 
 
-def page_url_template(settings: Settings) -> str:
-    """The page URL with `{domain}` in it, from settings (see `Settings.website_url`): the
-    company's own https://{domain}/ on gcp, the sandbox's <sandbox>/website/{domain}/ locally."""
-    if settings.website_url or settings.backend == "local":
-        template = settings.vendor_url("website")
-    else:
-        template = WEBSITE_URL
-    if PLACEHOLDER not in template:
-        raise ValueError(f"CHIMERA_WEBSITE_URL must contain {PLACEHOLDER}: {template!r}")
-    return template
-
-
 class WebsiteDirectory:
     """Reads a company's profile from its home page. Built once per instance."""
 
@@ -91,7 +80,7 @@ class WebsiteDirectory:
     ) -> None:
         """`adapter` replaces the peer-checking transport (a test's recorder); the URL checks
         before each request still run, on `resolver`'s answers."""
-        self._template = page_url_template(settings)
+        self._template = settings.vendor_url("website")
         fixed = PLACEHOLDER not in urlsplit(self._template).netloc
         self._guard = AddressGuard([origin_of(self._template)] if fixed else [], resolver)
         self._timeout = settings.vendor_timeout

@@ -7,14 +7,13 @@ from collections.abc import Callable
 
 import functions_framework
 
-from shared.gemini import GeminiLanguageModel
-from shared.runtime import per_runtime, runtime
+from shared.runtime import language_model, per_runtime, runtime
 from shared.tool_endpoint import tool_endpoint
 from tools.sendgrid import core, drafting
 from tools.sendgrid.client import SendGridMailer
 
 mailer = per_runtime(SendGridMailer)
-model = per_runtime(GeminiLanguageModel)
+model = per_runtime(language_model)
 
 
 # A re-draft is asked for only while another whole model call fits in this share of the
