@@ -114,6 +114,3 @@ ONBOARDING: tuple[str, ...] = tuple(spec.name for spec in _SPECS)
 
 FUNCTIONS: tuple[str, ...] = tuple(sorted({spec.function for spec in TOOLS.values()}))
 
-
-def tools_of(function: str) -> dict[str, ToolSpec]:
-    return {name: spec for name, spec in TOOLS.items() if spec.function == function}
