@@ -13,14 +13,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
-from support import free_port, onboarding, percentile, wait_for
+from support import chimera_dev, free_port, onboarding, percentile, wait_for
 from werkzeug.test import Client
 
 from chimera.stack import LocalStack
@@ -67,17 +66,7 @@ def burst(n: int) -> dict[str, float]:
         port, sandbox_port = free_port(), free_port()
         env = {**os.environ, "CHIMERA_HOME": home}
         server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "chimera.cli",
-                "-q",
-                "dev",
-                "--port",
-                str(port),
-                "--sandbox-port",
-                str(sandbox_port),
-            ],
+            chimera_dev(port, "--sandbox-port", str(sandbox_port)),
             env=env,
             cwd=ROOT,
             stdout=subprocess.DEVNULL,

@@ -1,11 +1,18 @@
-"""What the benchmarks share: free ports, waiting for a server, requests, percentiles."""
+"""What the benchmarks share: the dev stack's command, free ports, waiting for a server,
+requests, percentiles."""
 
 from __future__ import annotations
 
 import socket
+import sys
 import time
 
 import requests
+
+
+def chimera_dev(port: int, *options: str) -> list[str]:
+    """The command line of a quiet `chimera dev` on `port`, with further options."""
+    return [sys.executable, "-m", "chimera.cli", "-q", "dev", "--port", str(port), *options]
 
 
 def free_port() -> int:

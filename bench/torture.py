@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
-from support import free_port, onboarding, percentile, wait_for
+from support import chimera_dev, free_port, onboarding, percentile, wait_for
 
 from sandbox.effects import side_effects
 from shared.model import RunFilter, RunStatus
@@ -62,17 +62,7 @@ class Stack:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "chimera.cli",
-                "-q",
-                "dev",
-                "--port",
-                str(self.port),
-                "--sandbox-url",
-                self.sandbox_url,
-            ],
+            chimera_dev(self.port, "--sandbox-url", self.sandbox_url),
             cwd=ROOT,
             env=self.env,
             stdout=subprocess.DEVNULL,

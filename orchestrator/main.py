@@ -27,7 +27,8 @@ from shared.model import (
 )
 from shared.queues import ORCHESTRATOR_QUEUE
 from shared.runtime import per_runtime, runtime
-from shared.tasks_http import answer, attempt_of, describe, refuse, retry_later
+from shared.tasks_http import answer, attempt_of, refuse, retry_later
+from shared.validation_errors import field_errors, one_line
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ def _submit(request: flask.Request) -> flask.Response:
                 "error": {
                     "code": "invalid_input",
                     "message": "invalid request",
-                    "fields": _field_errors(exc),
+                    "fields": field_errors(exc),
                 }
             },
         )
@@ -144,7 +145,7 @@ def intake_pubsub(event: CloudEvent) -> None:
         onboarding = OnboardingRequest.model_validate(json.loads(raw))
     except (binascii.Error, ValueError, ValidationError) as exc:
         reason = (
-            f"invalid request: {_field_errors(exc)}"
+            f"invalid request: {field_errors(exc)}"
             if isinstance(exc, ValidationError)
             else f"not a JSON request: {exc}"
         )
@@ -174,7 +175,7 @@ def handle_task(request: flask.Request) -> flask.Response:
     try:
         happening = OrchestratorTask.model_validate_json(raw)
     except ValidationError as exc:
-        return refuse(rt.store, attempt, ORCHESTRATOR_QUEUE, describe(exc), raw)
+        return refuse(rt.store, attempt, ORCHESTRATOR_QUEUE, one_line(exc), raw)
     with log_context(run_id=happening.run_id, step_id=happening.step_id):
         try:
             model = reasoning_model() if rt.settings.agent_reasoning else None
@@ -186,11 +187,3 @@ def handle_task(request: flask.Request) -> flask.Response:
 
 def _run_view(run) -> dict:  # type: ignore[no-untyped-def]
     return run.model_dump(mode="json")
-
-
-def _field_errors(exc: ValidationError) -> dict[str, str]:
-    """Each refused field and why, in words a person can act on."""
-    return {
-        ".".join(str(p) for p in err["loc"]) or "body": err["msg"].removeprefix("Value error, ")
-        for err in exc.errors()
-    }

@@ -12,7 +12,6 @@ from typing import Any
 from werkzeug.datastructures import Headers
 from werkzeug.wrappers import Request, Response
 
-RUN_ID_HEADER = "X-Chimera-Run-Id"
 # Query or form parameters that carry credentials (Gemini's `key`, Slack's `token`, ...).
 QUERY_SECRET_KEYS = frozenset({"key", "api_key", "apikey", "token", "access_token", "password"})
 CREDENTIAL_HEADERS = ("x-goog-api-key", "x-api-key")

@@ -16,7 +16,7 @@ from werkzeug.routing import Map, RequestRedirect, Rule
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
-from sandbox.calls import RUN_ID_HEADER, Call, Reply, Route, garbage_reply, json_reply
+from sandbox.calls import Call, Reply, Route, garbage_reply, json_reply
 from sandbox.faults import MODEL_KINDS, Fault, FaultPlan
 from sandbox.records import RecordStore, sandbox_database
 from sandbox.vendors.clearbit import ClearbitApi
@@ -25,6 +25,7 @@ from sandbox.vendors.jira import JiraApi
 from sandbox.vendors.sendgrid import SendGridApi
 from sandbox.vendors.slack import SlackApi
 from sandbox.vendors.website import WebsiteApi
+from shared.run_header import RUN_ID_HEADER
 
 logger = logging.getLogger(__name__)
 

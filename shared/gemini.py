@@ -13,22 +13,15 @@ from google.auth.credentials import Credentials as GoogleCredentials
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from shared.errors import (
-    AuthFailed,
-    BadVendorReply,
-    InvalidInput,
-    NotFound,
-    PermanentError,
-    RateLimited,
-    VendorTimeout,
-    VendorUnavailable,
-)
+from shared.errors import AuthFailed, BadVendorReply, ChimeraError
 from shared.model import LlmUsage
+from shared.run_header import RUN_ID_HEADER
 from shared.settings import Settings
+from shared.vendor_errors import answer_message, error_for_status, transport_error
 
 logger = logging.getLogger(__name__)
 
-RUN_ID_HEADER = "X-Chimera-Run-Id"
+ACTION = "generateContent"
 # Pinned rather than left to the SDK: google-genai 3.x defaults the Gemini API to v1 (and
 # reads GOOGLE_GENAI_API_VERSION), while responseJsonSchema is documented on v1beta.
 GEMINI_API_VERSION = "v1beta"
@@ -36,7 +29,6 @@ VERTEX_API_VERSION = "v1"
 # Stands in for an unset key: given none, the SDK would quietly read GOOGLE_API_KEY or
 # GEMINI_API_KEY from the environment instead; the call then fails as unauthenticated.
 _UNSET_KEY = "unset"
-_MAX_MESSAGE = 300
 
 
 def _transport_errors() -> tuple[tuple[type[Exception], ...], tuple[type[Exception], ...]]:
@@ -131,10 +123,8 @@ class GeminiLanguageModel:
             )
         except genai_errors.APIError as exc:
             raise _error_for(exc) from None
-        except _TIMEOUTS:
-            raise VendorTimeout("Gemini did not answer in time") from None
         except _TRANSPORT_ERRORS as exc:
-            raise VendorUnavailable(f"Gemini unreachable ({type(exc).__name__})") from None
+            raise transport_error("Gemini", ACTION, exc, timeouts=_TIMEOUTS) from None
         except ValueError:
             # The SDK parses the body itself; a 200 that is not JSON ends up here.
             raise BadVendorReply("Gemini answered a body that is not JSON") from None
@@ -188,21 +178,21 @@ def _parse_answer(response: types.GenerateContentResponse) -> dict[str, Any]:
     return answer
 
 
-def _error_for(exc: genai_errors.APIError) -> Exception:
+def _error_for(exc: genai_errors.APIError) -> ChimeraError:
+    """Gemini's own edges (a bad key answered 400, RetryInfo's delay), else the shared map."""
     status = exc.code or 0
-    google_status = str(exc.status or "")
-    message = f"Gemini answered {status} {google_status}: {str(exc.message or '')[:_MAX_MESSAGE]}"
-    if status in (401, 403) or _has_reason(exc, "API_KEY_INVALID"):
-        return AuthFailed(message)
-    if status == 429:
-        return RateLimited(message, retry_after=_retry_after(exc))
-    if status >= 500 or status == 408:
-        return VendorUnavailable(message)
-    if status == 404:
-        return NotFound(message)
-    if status == 400:
-        return InvalidInput(message)
-    return PermanentError(message, code=f"gemini_http_{status}")
+    reason = str(exc.message or "")
+    if _has_reason(exc, "API_KEY_INVALID"):
+        return AuthFailed(answer_message("Gemini", ACTION, status, exc.details, reason=reason))
+    return error_for_status(
+        "Gemini",
+        ACTION,
+        status,
+        exc.details,
+        getattr(exc.response, "headers", None),
+        reason=reason,
+        retry_delay=_retry_delay(exc),
+    )
 
 
 def _has_reason(exc: genai_errors.APIError, reason: str) -> bool:
@@ -218,15 +208,8 @@ def _details(exc: genai_errors.APIError) -> list[Any]:
     return details if isinstance(details, list) else []
 
 
-def _retry_after(exc: genai_errors.APIError) -> float | None:
-    """Retry-After, else google.rpc.RetryInfo's retryDelay ("12s", "1.5s")."""
-    headers = getattr(exc.response, "headers", None)
-    value = headers.get("retry-after") if headers is not None else None
-    if value:
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            pass
+def _retry_delay(exc: genai_errors.APIError) -> float | None:
+    """google.rpc.RetryInfo's retryDelay ("12s", "1.5s"), for a 429 without Retry-After."""
     for detail in _details(exc):
         delay = detail.get("retryDelay") if isinstance(detail, dict) else None
         if isinstance(delay, str) and (match := re.fullmatch(r"(\d+(?:\.\d+)?)s", delay)):

@@ -113,7 +113,3 @@ TOOLS: dict[str, ToolSpec] = {spec.name: spec for spec in _SPECS}
 ONBOARDING: tuple[str, ...] = tuple(spec.name for spec in _SPECS)
 
 FUNCTIONS: tuple[str, ...] = tuple(sorted({spec.function for spec in TOOLS.values()}))
-
-
-def tools_of(function: str) -> dict[str, ToolSpec]:
-    return {name: spec for name, spec in TOOLS.items() if spec.function == function}

@@ -6,7 +6,6 @@ import logging
 from typing import Any
 
 import flask
-from pydantic import ValidationError
 
 from shared.errors import ChimeraError, RateLimited
 from shared.model import Attempt, Rejection
@@ -65,12 +64,4 @@ def refuse(
     status = 200 if attempt.from_queue else 400
     return answer(
         status, {"status": "rejected", "error": {"code": "invalid_task", "message": reason}}
-    )
-
-
-def describe(exc: ValidationError) -> str:
-    """A validation error in one line: where, and what is wrong (the first five)."""
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
-        for err in exc.errors()[:5]
     )

@@ -30,7 +30,8 @@ from shared.model import (
 from shared.queues import ORCHESTRATOR_QUEUE, tool_queue
 from shared.registry import TOOLS
 from shared.runtime import Runtime, runtime
-from shared.tasks_http import answer, attempt_of, describe, refuse, retry_later
+from shared.tasks_http import answer, attempt_of, refuse, retry_later
+from shared.validation_errors import one_line
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +65,13 @@ def tool_endpoint(
         try:
             call = ToolCall.model_validate_json(raw)
         except ValidationError as exc:
-            return refuse(rt.store, attempt, actor, describe(exc), raw)
+            return refuse(rt.store, attempt, actor, one_line(exc), raw)
         if call.tool not in tools:
             return refuse(rt.store, attempt, actor, f"{actor} does not run {call.tool!r}", raw)
         try:
             TOOLS[call.tool].args.model_validate(call.args)
         except ValidationError as exc:
-            return refuse(rt.store, attempt, actor, f"{call.tool} args: {describe(exc)}", raw)
+            return refuse(rt.store, attempt, actor, f"{call.tool} args: {one_line(exc)}", raw)
         with log_context(run_id=call.run_id, step_id=call.step_id, tool=call.tool):
             return _run(rt, actor, call, attempt, tools[call.tool])
 

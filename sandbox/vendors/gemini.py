@@ -238,7 +238,7 @@ def _normal_answer(system: str, prompt: str, schema: Any, *, json_mode: bool) ->
 def _steered_plan(plan: dict[str, Any], prompt: str) -> dict[str, Any]:
     """The plan a goal's orders make of it: the team's notice posted where the goal says
     (a compromised model's plan; the orchestrator's guard refuses it)."""
-    request = next((o["request"] for o in json_objects(prompt) if "request" in o), {})
+    request: Any = next((o["request"] for o in json_objects(prompt) if "request" in o), {})
     goal = str(request.get("goal") or "") if isinstance(request, dict) else ""
     orders = orders_in(goal)
     if not orders.channels or not follows_orders(orders, prompt):

@@ -8,24 +8,16 @@ from typing import Any
 import requests
 from requests.adapters import BaseAdapter, HTTPAdapter
 
-from shared.errors import (
-    AuthFailed,
-    BadVendorReply,
-    InvalidInput,
-    PermanentError,
-    RateLimited,
-    RetryableError,
-    VendorTimeout,
-    VendorUnavailable,
-)
+from shared.errors import BadVendorReply, RetryableError
 from shared.retry_after import retry_after
+from shared.run_header import RUN_ID_HEADER
 from shared.settings import Settings
+from shared.vendor_errors import error_for_status, transport_error
 
 logger = logging.getLogger(__name__)
 
-RUN_ID_HEADER = "X-Chimera-Run-Id"
 FIND_PATH = "/v2/companies/find"
-_MAX_MESSAGE = 300
+ACTION = "company.find"
 
 
 class ClearbitDirectory:
@@ -59,10 +51,8 @@ class ClearbitDirectory:
                 headers={RUN_ID_HEADER: run_id},
                 timeout=self._timeout,
             )
-        except requests.Timeout as exc:
-            raise VendorTimeout(f"Clearbit did not answer in time ({type(exc).__name__})") from None
         except requests.RequestException as exc:
-            raise VendorUnavailable(f"Clearbit unreachable ({type(exc).__name__})") from None
+            raise transport_error("Clearbit", ACTION, exc, timeouts=(requests.Timeout,)) from None
         logger.debug("clearbit company.find domain=%s status=%s", domain, response.status_code)
 
         status = response.status_code
@@ -79,24 +69,15 @@ class ClearbitDirectory:
             )
         if status == 404:
             return None
-        raise _error_for(response)
-
-
-def _error_for(response: requests.Response) -> Exception:
-    status = response.status_code
-    message = f"Clearbit answered {status}: {_vendor_message(response)}"
-    if status in (401, 403):
-        return AuthFailed(message)
-    if status == 429:
-        return RateLimited(message, retry_after=retry_after(response.headers))
-    if status >= 500:
-        return VendorUnavailable(message)
-    if status in (400, 422):
-        return InvalidInput(message)
-    if status == 410:
-        # What a retired API answers: Clearbit's free platform was shut down in 2025.
-        return PermanentError(f"{message} (the API was retired)", code="clearbit_gone")
-    return PermanentError(message, code=f"clearbit_http_{status}")
+        # 410 included (clearbit_gone): Clearbit's free platform was shut down in 2025.
+        raise error_for_status(
+            "Clearbit",
+            ACTION,
+            status,
+            response.content,
+            response.headers,
+            reason=response.reason or "",
+        )
 
 
 def _json(response: requests.Response) -> Any:
@@ -106,12 +87,3 @@ def _json(response: requests.Response) -> Any:
         raise BadVendorReply(
             f"Clearbit answered {response.status_code} with a body that is not JSON"
         ) from None
-
-
-def _vendor_message(response: requests.Response) -> str:
-    try:
-        error = response.json().get("error", {})
-        text = f"{error.get('type', '')}: {error.get('message', '')}".strip(": ")
-    except (ValueError, AttributeError):
-        text = response.reason or ""
-    return text[:_MAX_MESSAGE] or "no details"

@@ -34,15 +34,10 @@ from requests.adapters import BaseAdapter, HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from shared.errors import (
-    InvalidInput,
-    PermanentError,
-    RateLimited,
-    VendorTimeout,
-    VendorUnavailable,
-)
-from shared.retry_after import retry_after
+from shared.errors import InvalidInput, PermanentError, VendorTimeout, VendorUnavailable
+from shared.run_header import RUN_ID_HEADER
 from shared.settings import Settings
+from shared.vendor_errors import error_for_status, transport_error
 from shared.vendor_urls import WEBSITE_PLACEHOLDER
 from tools.clearbit.address_guard import (
     DEFAULT_PORTS,
@@ -56,7 +51,6 @@ from tools.clearbit.site_profile import site_profile
 
 logger = logging.getLogger(__name__)
 
-RUN_ID_HEADER = "X-Chimera-Run-Id"
 PLACEHOLDER = WEBSITE_PLACEHOLDER
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 USER_AGENT = "ChimeraOnboarding/0.1 (company profile lookup; +https://github.com/chimera)"
@@ -139,14 +133,8 @@ class WebsiteDirectory:
                         url = urljoin(url, response.headers["Location"])
                         continue
                     return self._page(response, deadline)
-            except requests.Timeout as exc:
-                raise VendorTimeout(
-                    f"{_host(url)} did not answer in time ({type(exc).__name__})"
-                ) from None
             except requests.RequestException as exc:
-                raise VendorUnavailable(
-                    f"{_host(url)} unreachable ({type(exc).__name__})"
-                ) from None
+                raise transport_error(_host(url), "", exc, timeouts=(requests.Timeout,)) from None
         raise PermanentError(
             f"{_host(url)}: more than {self._max_redirects} redirects", code="too_many_redirects"
         )
@@ -158,11 +146,13 @@ class WebsiteDirectory:
         logger.debug("website page.get host=%s status=%s", host, status)
         if status in (404, 410):
             return None
-        if status == 429:
-            raise RateLimited(f"{host} answered 429", retry_after=retry_after(response.headers))
-        if status == 408 or status >= 500:
-            raise VendorUnavailable(f"{host} answered {status}")
+        if status in (408, 429) or status >= 500:
+            # The body is the site's error page, not an API's words: never read here.
+            raise error_for_status(
+                host, "", status, None, response.headers, reason=response.reason or ""
+            )
         if status != 200:
+            # A site is no API: its 4xx says nothing about our input or credentials.
             raise PermanentError(f"{host} answered {status}", code=f"website_http_{status}")
         header = response.headers.get("Content-Type", "")
         content_type = Message()

@@ -12,25 +12,15 @@ from jira import JIRA, JIRAError
 from requests.adapters import BaseAdapter
 
 from shared.breaker import counted_request
-from shared.errors import (
-    AuthFailed,
-    BadVendorReply,
-    InvalidInput,
-    NotFound,
-    PermanentError,
-    RateLimited,
-    VendorTimeout,
-    VendorUnavailable,
-)
+from shared.errors import BadVendorReply, ChimeraError, InvalidInput, NotFound
 from shared.jira_keys import ProjectTaken
-from shared.retry_after import retry_after
 from shared.settings import Settings
+from shared.vendor_errors import answer_message, error_for_status, transport_error
 
 logger = logging.getLogger(__name__)
 
 ISSUE_TYPE = "Task"
 SEARCH_LIMIT = 50
-_MAX_MESSAGE = 300
 T = TypeVar("T")
 
 
@@ -230,15 +220,13 @@ class JiraClient:
             result = work()
         except JIRAError as exc:
             raise _error_for(action, exc) from None
-        except requests.Timeout:
-            raise VendorTimeout(f"Jira {action} timed out") from None
         except ValueError:
             # Includes requests' JSONDecodeError: a 2xx whose body is not JSON.
             raise BadVendorReply(f"Jira {action} answered a body that is not JSON") from None
         except KeyError:
             raise BadVendorReply(f"Jira {action} answered an unexpected shape") from None
         except requests.RequestException as exc:
-            raise VendorUnavailable(f"Jira {action} unreachable ({type(exc).__name__})") from None
+            raise transport_error("Jira", action, exc, timeouts=(requests.Timeout,)) from None
         logger.debug("jira %s ok", action)
         return result
 
@@ -251,50 +239,46 @@ class _RejectedFields(InvalidInput):
         self.field_errors = field_errors
 
 
-def _error_for(action: str, exc: JIRAError) -> Exception:
+def _error_for(action: str, exc: JIRAError) -> ChimeraError:
+    """Jira's own 400s (a project the search names does not exist, fields it refused), else the
+    shared map."""
     status = exc.status_code or 0
     response = exc.response if isinstance(exc.response, requests.Response) else None
-    messages, field_errors = _jira_errors(response)
-    detail = "; ".join(messages + [f"{k}: {v}" for k, v in field_errors.items()])
-    message = (
-        f"Jira {action} answered {status}: {(detail or exc.text or 'no details')[:_MAX_MESSAGE]}"
-    )
-    if status == 0:
-        return VendorUnavailable(f"Jira {action} gave no response")
-    if status in (401, 403):
-        return AuthFailed(message)
-    if status == 404:
-        return NotFound(message)
-    if status == 429:
-        return RateLimited(
-            message, retry_after=retry_after(response.headers if response is not None else None)
-        )
-    if status >= 500:
-        return VendorUnavailable(message)
+    body = _json_body(response)
     if status == 400:
+        message = answer_message("Jira", action, status, body, reason=exc.text or "")
+        messages = body.get("errorMessages") if isinstance(body, dict) else None
         if action == "issue.search" and any(
-            "does not exist for the field 'project'" in m for m in messages
+            "does not exist for the field 'project'" in str(m)
+            for m in (messages if isinstance(messages, list) else [])
         ):
             return NotFound(message, code="project_not_found")
-        return _RejectedFields(message, field_errors)
-    return PermanentError(message, code=f"jira_http_{status}")
+        return _RejectedFields(message, _field_errors(body))
+    return error_for_status(
+        "Jira",
+        action,
+        status,
+        body,
+        response.headers if response is not None else None,
+        reason=exc.text or "",
+    )
 
 
-def _jira_errors(response: requests.Response | None) -> tuple[list[str], dict[str, str]]:
-    """Jira's error body: {"errorMessages": [...], "errors": {field: message}}."""
+def _json_body(response: requests.Response | None) -> Any:
+    """Jira's error body, {"errorMessages": [...], "errors": {field: message}}, or None."""
     if response is None:
-        return [], {}
+        return None
     try:
-        body = response.json()
+        return response.json()
     except ValueError:
-        return [], {}
-    if not isinstance(body, dict):
-        return [], {}
-    messages = [str(m) for m in body.get("errorMessages") or [] if m]
-    errors = body.get("errors")
+        return None
+
+
+def _field_errors(body: Any) -> dict[str, str]:
+    errors = body.get("errors") if isinstance(body, dict) else None
     if not isinstance(errors, dict):
-        errors = {}
-    return messages, {str(k): str(v) for k, v in errors.items()}
+        return {}
+    return {str(k): str(v) for k, v in errors.items()}
 
 
 def _taken(field_error: str | None) -> bool:

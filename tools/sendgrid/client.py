@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import json
 import logging
-import urllib.error
 from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.request import OpenerDirector, Request
@@ -16,29 +15,19 @@ from sendgrid import SendGridAPIClient
 from sendgrid.helpers.mail import CustomArg, From, Mail, To
 
 from shared.breaker import counted_request
-from shared.errors import (
-    AuthFailed,
-    BadVendorReply,
-    InvalidInput,
-    NotFound,
-    PermanentError,
-    RateLimited,
-    VendorTimeout,
-    VendorUnavailable,
-)
-from shared.retry_after import retry_after
+from shared.errors import BadVendorReply, InvalidInput
+from shared.run_header import RUN_ID_HEADER
 from shared.settings import Settings
+from shared.vendor_errors import error_for_status, transport_error
 
 logger = logging.getLogger(__name__)
 
-RUN_ID_HEADER = "X-Chimera-Run-Id"
 STEP_ARG = "chimera_step"
 RUN_ARG = "run_id"
 ACTIVITY_LIMIT = 10
 # Stands in for an unset key: given an empty one, the SDK would quietly read SENDGRID_API_KEY
 # from the environment instead, and the request fails with 401 either way.
 _UNSET_KEY = "unset"
-_MAX_MESSAGE = 300
 T = TypeVar("T")
 
 
@@ -153,15 +142,13 @@ class SendGridMailer:
         try:
             return work()
         except HTTPError as exc:
-            raise _error_for(action, exc) from None
-        except TimeoutError:
-            raise VendorTimeout(f"SendGrid {action} timed out") from None
-        except urllib.error.URLError as exc:
-            if isinstance(exc.reason, TimeoutError):
-                raise VendorTimeout(f"SendGrid {action} timed out connecting") from None
-            raise VendorUnavailable(f"SendGrid {action} unreachable ({exc.reason})") from None
+            status, reason = exc.status_code, str(exc.reason or "")
+            raise error_for_status(
+                "SendGrid", action, status, exc.body, exc.headers, reason=reason
+            ) from None
         except (http.client.HTTPException, OSError) as exc:
-            raise VendorUnavailable(f"SendGrid {action} failed ({type(exc).__name__})") from None
+            # OSError covers urllib's URLError and the stdlib's TimeoutError.
+            raise transport_error("SendGrid", action, exc) from None
 
 
 class _OpenerClient(python_http_client.Client):
@@ -186,34 +173,3 @@ class _OpenerClient(python_http_client.Client):
     def _make_request(self, opener: OpenerDirector, request: Request, timeout: Any = None) -> Any:
         # The SDK's own seam ("separated into its own function, so we can mock it").
         return super()._make_request(self._opener, request, timeout=timeout)
-
-
-def _error_for(action: str, exc: HTTPError) -> Exception:
-    status = exc.status_code
-    message = f"SendGrid {action} answered {status}: {_vendor_message(exc)}"
-    if status in (401, 403):
-        return AuthFailed(message)
-    if status == 429:
-        return RateLimited(message, retry_after=retry_after(exc.headers))
-    if status >= 500:
-        return VendorUnavailable(message)
-    if status in (400, 413, 422):
-        return InvalidInput(message)
-    if status == 404:
-        return NotFound(message)
-    return PermanentError(message, code=f"sendgrid_http_{status}")
-
-
-def _vendor_message(exc: HTTPError) -> str:
-    """SendGrid's {"errors": [{"message", "field"}]} as one line."""
-    try:
-        errors = json.loads(exc.body).get("errors") or []
-        parts = [
-            f"{e.get('field')}: {e.get('message')}" if e.get("field") else str(e.get("message"))
-            for e in errors
-            if isinstance(e, dict)
-        ]
-        text = "; ".join(parts)
-    except (ValueError, TypeError, AttributeError):
-        text = str(exc.reason or "")
-    return text[:_MAX_MESSAGE] or "no details"

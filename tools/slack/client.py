@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import logging
 import re
-import urllib.error
 from collections.abc import Callable
 from typing import Any
 
@@ -17,15 +16,16 @@ from shared.breaker import counted_request
 from shared.errors import (
     AuthFailed,
     BadVendorReply,
+    ChimeraError,
     InvalidInput,
     NotFound,
     PermanentError,
     RateLimited,
-    VendorTimeout,
     VendorUnavailable,
 )
 from shared.retry_after import retry_after
 from shared.settings import Settings
+from shared.vendor_errors import error_for_status, transport_error
 
 logger = logging.getLogger(__name__)
 
@@ -178,28 +178,28 @@ class SlackChat:
             response = work()
         except SlackApiError as exc:
             raise _error_for(action, exc.response) from None
-        except TimeoutError:
-            raise VendorTimeout(f"Slack {action} timed out") from None
-        except urllib.error.URLError as exc:
-            if isinstance(exc.reason, TimeoutError):
-                raise VendorTimeout(f"Slack {action} timed out connecting") from None
-            raise VendorUnavailable(f"Slack {action} unreachable ({exc.reason})") from None
         except (http.client.HTTPException, OSError) as exc:
-            raise VendorUnavailable(f"Slack {action} failed ({type(exc).__name__})") from None
+            # OSError covers urllib's URLError and the stdlib's TimeoutError.
+            raise transport_error("Slack", action, exc) from None
         except SlackClientError as exc:
             raise InvalidInput(f"Slack {action} refused the request: {exc}") from None
         logger.debug("slack %s ok", action)
         return response
 
 
-def _error_for(action: str, response: SlackResponse) -> Exception:
+def _error_for(action: str, response: SlackResponse) -> ChimeraError:
+    """Slack's ok=false codes, around the shared map for an HTTP 429 or 5xx (whatever the body)."""
     status = response.status_code
     data = response.data if isinstance(response.data, dict) else {}
     error = str(data.get("error") or "")
-    message = f"Slack {action} failed: {error[:120] or f'HTTP {status}'}"
-    if status == 429 or error == "ratelimited":
+    message = f"Slack {action} failed: {error[:120]}"
+    if status == 429:
+        return error_for_status("Slack", action, status, data, response.headers)
+    if error == "ratelimited":
         return RateLimited(message, retry_after=retry_after(response.headers))
-    if status >= 500 or error in TRANSIENT_ERRORS:
+    if status >= 500:
+        return error_for_status("Slack", action, status, data, response.headers)
+    if error in TRANSIENT_ERRORS:
         return VendorUnavailable(message)
     if not _ERROR_CODE_RE.match(error):
         return BadVendorReply(f"Slack {action} answered a body that is not Slack's JSON")
@@ -210,4 +210,4 @@ def _error_for(action: str, response: SlackResponse) -> Exception:
     if error in INPUT_ERRORS:
         return InvalidInput(message)
     # not_in_channel, is_archived, restricted_action, ...: no retry will change them.
-    return PermanentError(message, code=error or f"slack_http_{status}")
+    return PermanentError(message, code=error)
