@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 # Type-checked by `make lint`: every production module (sandbox/ and chimera/ are not deployed).
-MYPY_TARGETS := shared orchestrator tools terraform/build_bundles.py
+MYPY_TARGETS := shared orchestrator tools sandbox chimera bench terraform/build_bundles.py
 
 .PHONY: demo test test-emulators lint format bench-speed bench-torture bench-soak clean
 

@@ -109,7 +109,7 @@ def soak_one(seed: int, args: argparse.Namespace) -> dict:
     session = requests.Session()
     wanted: set[str] = set()
     for client in clients:
-        body = client.model_dump(exclude_none=True) if hasattr(client, "model_dump") else client
+        body = client.model_dump(exclude_none=True)
         answer = session.post(f"{stack.url}/runs", json=body, timeout=30)
         if answer.status_code not in (200, 202):
             raise SystemExit(f"seed {seed}: the intake refused a generated client: {answer.text}")

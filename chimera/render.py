@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.console import Group
+from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -122,7 +122,7 @@ def timeline(run: RunState, events: list[Event]) -> Group:
         table.add_row(
             f"+{offset:8.1f} ms", event.actor, event.kind, event.step_id or "", _detail(event)
         )
-    parts = [run_header(run), Text(""), steps_table(run, events), Text("")]
+    parts: list[RenderableType] = [run_header(run), Text(""), steps_table(run, events), Text("")]
     if run.reasoning:
         parts += [reasoning_table(run), Text("")]
     return Group(*parts, table)

@@ -8,7 +8,6 @@ call, so during a brownout every call to that vendor in an instance waits in lin
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 import threading
@@ -16,35 +15,20 @@ import weakref
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeVar
 
 from shared.errors import (
-    BadVendorReply,
     ChimeraError,
     CircuitOpen,
-    Conflict,
     RetryableError,
-    VendorTimeout,
-    VendorUnavailable,
 )
 from shared.model import BreakerState, utcnow
 from shared.settings import Settings
 from shared.state import StateStore
+from shared.vendor_requests import FAILURES, NOT_THE_VENDOR, Tally, counting_into
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-
-# The vendor gave no usable answer. A reply we cannot read (BadVendorReply) counts: it is
-# usually a proxy's error page or a cut-off body, i.e. the vendor is not really answering, and
-# calling again at full rate helps no more than after a 503.
-FAILURES = (VendorUnavailable, VendorTimeout, BadVendorReply)
-# Not the vendor's answer at all: our own shedding (a nested breaker), store contention. Such a
-# call counts neither way. Every other ChimeraError is an answer (a 429, a 4xx, "still
-# looking it up"): the vendor is alive, so it counts as a success.
-NOT_THE_VENDOR = (CircuitOpen, Conflict)
 
 # State changes this instance wrote, per (vendor, new state): for metrics to export. Summed
 # over instances it is the fleet's number of changes, since each change is written once.
@@ -83,60 +67,6 @@ class Admission:
     generation: int
     ticket: int
     probe: bool
-
-
-@dataclass
-class Tally:
-    """The vendor requests one guarded call made, and how many of them failed."""
-
-    requests: int = 0
-    failures: int = 0
-
-
-# The guarded call this thread (or task) is in, for vendor_request() to count into.
-_guarded: ContextVar[tuple[CircuitBreaker, Admission, Tally] | None] = ContextVar(
-    "breaker_guarded", default=None
-)
-
-
-@contextmanager
-def vendor_request() -> Iterator[None]:
-    """One HTTP request to the vendor, inside a guarded call: counted on its own.
-
-    A tool's call may make several requests (Jira: look up, create, add issues) and fails if
-    any one does, so a vendor failing 40% of its requests fails most such calls. The breaker
-    must see the vendor's rate, not the call's: each client wraps every request in this.
-    Outside a guarded call it counts nothing.
-    """
-    try:
-        yield
-    except FAILURES:
-        _count_request(failed=True)
-        raise
-    except NOT_THE_VENDOR:
-        raise
-    except ChimeraError:
-        _count_request(failed=False)  # an answer: the vendor is alive
-        raise
-    _count_request(failed=False)
-
-
-def counted_request(method: Callable[..., T]) -> Callable[..., T]:
-    """A client's one-request helper, each call of it counted by vendor_request()."""
-
-    @functools.wraps(method)
-    def counted(*args: object, **kwargs: object) -> T:
-        with vendor_request():
-            return method(*args, **kwargs)
-
-    return counted
-
-
-def _count_request(*, failed: bool) -> None:
-    guarded = _guarded.get()
-    if guarded is not None:
-        breaker, admission, tally = guarded
-        breaker.count_request(admission, tally, failed=failed)
 
 
 class CircuitBreaker:
@@ -182,10 +112,9 @@ class CircuitBreaker:
     @contextmanager
     def guard(self) -> Iterator[None]:
         admission = self.before_call()
-        tally = Tally()
-        token = _guarded.set((self, admission, tally))
         try:
-            yield
+            with counting_into(self, admission) as tally:
+                yield
         except FAILURES:
             self.finish(admission, tally, failed=True)
             raise
@@ -198,8 +127,6 @@ class CircuitBreaker:
         except BaseException:
             self.release(admission)  # our bug, not the vendor's answer
             raise
-        finally:
-            _guarded.reset(token)
         self.finish(admission, tally, failed=False)
 
     def count_request(self, admission: Admission, tally: Tally, *, failed: bool) -> None:

@@ -106,9 +106,9 @@ def _variant(pick: Pick, family: Family) -> tuple[str, str]:
         return _label(f"{family.brand}-{number}"), f"{family.name} {number}{legal}"
     if kind == "long":
         # A label at DNS's limit and a name near OnboardingRequest's.
-        number = str(pick.integer(1, 9999))
-        name = f"{family.name} {' '.join([family.name] * 12)}"[:190] + f" {number}"
-        return _label(family.brand * 8, keep=number), name.strip()
+        suffix = str(pick.integer(1, 9999))
+        name = f"{family.name} {' '.join([family.name] * 12)}"[:190] + f" {suffix}"
+        return _label(family.brand * 8, keep=suffix), name.strip()
     return _label(family.brand), family.name + legal
 
 

@@ -19,6 +19,7 @@ from orchestrator.agent.checkpoint import RESERVED_STEP_IDS
 from shared import guard, jira_keys
 from shared.model import OnboardingRequest, PlanStep
 from shared.registry import ONBOARDING, TOOLS
+from shared.validation_errors import one_line
 
 Changes = dict[str, dict[str, Any]]
 NOT_AN_OBJECT = "the answer is not a JSON object"
@@ -42,7 +43,7 @@ def read_plan(
         try:
             step = PlanStep.model_validate(raw)
         except ValidationError as exc:
-            errors.append(f"steps[{index}]: {_short(exc)}")
+            errors.append(f"steps[{index}]: {one_line(exc, whole='value')}")
             continue
         steps.append(step.model_copy(update={"args": normalised(step.tool, step.args, request)}))
     errors = errors or check_plan(steps, request)
@@ -158,7 +159,7 @@ def check_args(step: PlanStep, request: OnboardingRequest) -> list[str]:
     try:
         args = spec.args.model_validate(step.args).model_dump()
     except ValidationError as exc:
-        return [f"args: {_short(exc)}"]
+        return [f"args: {one_line(exc, whole='value')}"]
     errors = []
     if step.tool == "enrich_company" and args["domain"] != request.domain:
         errors.append(f"args: enriches {args['domain']!r}, not the request's {request.domain!r}")
@@ -222,13 +223,6 @@ def _listed(
 def _unexpected(answer: Mapping[str, Any], allowed: set[str], what: str) -> list[str]:
     extra = sorted(str(k) for k in answer if k not in allowed)
     return [f"{what}: unexpected fields {', '.join(extra)}"] if extra else []
-
-
-def _short(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}"
-        for err in exc.errors()[:5]
-    )
 
 
 def _cycle(by_id: Mapping[str, PlanStep]) -> list[str]:

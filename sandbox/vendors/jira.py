@@ -11,14 +11,16 @@ from typing import Any
 
 from sandbox.calls import Call, Reply, Route, json_reply
 from sandbox.vendors import jira_json as shapes
-from sandbox.vendors.jql import Clause, JqlError, Query, parse_jql
+from sandbox.vendors import jira_search as search
+from sandbox.vendors import jira_site as site
+from sandbox.vendors.jira_search import errors_reply as _errors
+from sandbox.vendors.jira_search import requested_fields as _requested_fields
 from shared.sqlite_db import SqliteDatabase
 
 API = "/rest/api/<any('2', 'latest'):api>"
 RUN_MARKER_RE = re.compile(r"chimera-run:([A-Za-z0-9][A-Za-z0-9_.:-]*)")
 PROJECT_KEY_RE = re.compile(r"^[A-Z][A-Z0-9]+$")
 PROJECT_TYPES = ("software", "business", "service_desk")
-SEARCH_LIMIT = 100
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jira_projects (
@@ -59,20 +61,20 @@ class JiraApi:
 
     def routes(self) -> list[Route]:
         return [
-            Route(f"{API}/serverInfo", ("GET",), "serverInfo", self.server_info),
-            Route(f"{API}/myself", ("GET",), "myself", self.myself),
-            Route(f"{API}/user", ("GET",), "user.get", self.user),
-            Route(f"{API}/user/search", ("GET",), "user.search", self.user_search),
-            Route(f"{API}/field", ("GET",), "field.list", self.fields),
-            Route(f"{API}/issuetype", ("GET",), "issuetype.list", self.issue_types),
-            Route(f"{API}/permissionscheme", ("GET",), "permissionscheme.list", self.schemes),
+            Route(f"{API}/serverInfo", ("GET",), "serverInfo", site.server_info),
+            Route(f"{API}/myself", ("GET",), "myself", site.myself),
+            Route(f"{API}/user", ("GET",), "user.get", site.user),
+            Route(f"{API}/user/search", ("GET",), "user.search", site.user_search),
+            Route(f"{API}/field", ("GET",), "field.list", site.fields),
+            Route(f"{API}/issuetype", ("GET",), "issuetype.list", site.issue_types),
+            Route(f"{API}/permissionscheme", ("GET",), "permissionscheme.list", site.schemes),
             Route(
                 f"{API}/issuesecurityschemes",
                 ("GET",),
                 "issuesecurityschemes.list",
-                self.security_schemes,
+                site.security_schemes,
             ),
-            Route(f"{API}/projectCategory", ("GET",), "projectCategory.list", self.categories),
+            Route(f"{API}/projectCategory", ("GET",), "projectCategory.list", site.categories),
             Route(f"{API}/project", ("GET",), "project.list", self.list_projects),
             Route(f"{API}/project", ("POST",), "project.create", self.create_project),
             Route(f"{API}/project/<key>", ("GET",), "project.get", self.get_project),
@@ -128,83 +130,6 @@ class JiraApi:
         return reply
 
     # -- instance and users ---------------------------------------------------------------
-
-    def server_info(self, call: Call) -> Reply:
-        return json_reply(
-            200,
-            {
-                "baseUrl": call.base_url,
-                "version": "1001.0.0-SNAPSHOT",
-                "versionNumbers": [1001, 0, 0],
-                "deploymentType": "Cloud",
-                "buildNumber": 100280,
-                "buildDate": "2026-11-01T00:00:00.000+0000",
-                "serverTime": shapes.jira_time(datetime.now(UTC)),
-                "scmInfo": "sandbox",
-                "serverTitle": "Chimera sandbox Jira",
-                "defaultLocale": {"locale": "en_US"},
-                "serverTimeZone": "Etc/UTC",
-            },
-        )
-
-    def myself(self, call: Call) -> Reply:
-        return json_reply(200, shapes.user(call.base_url, _caller(call)))
-
-    def user(self, call: Call) -> Reply:
-        account_id = call.query.get("accountId", "")
-        if not account_id:
-            return _errors(400, ["The accountId query parameter needs to be provided."])
-        return json_reply(200, shapes.user(call.base_url, account_id, by_account_id=True))
-
-    def user_search(self, call: Call) -> Reply:
-        query = call.query.get("query", "")
-        return json_reply(200, [shapes.user(call.base_url, query)] if query else [])
-
-    def fields(self, call: Call) -> Reply:
-        names = {
-            "summary": ("Summary", "string"),
-            "description": ("Description", "string"),
-            "labels": ("Labels", "array"),
-            "project": ("Project", "project"),
-            "issuetype": ("Issue Type", "issuetype"),
-            "status": ("Status", "status"),
-            "created": ("Created", "datetime"),
-            "reporter": ("Reporter", "user"),
-            "assignee": ("Assignee", "user"),
-        }
-        return json_reply(
-            200,
-            [
-                {
-                    "id": field_id,
-                    "key": field_id,
-                    "name": name,
-                    "custom": False,
-                    "orderable": True,
-                    "navigable": True,
-                    "searchable": True,
-                    "clauseNames": [field_id],
-                    "schema": {"type": kind, "system": field_id},
-                }
-                for field_id, (name, kind) in names.items()
-            ],
-        )
-
-    def issue_types(self, call: Call) -> Reply:
-        return json_reply(
-            200, [shapes.issue_type(call.base_url, entry) for entry in shapes.ISSUE_TYPES]
-        )
-
-    def schemes(self, call: Call) -> Reply:
-        scheme = {"id": 0, "name": "Default Permission Scheme", "description": ""}
-        return json_reply(200, {"permissionSchemes": [scheme]})
-
-    def security_schemes(self, call: Call) -> Reply:
-        scheme = {"id": 10000, "name": "Default", "description": "", "defaultSecurityLevelId": -1}
-        return json_reply(200, {"issueSecuritySchemes": [scheme]})
-
-    def categories(self, call: Call) -> Reply:
-        return json_reply(200, [{"id": "10000", "name": "Clients", "description": "Onboarding"}])
 
     # -- projects -------------------------------------------------------------------------
 
@@ -386,7 +311,7 @@ class JiraApi:
                 description,
                 json.dumps(labels),
                 issue_type[1],
-                _caller(call),
+                site.caller(call),
                 _now_iso(),
             ),
         )
@@ -400,11 +325,17 @@ class JiraApi:
         key = call.args["key"]
         column = "i.id" if key.isdigit() else "i.key"
         row = (
-            self._db.connection().execute(f"{_ISSUE_SELECT} WHERE {column} = ?", (key,)).fetchone()
+            self._db.connection()
+            .execute(f"{search.ISSUE_SELECT} WHERE {column} = ?", (key,))
+            .fetchone()
         )
         if row is None:
             return _errors(404, ["Issue does not exist or you do not have permission to see it."])
         return json_reply(200, shapes.issue(call.base_url, row, _requested_fields(call)))
+
+    def search_jql(self, call: Call) -> Reply:
+        """Jira Cloud's token-paged search, which replaced /search there."""
+        return search.search_jql(self._db.connection(), call)
 
     def removed_search(self, call: Call) -> Reply:
         return _errors(
@@ -415,61 +346,6 @@ class JiraApi:
                 " https://developer.atlassian.com/changelog/#CHANGE-2046"
             ],
         )
-
-    def search_jql(self, call: Call) -> Reply:
-        """Jira Cloud's token-paged search, which replaced /search there."""
-        params = self._search_params(call)
-        max_results = min(_int(params.get("maxResults"), 50), SEARCH_LIMIT)
-        start_at = _int(params.get("nextPageToken"), 0)
-        found = self._run_search(params)
-        if isinstance(found, Reply):
-            return found
-        page = found[start_at : start_at + max_results]
-        answer: dict[str, Any] = {
-            "issues": [shapes.issue(call.base_url, row, _requested_fields(call)) for row in page],
-            "isLast": start_at + max_results >= len(found),
-        }
-        if not answer["isLast"]:
-            answer["nextPageToken"] = str(start_at + max_results)
-        return json_reply(200, answer)
-
-    @staticmethod
-    def _search_params(call: Call) -> dict[str, Any]:
-        if call.method == "POST" and isinstance(call.body, dict):
-            return call.body
-        return dict(call.query)
-
-    def _run_search(self, params: dict[str, Any]) -> list[sqlite3.Row] | Reply:
-        try:
-            query = parse_jql(str(params.get("jql") or ""))
-        except JqlError as exc:
-            return _errors(400, [str(exc)])
-        conn = self._db.connection()
-        validate = str(params.get("validateQuery", "strict")).lower() not in (
-            "false",
-            "warn",
-            "none",
-        )
-        for clause in query.clauses:
-            if clause.field == "project" and validate:
-                for value in clause.values:
-                    if _project_by_reference(conn, value) is None:
-                        return _errors(
-                            400, [f"The value '{value}' does not exist for the field 'project'."]
-                        )
-        rows = conn.execute(f"{_ISSUE_SELECT} ORDER BY i.id").fetchall()
-        matching = [row for row in rows if all(_matches(row, c) for c in query.clauses)]
-        return _ordered(matching, query)
-
-
-_ISSUE_SELECT = (
-    "SELECT i.*, p.key AS project_key, p.name AS project_name, p.project_type AS project_type"
-    " FROM jira_issues i JOIN jira_projects p ON p.id = i.project_id"
-)
-
-
-def _errors(status: int, messages: list[str], errors: dict[str, str] | None = None) -> Reply:
-    return json_reply(status, {"errorMessages": messages, "errors": errors or {}})
 
 
 def _project_row(conn: sqlite3.Connection, column: str, value: Any) -> sqlite3.Row | None:
@@ -487,61 +363,6 @@ def _name_taken(conn: sqlite3.Connection, name: str) -> bool:
     return found is not None
 
 
-def _project_by_reference(conn: sqlite3.Connection, value: str) -> sqlite3.Row | None:
-    # JQL's `project =` takes a key, an id or a name.
-    return conn.execute(
-        "SELECT * FROM jira_projects"
-        " WHERE key = ? OR CAST(id AS TEXT) = ? OR lower(name) = lower(?)",
-        (value.upper(), value, value),
-    ).fetchone()
-
-
-def _matches(row: sqlite3.Row, clause: Clause) -> bool:
-    labels = json.loads(row["labels"])
-    values = clause.values
-    if clause.field == "project":
-        candidates = {
-            row["project_key"].lower(),
-            str(row["project_id"]),
-            row["project_name"].lower(),
-        }
-        hit = any(value.lower() in candidates for value in values)
-    elif clause.field == "labels":
-        hit = any(value in labels for value in values)
-    elif clause.field == "key":
-        hit = row["key"].lower() in {value.lower() for value in values}
-    elif clause.field == "issuetype":
-        hit = row["issuetype"].lower() in {value.lower() for value in values}
-    elif clause.field == "status":
-        hit = "to do" in {value.lower() for value in values}
-    else:  # summary ~ text
-        hit = values[0].lower() in row["summary"].lower()
-    return not hit if clause.operator == "!=" else hit
-
-
-def _ordered(rows: list[sqlite3.Row], query: Query) -> list[sqlite3.Row]:
-    for field, descending in reversed(query.order_by):
-        if field in ("created", "key", "id"):
-            rows = sorted(rows, key=lambda row: row["id"], reverse=descending)
-        elif field == "summary":
-            rows = sorted(rows, key=lambda row: row["summary"], reverse=descending)
-    return rows
-
-
-def _requested_fields(call: Call) -> set[str] | None:
-    """None means every field; Jira accepts `fields` repeated or comma-separated."""
-    raw: list[str] = []
-    if call.method == "POST" and isinstance(call.body, dict):
-        value = call.body.get("fields")
-        raw = value if isinstance(value, list) else [str(value)] if value else []
-    else:
-        raw = call.query_lists.get("fields", [])
-    names = {name.strip() for item in raw for name in str(item).split(",") if name.strip()}
-    if not names or names & {"*all", "*navigable"}:
-        return None
-    return names
-
-
 def _match_issue_type(ref: Any) -> tuple[str, str, str, bool] | None:
     if not isinstance(ref, dict):
         return None
@@ -552,24 +373,6 @@ def _match_issue_type(ref: Any) -> tuple[str, str, str, bool] | None:
         ):
             return entry
     return None
-
-
-def _caller(call: Call) -> str:
-    """The authenticated user's name (email), which the sandbox turns into an account id."""
-    scheme, _, credentials = call.header("Authorization").partition(" ")
-    if scheme.lower() == "basic":
-        try:
-            return base64.b64decode(credentials).decode().partition(":")[0]
-        except ValueError:
-            return "anonymous"
-    return "api-token-user"
-
-
-def _int(value: Any, default: int) -> int:
-    try:
-        return max(0, int(value))
-    except (TypeError, ValueError):
-        return default
 
 
 def _now_iso() -> str:

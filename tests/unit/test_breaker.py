@@ -20,10 +20,8 @@ from shared.breaker import (
     BreakerPolicy,
     CircuitBreaker,
     ConcurrencyLimit,
-    Tally,
     breaker_for,
     transitions,
-    vendor_request,
 )
 from shared.errors import (
     AuthFailed,
@@ -40,6 +38,7 @@ from shared.errors import (
 from shared.model import BreakerState, utcnow
 from shared.queues import QUEUES, tool_queue
 from shared.settings import Settings
+from shared.vendor_requests import Tally, vendor_request
 from tests.fakes import FakeStateStore
 
 POLICY = BreakerPolicy(

@@ -11,11 +11,11 @@ import requests
 from jira import JIRA, JIRAError
 from requests.adapters import BaseAdapter
 
-from shared.breaker import counted_request
 from shared.errors import BadVendorReply, ChimeraError, InvalidInput, NotFound
 from shared.jira_keys import ProjectTaken
 from shared.settings import Settings
 from shared.vendor_errors import answer_message, error_for_status, transport_error
+from shared.vendor_requests import counted_request
 
 logger = logging.getLogger(__name__)
 

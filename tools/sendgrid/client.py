@@ -14,11 +14,11 @@ from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 from sendgrid.helpers.mail import CustomArg, From, Mail, To
 
-from shared.breaker import counted_request
 from shared.errors import BadVendorReply, InvalidInput
 from shared.run_header import RUN_ID_HEADER
 from shared.settings import Settings
 from shared.vendor_errors import error_for_status, transport_error
+from shared.vendor_requests import counted_request
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,6 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web import SlackResponse
 
-from shared.breaker import counted_request
 from shared.errors import (
     AuthFailed,
     BadVendorReply,
@@ -26,6 +25,7 @@ from shared.errors import (
 from shared.retry_after import retry_after
 from shared.settings import Settings
 from shared.vendor_errors import error_for_status, transport_error
+from shared.vendor_requests import counted_request
 
 logger = logging.getLogger(__name__)
 
