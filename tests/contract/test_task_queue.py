@@ -117,7 +117,9 @@ def test_failed_delivery_is_retried_until_it_succeeds(tmp_path):
 def test_task_is_dead_when_max_attempts_are_spent(tmp_path):
     q = _local(tmp_path)
     q.enqueue(Task(queue="work", name="t-1", payload={}))
-    d = LocalDispatcher(q, {"work": Recorder(500, 500, 500, 500)}, poll_interval=0.01, signer=SIGNER).start()
+    d = LocalDispatcher(
+        q, {"work": Recorder(500, 500, 500, 500)}, poll_interval=0.01, signer=SIGNER
+    ).start()
     try:
         assert _wait(lambda: q.get("t-1")["state"] == DEAD)
     finally:
