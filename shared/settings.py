@@ -56,8 +56,8 @@ class Settings(BaseSettings):
     functions_url: str = ""
     tasks_service_account: str = ""
     tasks_emulator_host: str = ""
-    # Defence in depth behind the functions' IAM: each target verifies its caller's Google ID
-    # token (audience, and for queue targets the tasks service account; shared/identity.py).
+    # Defence in depth behind the intake's IAM: it verifies its callers' Google ID tokens. The
+    # queue targets on gcp verify the tasks service account's always (shared/identity.py).
     require_identity: bool = False
     # The audience intake callers' ID tokens name; empty means <functions_url>/orchestrator-intake.
     intake_audience: str = ""
