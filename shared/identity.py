@@ -170,10 +170,10 @@ def _token_denied(
     return None
 
 
-def _refuse(status: int, reason: str) -> flask.Response:
+def _refuse(status: int, reason: str, challenge: str = "Bearer") -> flask.Response:
     log.warning("refused a caller: %s", reason)
     code = "unauthenticated" if status == 401 else "permission_denied"
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers = {"WWW-Authenticate": challenge} if status == 401 else None
     return answer(status, {"error": {"code": code, "message": reason}}, headers)
 
 
@@ -200,7 +200,9 @@ def task_caller_denied(
         refusal = signer.refusal(
             request.get_data(), request.headers.get(TASK_NAME_HEADER, ""), _signature(request)
         )
-        return None if refusal is None else _refuse(refusal.status, refusal.reason)
+        if refusal is None:
+            return None
+        return _refuse(refusal.status, refusal.reason, challenge=SIGNATURE_HEADER)
     if settings.tasks_emulator_host and not settings.require_identity:
         return None
     return _token_denied(
