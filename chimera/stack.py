@@ -20,8 +20,10 @@ from shared.local_queue import LocalTaskQueue
 from shared.local_targets import HttpTarget, Target, WsgiTarget
 from shared.queues import ORCHESTRATOR_QUEUE, tool_queue
 from shared.registry import FUNCTIONS
+from shared.request_guard import CLOUD_EVENT_TYPES, LocalServerGuard, bound_hosts
 from shared.runtime import Runtime, build_runtime, install
 from shared.settings import Settings
+from shared.task_signing import TaskSigner, signer_for
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,8 @@ class LocalStack:
 
     `serve_port` also serves it over HTTP on 127.0.0.1: the intake at /runs and each function
     at /functions/<name>; with `over_http` the dispatcher delivers through that server, as
-    Cloud Tasks would, instead of calling the functions' apps in process.
+    Cloud Tasks would, instead of calling the functions' apps in process. Either way each
+    task is signed: the functions take no task from anyone else.
     """
 
     def __init__(
@@ -73,6 +76,7 @@ class LocalStack:
         self.sandbox_url = sandbox_url
         self.sandbox: SandboxServer | None = None
         self.dispatcher: LocalDispatcher | None = None
+        self.signer: TaskSigner | None = None
         self.runtime: Runtime | None = None
         self.apps: dict[str, Any] = {}
         self._server: BaseWSGIServer | None = None
@@ -102,8 +106,12 @@ class LocalStack:
         queue = self.runtime.queue
         if not isinstance(queue, LocalTaskQueue):
             raise RuntimeError("the local stack runs on the local queue (CHIMERA_BACKEND=local)")
+        self.signer = signer_for(settings.home, settings.task_signature_window)
         self.dispatcher = LocalDispatcher(
-            queue, self._targets(), dispatch_deadline=settings.dispatch_deadline
+            queue,
+            self._targets(),
+            signer=self.signer,
+            dispatch_deadline=settings.dispatch_deadline,
         ).start()
         log.info("local stack up: state %s, sandbox %s", settings.state_location, sandbox_url)
         return self
@@ -116,7 +124,14 @@ class LocalStack:
 
     def _serve(self, port: int) -> None:
         mounts = {f"/functions/{name}": app for name, app in self.apps.items()}
-        wsgi = DispatcherMiddleware(self.apps["orchestrator-intake"], mounts)
+        functions = DispatcherMiddleware(self.apps["orchestrator-intake"], mounts)
+        # Only requests for this server (DNS rebinding), only JSON (cross-site forms), capped.
+        wsgi = LocalServerGuard(
+            functions,
+            hosts=lambda: bound_hosts(self._server.server_port if self._server else port),
+            limit=self.base_settings.max_body_bytes,
+            types_by_prefix={"/functions/orchestrator-pubsub": CLOUD_EVENT_TYPES},
+        )
         self._server = make_server("127.0.0.1", port, wsgi, threaded=True)
         threading.Thread(target=self._server.serve_forever, name="http", daemon=True).start()
 

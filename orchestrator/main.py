@@ -26,6 +26,7 @@ from shared.model import (
     RunStatus,
 )
 from shared.queues import ORCHESTRATOR_QUEUE
+from shared.request_guard import body_refused
 from shared.runtime import per_runtime, runtime
 from shared.tasks_http import answer, attempt_of, refuse, retry_later
 from shared.validation_errors import field_errors, one_line
@@ -45,6 +46,9 @@ reasoning_model = per_runtime(shared.runtime.reasoning_model)
 def intake_http(request: flask.Request) -> flask.Response:
     """POST /runs starts a run; GET /runs and GET /runs/{id} read them."""
     settings = runtime().settings
+    refused = body_refused(request, settings.max_body_bytes)  # 415 not JSON, 413 too large
+    if refused is not None:
+        return refused
     denied = identity_denied(request, settings, audience=intake_audience(settings))
     if denied is not None:
         return denied
@@ -167,6 +171,7 @@ def intake_pubsub(event: CloudEvent) -> None:
 def handle_task(request: flask.Request) -> flask.Response:
     """The orchestrator queue's target: a run to start or a step's report to take in."""
     rt = runtime()
+    # Only the queue's own tasks get past here: nothing before it reads state.
     denied = task_caller_denied(request, rt.settings, ORCHESTRATOR_QUEUE)
     if denied is not None:
         return denied

@@ -1,4 +1,5 @@
-"""Who may call a function: Google-signed OIDC ID tokens, checked behind Cloud Functions' IAM.
+"""Who may call a function: Google-signed OIDC ID tokens behind Cloud Functions' IAM, and
+locally the dispatcher's signature on each task.
 
 On Cloud Functions the platform refuses unauthenticated calls before our code runs; with
 `require_identity` each target also verifies the caller's token itself (defence in depth):
@@ -20,7 +21,9 @@ from google.auth import exceptions, jwt
 
 from shared.errors import RetryableError, VendorUnavailable
 from shared.queues import QUEUES
+from shared.request_guard import body_refused
 from shared.settings import Settings
+from shared.task_signing import SIGNATURE_HEADER, TASK_NAME_HEADER, signer_for
 from shared.tasks_http import answer, retry_later
 
 log = logging.getLogger(__name__)
@@ -139,6 +142,12 @@ def identity_denied(
     """
     if not settings.require_identity:
         return None
+    return _token_denied(request, audience=audience, email=email)
+
+
+def _token_denied(
+    request: flask.Request, *, audience: str, email: str | None
+) -> flask.Response | None:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return _refuse(401, "no bearer token")
@@ -161,20 +170,45 @@ def identity_denied(
     return None
 
 
-def _refuse(status: int, reason: str) -> flask.Response:
+def _refuse(status: int, reason: str, challenge: str = "Bearer") -> flask.Response:
     log.warning("refused a caller: %s", reason)
     code = "unauthenticated" if status == 401 else "permission_denied"
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers = {"WWW-Authenticate": challenge} if status == 401 else None
     return answer(status, {"error": {"code": code, "message": reason}}, headers)
 
 
 def task_caller_denied(
     request: flask.Request, settings: Settings, queue: str
 ) -> flask.Response | None:
-    """`identity_denied` for a queue's target: only the tasks' service account may call it."""
-    return identity_denied(
-        request,
-        settings,
-        audience=task_audience(settings, queue),
-        email=settings.tasks_service_account,
+    """The answer refusing a task that did not come from `queue`, or None to let it through.
+
+    First the body: JSON (415) within settings.max_body_bytes (413), read no further. Then the
+    caller. Locally, the local dispatcher's HMAC signature over the body, the task name and
+    the delivery's time (shared/task_signing.py): 401 unsigned, 403 forged, tampered or outside
+    the replay window. On gcp, the tasks service account's Google ID token for this queue's
+    URL, whatever `require_identity` says: a task target has no other caller to let in
+    (docs/decisions/0010g-only-the-queue-calls-the-functions.md). Only the Cloud Tasks emulator,
+    which mints no tokens, is let through on IAM alone (`require_identity` off). Nothing is
+    recorded for a refused caller: strangers must not be able to fill the store.
+    """
+    refused = body_refused(request, settings.max_body_bytes)
+    if refused is not None:
+        log.warning("refused a %s task: HTTP %d", queue, refused.status_code)
+        return refused
+    if settings.backend == "local":
+        signer = signer_for(settings.home, settings.task_signature_window)
+        refusal = signer.refusal(
+            request.get_data(), request.headers.get(TASK_NAME_HEADER, ""), _signature(request)
+        )
+        if refusal is None:
+            return None
+        return _refuse(refusal.status, refusal.reason, challenge=SIGNATURE_HEADER)
+    if settings.tasks_emulator_host and not settings.require_identity:
+        return None
+    return _token_denied(
+        request, audience=task_audience(settings, queue), email=settings.tasks_service_account
     )
+
+
+def _signature(request: flask.Request) -> str | None:
+    return request.headers.get(SIGNATURE_HEADER)

@@ -15,6 +15,7 @@ from shared.local_queue import DEAD, DEDUP_WINDOW_S, DONE, LEASED, QUEUED, Local
 from shared.local_targets import Delivery, DeliveryResult, Target
 from shared.queues import QueueConfig
 from shared.retry_after import retry_after
+from shared.task_signing import TaskSigner
 from shared.token_bucket import TokenBucket
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class LocalDispatcher:
     2xx is done; anything else, or no answer within the dispatch deadline, is retried after
     the queue's backoff (or a later Retry-After) until max_attempts, then the task is dead.
     Leases carry the dispatcher's heartbeat, so a killed dispatcher's tasks are redelivered.
+    Each delivery is signed by `signer` (shared/task_signing.py): the targets take nothing else.
     """
 
     def __init__(
@@ -45,6 +47,7 @@ class LocalDispatcher:
         queue: LocalTaskQueue,
         targets: Mapping[str, Target],
         *,
+        signer: TaskSigner,
         dispatch_deadline: float = 30.0,
         workers: int = 32,
         poll_interval: float = 0.1,
@@ -54,6 +57,7 @@ class LocalDispatcher:
         self.db = queue.db
         self.db.ensure_schema(SCHEMA)
         self.targets = dict(targets)
+        self.signer = signer
         self.dispatch_deadline = dispatch_deadline
         self.poll_interval = poll_interval
         self.clock = clock
@@ -175,11 +179,14 @@ class LocalDispatcher:
 
     def _deliver(self, queue_name: str, row: sqlite3.Row) -> None:
         config = self.queue.queues[queue_name]
+        body = row["payload"].encode()
         delivery = Delivery(
             queue=queue_name,
             task_name=row["name"],
-            body=row["payload"].encode(),
+            body=body,
             headers={
+                # Signed at each delivery, so a redelivery carries its own time.
+                **self.signer.headers(body, row["name"]),
                 "X-CloudTasks-QueueName": queue_name,
                 "X-CloudTasks-TaskName": row["name"],
                 "X-CloudTasks-TaskRetryCount": str(row["retry_count"]),

@@ -56,11 +56,16 @@ class Settings(BaseSettings):
     functions_url: str = ""
     tasks_service_account: str = ""
     tasks_emulator_host: str = ""
-    # Defence in depth behind the functions' IAM: each target verifies its caller's Google ID
-    # token (audience, and for queue targets the tasks service account; shared/identity.py).
+    # Defence in depth behind the intake's IAM: it verifies its callers' Google ID tokens. The
+    # queue targets on gcp verify the tasks service account's always (shared/identity.py).
     require_identity: bool = False
     # The audience intake callers' ID tokens name; empty means <functions_url>/orchestrator-intake.
     intake_audience: str = ""
+    # Locally, the dispatcher signs each task (key in <home>/task-signing.key); a target refuses
+    # a signature older or newer than this many seconds (a replay).
+    task_signature_window: float = Field(default=300.0, gt=0)
+    # Largest body any server or target reads (tasks, intake): 413 above it.
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
 
     # Vendors: each URL is the vendor's documented base URL (VENDOR_ENDPOINTS, trailing slash
     # optional); empty means the sandbox's base of the same shape under sandbox_url.

@@ -161,7 +161,10 @@ def test_task_is_delivered_to_its_function_when_enqueued_on_the_emulator(tasks_p
     server = FunctionsServer({ORCHESTRATOR_QUEUE: app}).start()
     try:
         store = FakeStateStore(FakeTaskQueue())
-        settings = Settings(backend="gcp", functions_url=server.url)
+        # Behind the emulator, which mints no ID tokens: only there do tasks get in without one.
+        settings = Settings(
+            backend="gcp", functions_url=server.url, tasks_emulator_host=tasks_project.host
+        )
         install(Runtime(settings, store, store.queue))
         run, _ = store.create_run(make_run())
         queue = CloudTasksQueue(

@@ -14,8 +14,10 @@ from shared.local_targets import Delivery, DeliveryResult
 from shared.model import Task, utcnow
 from shared.queues import QueueConfig
 from shared.sqlite_db import SqliteDatabase
+from shared.task_signing import TaskSigner
 from tests.fakes import FakeTaskQueue
 
+SIGNER = TaskSigner(b"contract-test-key-of-32-bytes-at-least")
 FAST = {
     "work": QueueConfig(
         "work",
@@ -85,7 +87,7 @@ def test_dispatcher_delivers_with_cloud_tasks_headers(tmp_path):
     q = _local(tmp_path)
     target = Recorder(200)
     q.enqueue(Task(queue="work", name="t-1", payload={"hello": "world"}))
-    d = LocalDispatcher(q, {"work": target}, poll_interval=0.01).start()
+    d = LocalDispatcher(q, {"work": target}, poll_interval=0.01, signer=SIGNER).start()
     try:
         assert _wait(lambda: q.get("t-1")["state"] == DONE)
     finally:
@@ -102,7 +104,7 @@ def test_failed_delivery_is_retried_until_it_succeeds(tmp_path):
     q = _local(tmp_path)
     target = Recorder(503, 500, 200)
     q.enqueue(Task(queue="work", name="t-1", payload={}))
-    d = LocalDispatcher(q, {"work": target}, poll_interval=0.01).start()
+    d = LocalDispatcher(q, {"work": target}, poll_interval=0.01, signer=SIGNER).start()
     try:
         assert _wait(lambda: q.get("t-1")["state"] == DONE)
     finally:
@@ -115,7 +117,9 @@ def test_failed_delivery_is_retried_until_it_succeeds(tmp_path):
 def test_task_is_dead_when_max_attempts_are_spent(tmp_path):
     q = _local(tmp_path)
     q.enqueue(Task(queue="work", name="t-1", payload={}))
-    d = LocalDispatcher(q, {"work": Recorder(500, 500, 500, 500)}, poll_interval=0.01).start()
+    d = LocalDispatcher(
+        q, {"work": Recorder(500, 500, 500, 500)}, poll_interval=0.01, signer=SIGNER
+    ).start()
     try:
         assert _wait(lambda: q.get("t-1")["state"] == DEAD)
     finally:
@@ -129,7 +133,7 @@ def test_retry_after_is_honoured_when_rate_limited(tmp_path):
     q = _local(tmp_path)
     q.enqueue(Task(queue="work", name="t-1", payload={}))
     target = Recorder(429, headers={"Retry-After": "30"})
-    d = LocalDispatcher(q, {"work": target}, poll_interval=0.01).start()
+    d = LocalDispatcher(q, {"work": target}, poll_interval=0.01, signer=SIGNER).start()
     try:
         assert _wait(lambda: q.get("t-1")["retry_count"] == 1)
         failed_at = time.time()
@@ -148,7 +152,7 @@ def test_concurrency_is_bounded_per_queue(tmp_path):
         q.enqueue(Task(queue="work", name=f"t-{i}", payload={}))
     release = threading.Event()
     target = Recorder(block=release)
-    d = LocalDispatcher(q, {"work": target}, poll_interval=0.01).start()
+    d = LocalDispatcher(q, {"work": target}, poll_interval=0.01, signer=SIGNER).start()
     try:
         assert _wait(lambda: target.in_flight == 2)
         time.sleep(0.1)  # give a broken limit the chance to over-dispatch
@@ -167,7 +171,7 @@ def test_scheduled_task_waits_for_its_time(tmp_path):
         Task(queue="work", name="later", payload={}, schedule_time=utcnow() + timedelta(hours=1))
     )
     target = Recorder()
-    d = LocalDispatcher(q, {"work": target}, poll_interval=0.01)
+    d = LocalDispatcher(q, {"work": target}, poll_interval=0.01, signer=SIGNER)
     assert d.dispatch_due() == 0
     assert target.deliveries == []
 
@@ -175,7 +179,7 @@ def test_scheduled_task_waits_for_its_time(tmp_path):
 def test_task_survives_a_restart_when_enqueued_before(tmp_path):
     _local(tmp_path).enqueue(Task(queue="work", name="t-1", payload={}))
     q = _local(tmp_path)  # a new process, the same file
-    d = LocalDispatcher(q, {"work": Recorder()}, poll_interval=0.01).start()
+    d = LocalDispatcher(q, {"work": Recorder()}, poll_interval=0.01, signer=SIGNER).start()
     try:
         assert _wait(lambda: q.get("t-1")["state"] == DONE)
     finally:
@@ -191,7 +195,7 @@ def test_lease_of_a_dead_dispatcher_is_delivered_again(tmp_path):
             (LEASED, time.time() + 3600),
         )
     target = Recorder()
-    d = LocalDispatcher(q, {"work": target}, poll_interval=0.01).start()
+    d = LocalDispatcher(q, {"work": target}, poll_interval=0.01, signer=SIGNER).start()
     try:
         assert _wait(lambda: q.get("t-1")["state"] == DONE)
     finally:

@@ -101,6 +101,7 @@ def test_redelivered_tasks_change_nothing(start_stack, tmp_path):
                 body=row["payload"].encode(),
                 deadline=30,
                 headers={
+                    **stack.signer.headers(row["payload"].encode(), row["name"]),
                     "X-CloudTasks-QueueName": row["queue"],
                     "X-CloudTasks-TaskName": row["name"],
                     "X-CloudTasks-TaskRetryCount": "0",

@@ -105,6 +105,7 @@ def test_redelivered_tasks_never_ask_the_model_again_and_tokens_add_up(start_sta
                 body=row["payload"].encode(),
                 deadline=30,
                 headers={
+                    **stack.signer.headers(row["payload"].encode(), row["name"]),
                     "X-CloudTasks-QueueName": row["queue"],
                     "X-CloudTasks-TaskName": row["name"],
                 },

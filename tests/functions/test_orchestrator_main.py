@@ -28,7 +28,7 @@ def intake():
 
 @pytest.fixture
 def tasks():
-    return client_of("orchestrator/main.py", "handle_task")
+    return client_of("orchestrator/main.py", "handle_task", signed=True)
 
 
 @pytest.fixture
@@ -205,7 +205,7 @@ def test_corrupt_task_from_the_queue_is_acknowledged_and_recorded(fakes, tasks):
 
 def test_corrupt_task_from_a_direct_caller_is_a_400(fakes, tasks):
     store, queue = fakes
-    response = tasks.post("/", data=b"garbage")
+    response = tasks.post("/", data=b"garbage", content_type="application/json")
     assert response.status_code == 400
     assert response.get_json()["error"]["code"] == "invalid_task"
     # Refused, and kept as a rejection as a queued one is: nothing else happens.
