@@ -237,8 +237,9 @@ class ToolTask(Model):
     run_id: str = Field(min_length=1, max_length=200)
     step_id: str = Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")
     tool: str = Field(min_length=1, max_length=80)
-    # Bumped when a parked run is resumed, so the retried step gets fresh task names.
-    generation: int = Field(ge=1, le=1_000_000)
+    # Bumped when a parked run is resumed, so the retried step gets fresh task names. Strict:
+    # "1" or true is not a generation.
+    generation: int = Field(ge=1, le=1_000_000, strict=True)
 
 
 class ToolCall(Model):

@@ -33,7 +33,11 @@ def _dispatched(store, step_id: str, **args: object):
     if step_id == "email":
         store.record_outcome(
             StepOutcome(
-                run_id=run.run_id, step_id="draft", tool="draft_welcome_email", ok=True, output=DRAFT
+                run_id=run.run_id,
+                step_id="draft",
+                tool="draft_welcome_email",
+                ok=True,
+                output=DRAFT,
             )
         )
     task = next(t for t in core.redispatch(run, {}) if t.step_id == step_id)
@@ -132,8 +136,8 @@ def test_stored_args_that_do_not_fit_fail_the_step_without_the_vendor(fakes):
     assert response.get_json() == {"status": "done", "ok": False}
     # The task was the orchestrator's; the stored plan is wrong: a failure the run shows.
     outcome = store.outcome(run.run_id, "jira")
-    assert outcome.error.code == "invalid_input" and "create_jira_project args" in outcome.error.message
-    assert "key" in outcome.error.message
+    assert outcome.error.code == "invalid_input"
+    assert "create_jira_project args" in outcome.error.message and "key" in outcome.error.message
     assert jira.used == [] and store.rejections() == []
     assert [t.name for t in queue.on("orchestrator")] == [f"{run.run_id}-jira-g1-done"]
 
