@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given
+from hypothesis import HealthCheck, event, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
@@ -25,8 +25,17 @@ from shared.runtime import Runtime, install
 from shared.settings import Settings
 from shared.tool_endpoint import call_from_store
 from tests.conftest import make_run
-from tests.fakes import FakeChat, FakeLanguageModel, FakeMail, FakeStateStore, FakeTaskQueue
+from tests.fakes import (
+    FakeChat,
+    FakeDirectory,
+    FakeJira,
+    FakeLanguageModel,
+    FakeMail,
+    FakeStateStore,
+    FakeTaskQueue,
+)
 from tests.functions.conftest import Recorded, client_of, tool_client
+from tools.clearbit.core import Provider
 
 QUEUED = {
     "X-CloudTasks-QueueName": "tool-sendgrid",
@@ -219,58 +228,77 @@ HOSTILE = st.sampled_from(
 FIELDS = ("run_id", "step_id", "tool", "generation")
 
 
+def _mostly(own: list[Any], other: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """The run's own values four times in five, else a near miss or something hostile."""
+    return st.integers(0, 4).flatmap(lambda n: st.sampled_from(own) if n else other)
+
+
 @st.composite
 def right_shape_wrong_values(draw: st.DrawFn, run: RunState) -> dict[str, Any]:
-    """A task for `run` whose every field may be the run's own, a near miss, or hostile, with
-    perhaps the old payload's fields riding along."""
+    """A task for `run` whose every field is most often the run's own, else a near miss or
+    hostile; now and then a field missing, or the old payload's fields riding along."""
     task: dict[str, Any] = {
-        "run_id": draw(st.sampled_from([run.run_id, run.run_id + "x", "run-gone"]) | HOSTILE),
-        "step_id": draw(st.sampled_from([*run.steps, "Email", "email "]) | HOSTILE),
-        "tool": draw(st.sampled_from([*TOOLS, "send_email"]) | HOSTILE),
+        "run_id": draw(
+            _mostly([run.run_id], st.sampled_from([run.run_id + "x", "run-gone"]) | HOSTILE)
+        ),
+        "step_id": draw(
+            _mostly([*run.steps], st.sampled_from(["Email", "email ", "plan"]) | HOSTILE)
+        ),
+        "tool": draw(_mostly([*TOOLS], st.just("send_email") | HOSTILE)),
         "generation": draw(
-            st.sampled_from([1, 2, 0, -1, 10**12, "1", 1.5, True, None]) | st.integers()
+            _mostly([1, 2], st.sampled_from([0, -1, 10**12, "1", 1.5, True, None]) | st.integers())
         ),
     }
-    for name in draw(st.sets(st.sampled_from(FIELDS))):
-        del task[name]
-    extra = draw(
-        st.dictionaries(
-            st.sampled_from(["args", "inputs", "request", "output", "ok", "__proto__"]),
-            JSON,
-            max_size=2,
+    if draw(st.integers(0, 9)) == 0:
+        del task[draw(st.sampled_from(FIELDS))]
+    if draw(st.integers(0, 4)) == 0:
+        extra = draw(
+            st.dictionaries(
+                st.sampled_from(["args", "inputs", "request", "output", "ok", "__proto__"]),
+                JSON,
+                min_size=1,
+                max_size=2,
+            )
         )
-    )
-    return {**task, **extra}
+        task.update(extra)
+    return task
 
 
 def _bodies(run: RunState) -> st.SearchStrategy[bytes]:
+    shaped = right_shape_wrong_values(run).map(lambda v: json.dumps(v).encode())
     return st.one_of(
-        st.binary(max_size=200),
-        JSON.map(lambda v: json.dumps(v).encode()),
-        right_shape_wrong_values(run).map(lambda v: json.dumps(v).encode()),
+        st.binary(max_size=200), JSON.map(lambda v: json.dumps(v).encode()), shaped, shaped, shaped
     )
 
 
-# No valid task exists for these functions in this run: the draft succeeded, the email waits
-# for approval, Slack after it; only enrichment's task (another function) is out.
-FUZZED = {"enrich": StepStatus.DISPATCHED, "draft": StepStatus.SUCCEEDED}
+# No task for this run has anything to run: enrichment and the draft succeeded (their own
+# references are redeliveries), Jira, the email and Slack were never dispatched.
+FUZZED = {"enrich": StepStatus.SUCCEEDED, "draft": StepStatus.SUCCEEDED}
+FUNCTIONS = ("clearbit", "jira", "sendgrid", "slack")
 
 
-@hypothesis_settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@hypothesis_settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_no_tool_task_body_is_a_500_a_vendor_call_or_an_outcome(data):
     queue = FakeTaskQueue()
     store = FakeStateStore(queue)
     run = _stored(store, **FUZZED)
+    directory = Recorded(FakeDirectory({}))
     vendors = {
         "SendGridMailer": Recorded(FakeMail()),
         "language_model": Recorded(FakeLanguageModel()),
         "SlackChat": Recorded(FakeChat()),
+        "JiraClient": Recorded(FakeJira()),
+        "enrichment_providers": [Provider("clearbit", directory)],
     }
     install(Runtime(Settings(agent_reasoning=False), store, queue, overrides=vendors))
-    function = data.draw(st.sampled_from(["sendgrid", "slack"]))
-    client = _clients()[function]
     body = data.draw(_bodies(run))
+    try:  # most often the function that serves the body's tool, as a queue would deliver it
+        own = [TOOLS[json.loads(body)["tool"]].function]
+    except (ValueError, KeyError, TypeError):
+        own = [*FUNCTIONS]
+    function = data.draw(_mostly(own, st.sampled_from(FUNCTIONS)))
+    client = _clients()[function]
     headers = data.draw(
         st.sampled_from([{}, {**QUEUED, "X-CloudTasks-QueueName": f"tool-{function}"}])
     )
@@ -278,14 +306,20 @@ def test_no_tool_task_body_is_a_500_a_vendor_call_or_an_outcome(data):
 
     assert response.status_code in (200, 400), response.get_data()
     status = response.get_json()["status"]
-    if status == "skipped":  # the draft's own reference: a redelivery of a finished step
+    # What refused it, for --hypothesis-show-statistics: the fuzz should reach every check.
+    event(
+        status + ": " + " ".join(store.rejections()[0].reason.split()[:3])
+        if store.rejections()
+        else status
+    )
+    if status == "skipped":  # a finished step's own reference: a redelivery
         assert [e.kind for e in store.events(run.run_id)] == ["step.skipped"]
         assert store.rejections() == []
     else:
         assert status == "rejected"
         assert len(store.rejections()) == 1, "every refusal is recorded"
-    assert all(v.used == [] for v in vendors.values())
-    assert store.outcomes(run.run_id).keys() == {"draft"}
+    assert all(v.used == [] for v in (*vendors.values(), directory) if isinstance(v, Recorded))
+    assert store.outcomes(run.run_id).keys() == set(FUZZED)
     assert queue.on("orchestrator") == []
     assert store.load(run.run_id) == run
 
@@ -296,6 +330,6 @@ _APPS: dict[str, Any] = {}
 def _clients() -> dict[str, Any]:
     """One test client per function for the whole fuzz (each example installs its runtime)."""
     if not _APPS:
-        for function in ("sendgrid", "slack"):
+        for function in FUNCTIONS:
             _APPS[function] = client_of(f"tools/{function}/main.py", "run_tool")
     return _APPS
