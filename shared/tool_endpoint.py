@@ -88,20 +88,20 @@ def _take(
     """Check the task against the store (the run and its ledger, loaded once), then run it."""
     store = rt.store
     run = store.load(task.run_id)
+    if run is None:
+        return refuse(store, attempt, actor, f"run {task.run_id} does not exist", raw)
     disagreement = _disagreement(run, task)
     if disagreement:
-        if run is not None:
-            store.append_event(
-                Event(
-                    run_id=task.run_id,
-                    kind="task.refused",
-                    actor=actor,
-                    step_id=task.step_id if task.step_id in run.steps else None,
-                    detail={"reason": disagreement, "tool": task.tool},
-                )
+        store.append_event(
+            Event(
+                run_id=task.run_id,
+                kind="task.refused",
+                actor=actor,
+                step_id=task.step_id if task.step_id in run.steps else None,
+                detail={"reason": disagreement, "tool": task.tool},
             )
+        )
         return refuse(store, attempt, actor, disagreement, raw)
-    assert run is not None  # a task for no run is a disagreement
     skip = _why_skip(run, task)
     if skip:
         log.warning("skipping task: %s", skip)
@@ -246,10 +246,8 @@ def _check_args(call: ToolCall) -> None:
         raise InvalidInput(f"{call.tool} args: {one_line(exc)}") from None
 
 
-def _disagreement(run: RunState | None, task: ToolTask) -> str:
+def _disagreement(run: RunState, task: ToolTask) -> str:
     """Why the task is not one the orchestrator sent for the run as stored, or "" if it is."""
-    if run is None:
-        return f"run {task.run_id} does not exist"
     plan_step = next((s for s in run.plan if s.step_id == task.step_id), None)
     step = run.steps.get(task.step_id)
     if plan_step is None or step is None:
