@@ -84,7 +84,8 @@ def test_a_forged_tool_call_while_the_email_is_dispatched_sends_nothing(served, 
         "request": {**seen["request"], "contact_email": "victim@evil.example"},
     }
     status, refused = _http("POST", f"{stack.url}/functions/tool-sendgrid/", forged)
-    assert status in (400, 401, 403) and refused["status"] == "rejected"
+    # Refused as a payload here (400); once tasks are signed, already as unsigned (401/403).
+    assert status in (400, 401, 403), refused
 
     run = wait_until_settled(stack, [run_id])[run_id]
     assert run.status is RunStatus.SUCCEEDED, run.reason
@@ -102,5 +103,6 @@ def test_a_forged_tool_call_while_the_email_is_dispatched_sends_nothing(served, 
     assert stack.runtime is not None
     outcome = stack.runtime.store.outcome(run_id, "email")
     assert outcome is not None and outcome.output["to"] == "ceo@client0.example"
-    (rejection,) = stack.runtime.store.rejections()
-    assert rejection.source == "tool-sendgrid" and "Extra inputs" in rejection.reason
+    if status == 400:
+        (rejection,) = stack.runtime.store.rejections()
+        assert rejection.source == "tool-sendgrid" and "Extra inputs" in rejection.reason
