@@ -23,7 +23,7 @@ from shared.model import (
     StepOutcome,
     StepStatus,
     StepSummary,
-    ToolCall,
+    ToolTask,
     Totals,
     guard_notes,
 )
@@ -32,11 +32,12 @@ from shared.registry import TOOLS
 
 @dataclass(frozen=True)
 class Decision:
-    """The next run document, its audit-trail lines, and the tool calls to dispatch."""
+    """The next run document, its audit-trail lines, and the tool tasks to dispatch (each a
+    reference to a step: the tool reads what it needs from the store)."""
 
     run: RunState
     events: list[Event] = field(default_factory=list)
-    calls: list[ToolCall] = field(default_factory=list)
+    calls: list[ToolTask] = field(default_factory=list)
     changed: bool = True
 
 
@@ -281,7 +282,7 @@ def _advance(
     holding nothing but this document.
     """
     steps = dict(run.steps)
-    calls: list[ToolCall] = []
+    calls: list[ToolTask] = []
     approval = run.approval
     for plan_step in run.plan:
         summary = steps[plan_step.step_id]
@@ -314,14 +315,11 @@ def _advance(
             update={"status": StepStatus.DISPATCHED, "started_at": now}
         )
         calls.append(
-            ToolCall(
+            ToolTask(
                 run_id=run.run_id,
                 step_id=plan_step.step_id,
                 tool=plan_step.tool,
                 generation=summary.generation,
-                args=plan_step.args,
-                inputs=_inputs(run, outcomes),
-                request=run.request,
             )
         )
         events.append(
@@ -346,12 +344,6 @@ def _advance(
         run = run.evolve(status=RunStatus.SUCCEEDED, reason="")
         events.append(event(run, "run.succeeded", now, **run.totals.model_dump()))
     return Decision(run=run, events=events, calls=calls)
-
-
-def _inputs(run: RunState, outcomes: dict[str, StepOutcome]) -> dict[str, dict]:
-    """What the run has learned so far: every succeeded step's output, by step id (the
-    ledger's reasoning records are the orchestrator's own, not a tool's input)."""
-    return {step_id: o.output for step_id, o in outcomes.items() if o.ok and step_id in run.steps}
 
 
 def _subject(step: PlanStep, outcomes: dict[str, StepOutcome]) -> str:
@@ -387,22 +379,15 @@ def _totals(run: RunState) -> Totals:
     )
 
 
-def redispatch(run: RunState, outcomes: dict[str, StepOutcome]) -> list[ToolCall]:
-    """The calls of steps dispatched but not finished: sent again under the same task names.
+def redispatch(run: RunState, outcomes: dict[str, StepOutcome]) -> list[ToolTask]:
+    """The tasks of steps dispatched but not finished: sent again under the same task names.
 
     After a crash between a committed decision and its enqueue (possible where the queue is
     not in the store's transaction), this repairs the gap; elsewhere the names dedupe it.
     """
-    by_id = {s.step_id: s for s in run.plan}
     return [
-        ToolCall(
-            run_id=run.run_id,
-            step_id=step.step_id,
-            tool=step.tool,
-            generation=step.generation,
-            args=by_id[step.step_id].args,
-            inputs=_inputs(run, outcomes),
-            request=run.request,
+        ToolTask(
+            run_id=run.run_id, step_id=step.step_id, tool=step.tool, generation=step.generation
         )
         for step in run.steps.values()
         if step.status is StepStatus.DISPATCHED and step.step_id not in outcomes

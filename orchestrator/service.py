@@ -19,7 +19,7 @@ from shared.model import (
     StepOutcome,
     StepStatus,
     Task,
-    ToolCall,
+    ToolTask,
     utcnow,
 )
 from shared.runtime import Runtime
@@ -133,7 +133,7 @@ def cancel(rt: Runtime, run_id: str, reason: str = "") -> str:
     return _apply(rt, run, lambda run, _: core.cancel(run, reason, utcnow()))
 
 
-def _watchdogs_for(calls: list[ToolCall], dispatch_deadline: float) -> list[Task]:
+def _watchdogs_for(calls: list[ToolTask], dispatch_deadline: float) -> list[Task]:
     now = utcnow()
     return [tasks.watchdog_task(c, now, dispatch_deadline) for c in calls]
 

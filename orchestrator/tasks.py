@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from shared.model import OrchestratorTask, Task, ToolCall
+from shared.model import OrchestratorTask, Task, ToolTask
 from shared.queues import ORCHESTRATOR_QUEUE, QUEUES
 from shared.registry import TOOLS
 
@@ -33,7 +33,7 @@ def start_watchdog_task(start: Task, now: datetime, dispatch_deadline: float) ->
     )
 
 
-def watchdog_task(call: ToolCall, now: datetime, dispatch_deadline: float) -> Task:
+def watchdog_task(call: ToolTask, now: datetime, dispatch_deadline: float) -> Task:
     """Wakes the orchestrator when the step's queue would have given up on it for sure."""
     window = QUEUES[TOOLS[call.tool].queue].retry_window(dispatch_deadline)
     return Task(
@@ -46,8 +46,9 @@ def watchdog_task(call: ToolCall, now: datetime, dispatch_deadline: float) -> Ta
     )
 
 
-def dispatch_task(call: ToolCall) -> Task:
-    """A tool call as a task on its tool's queue, named by run, step and generation."""
+def dispatch_task(call: ToolTask) -> Task:
+    """A step as a task on its tool's queue, named by run, step and generation; its payload
+    names the step and nothing more (the tool reads the rest from the store)."""
     return Task(
         queue=TOOLS[call.tool].queue,
         name=f"{call.run_id}-{call.step_id}-g{call.generation}",

@@ -229,8 +229,22 @@ class RunState(Model):
         return self.model_copy(update=changes)
 
 
+class ToolTask(Model):
+    """What a tool's queue carries: which step of which run to do, and nothing it could lie
+    about. The tool reads the request, the step's args and its inputs from the store; a task
+    that disagrees with the store is refused (docs/decisions/0010f-tasks-carry-references.md)."""
+
+    run_id: str = Field(min_length=1, max_length=200)
+    step_id: str = Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")
+    tool: str = Field(min_length=1, max_length=80)
+    # Bumped when a parked run is resumed, so the retried step gets fresh task names. Strict:
+    # "1" or true is not a generation.
+    generation: int = Field(ge=1, le=1_000_000, strict=True)
+
+
 class ToolCall(Model):
-    """One step's work, as the orchestrator hands it to a tool's queue."""
+    """One step's work as a tool's core takes it: built by the tool endpoint from the store
+    (the run's request, its plan step's args, the ledger outcomes of the steps it reads)."""
 
     run_id: str
     step_id: str

@@ -1,4 +1,5 @@
-"""The shared HTTP endpoint of a tool function: ledger, errors, retries and the report back."""
+"""The shared HTTP endpoint of a tool function: the task checked against the store, the ledger,
+errors, retries and the report back."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import flask
 from pydantic import ValidationError
 
 from shared.breaker import BreakerPolicy, ConcurrencyLimit, breaker_for
-from shared.errors import ChimeraError, PermanentError, RetryableError
+from shared.errors import ChimeraError, InvalidInput, PermanentError, RetryableError
 from shared.identity import task_caller_denied
 from shared.logs import log_context
 from shared.model import (
@@ -25,6 +26,7 @@ from shared.model import (
     StepStatus,
     Task,
     ToolCall,
+    ToolTask,
     utcnow,
 )
 from shared.queues import ORCHESTRATOR_QUEUE, tool_queue
@@ -52,7 +54,12 @@ def report_task(outcome: StepOutcome) -> Task:
 def tool_endpoint(
     function: str, tools: Mapping[str, ToolFunction]
 ) -> Callable[[flask.Request], flask.Response]:
-    """The HTTP target of `function`'s queue, running the tools it serves."""
+    """The HTTP target of `function`'s queue, running the tools it serves.
+
+    A task names a step (ToolTask); what the step works on comes from the store: the run's
+    request, its plan step's args, the ledger outcomes of the steps it reads. A task that
+    disagrees with the store is refused and recorded, and reaches no vendor.
+    """
     actor = tool_queue(function)
 
     def handle(request: flask.Request) -> flask.Response:
@@ -63,52 +70,90 @@ def tool_endpoint(
         attempt = attempt_of(request, actor)
         raw = request.get_data()
         try:
-            call = ToolCall.model_validate_json(raw)
+            task = ToolTask.model_validate_json(raw)
         except ValidationError as exc:
             return refuse(rt.store, attempt, actor, one_line(exc), raw)
-        if call.tool not in tools:
-            return refuse(rt.store, attempt, actor, f"{actor} does not run {call.tool!r}", raw)
-        try:
-            TOOLS[call.tool].args.model_validate(call.args)
-        except ValidationError as exc:
-            return refuse(rt.store, attempt, actor, f"{call.tool} args: {one_line(exc)}", raw)
-        with log_context(run_id=call.run_id, step_id=call.step_id, tool=call.tool):
-            return _run(rt, actor, call, attempt, tools[call.tool])
+        if task.tool not in tools:
+            return refuse(rt.store, attempt, actor, f"{actor} does not run {task.tool!r}", raw)
+        with log_context(run_id=task.run_id, step_id=task.step_id, tool=task.tool):
+            return _take(rt, actor, task, attempt, tools[task.tool], raw)
 
     handle.__name__ = "run_tool"  # the Functions Framework registers targets by name
     return handle
+
+
+def _take(
+    rt: Runtime, actor: str, task: ToolTask, attempt: Attempt, fn: ToolFunction, raw: bytes
+) -> flask.Response:
+    """Check the task against the store (the run and its ledger, loaded once), then run it."""
+    store = rt.store
+    run = store.load(task.run_id)
+    if run is None:
+        return refuse(store, attempt, actor, f"run {task.run_id} does not exist", raw)
+    disagreement = _disagreement(run, task)
+    if disagreement:
+        store.append_event(
+            Event(
+                run_id=task.run_id,
+                kind="task.refused",
+                actor=actor,
+                step_id=task.step_id if task.step_id in run.steps else None,
+                detail={"reason": disagreement, "tool": task.tool},
+            )
+        )
+        return refuse(store, attempt, actor, disagreement, raw)
+    skip = _why_skip(run, task)
+    if skip:
+        log.warning("skipping task: %s", skip)
+        store.append_event(
+            Event(
+                run_id=task.run_id,
+                kind="step.skipped",
+                actor=actor,
+                step_id=task.step_id,
+                detail={"reason": skip},
+            )
+        )
+        return answer(200, {"status": "skipped", "reason": skip})
+
+    outcomes = store.outcomes(task.run_id)
+    done = outcomes.get(task.step_id)
+    if done is not None:
+        # Finished before (the report may have been lost): tell the orchestrator again.
+        rt.queue.enqueue(report_task(done))
+        return answer(200, {"status": "already_done", "ok": done.ok})
+    return _run(rt, actor, call_from_store(run, task, outcomes), attempt, fn)
+
+
+def call_from_store(run: RunState, task: ToolTask, outcomes: Mapping[str, StepOutcome]) -> ToolCall:
+    """What the core works on, from the store alone: the run's request, the plan step's args,
+    and the succeeded outputs of the steps the tool reads (TOOLS[tool].reads), by step id."""
+    plan_step = next(s for s in run.plan if s.step_id == task.step_id)
+    inputs = {
+        read: outcomes[read].output
+        for read in TOOLS[task.tool].reads
+        if read in run.steps and read in outcomes and outcomes[read].ok
+    }
+    return ToolCall(
+        run_id=run.run_id,
+        step_id=task.step_id,
+        tool=task.tool,
+        generation=task.generation,
+        args=plan_step.args,
+        inputs=inputs,
+        request=run.request,
+    )
 
 
 def _run(
     rt: Runtime, actor: str, call: ToolCall, attempt: Attempt, fn: ToolFunction
 ) -> flask.Response:
     store = rt.store
-    run = store.load(call.run_id)
-    skip = _why_skip(run, call)
-    if skip:
-        log.warning("skipping task: %s", skip)
-        if run is not None:
-            store.append_event(
-                Event(
-                    run_id=call.run_id,
-                    kind="step.skipped",
-                    actor=actor,
-                    step_id=call.step_id,
-                    detail={"reason": skip},
-                )
-            )
-        return answer(200, {"status": "skipped", "reason": skip})
-
-    done = store.outcome(call.run_id, call.step_id)
-    if done is not None:
-        # Finished before (the report may have been lost): tell the orchestrator again.
-        rt.queue.enqueue(report_task(done))
-        return answer(200, {"status": "already_done", "ok": done.ok})
-
     vendor = TOOLS[call.tool].vendor
     breaker = breaker_for(store, vendor, BreakerPolicy.from_settings(rt.settings))
     started, clock = utcnow(), time.perf_counter()
     try:
+        _check_args(call)
         with _limit(vendor, rt.settings.vendor_concurrency).slot(vendor), breaker.guard():
             result = fn(call, attempt)
         error: ChimeraError | None = None
@@ -192,16 +237,38 @@ def _limit(vendor: str, size: int) -> ConcurrencyLimit:
         return _limits[vendor]
 
 
-def _why_skip(run: RunState | None, call: ToolCall) -> str:
-    if run is None:
-        return f"run {call.run_id} does not exist"
+def _check_args(call: ToolCall) -> None:
+    """The plan step's args, as stored, fit the tool's schema (plans are checked when adopted;
+    a store holding something else is a bug to see on the run, not a vendor call)."""
+    try:
+        TOOLS[call.tool].args.model_validate(call.args)
+    except ValidationError as exc:
+        raise InvalidInput(f"{call.tool} args: {one_line(exc)}") from None
+
+
+def _disagreement(run: RunState, task: ToolTask) -> str:
+    """Why the task is not one the orchestrator sent for the run as stored, or "" if it is."""
+    plan_step = next((s for s in run.plan if s.step_id == task.step_id), None)
+    step = run.steps.get(task.step_id)
+    if plan_step is None or step is None:
+        return f"step {task.step_id} is not in the run's plan"
+    if plan_step.tool != task.tool:
+        return f"step {task.step_id} runs {plan_step.tool}, not {task.tool}"
+    if task.generation < step.generation:
+        return f"stale task of generation {task.generation}; step is at {step.generation}"
+    if task.generation > step.generation:
+        return f"task of generation {task.generation}; step is only at {step.generation}"
+    if step.status in (StepStatus.PENDING, StepStatus.SKIPPED) and not run.status.terminal:
+        return f"step {task.step_id} is {step.status.value}: it was never dispatched"
+    return ""
+
+
+def _why_skip(run: RunState, task: ToolTask) -> str:
+    """Why a task the orchestrator did send has nothing left to do (redelivered after its step
+    was taken in, or its run ended), or "" when it is to run."""
     if run.status.terminal:
         return f"run is {run.status.value}"
-    step = run.steps.get(call.step_id)
-    if step is None:
-        return f"step {call.step_id} is not in the run's plan"
+    step = run.steps[task.step_id]
     if step.status is not StepStatus.DISPATCHED:
-        return f"step {call.step_id} is {step.status.value}, not dispatched"
-    if step.generation != call.generation:
-        return f"stale task of generation {call.generation}; step is at {step.generation}"
+        return f"step {task.step_id} is {step.status.value}, not dispatched"
     return ""

@@ -12,7 +12,7 @@ from shared.model import (
     RunStatus,
     StepStatus,
     StepSummary,
-    ToolCall,
+    ToolTask,
 )
 from shared.queues import ORCHESTRATOR_QUEUE, QUEUES
 from tests.conftest import make_run
@@ -45,7 +45,7 @@ def slack(fakes, down):
 
 
 @pytest.fixture
-def call(fakes) -> ToolCall:
+def call(fakes) -> ToolTask:
     store, _ = fakes
     run = make_run(
         status=RunStatus.RUNNING,
@@ -57,12 +57,10 @@ def call(fakes) -> ToolCall:
         },
     )
     store.create_run(run)
-    return ToolCall(
-        run_id=run.run_id, step_id="slack", tool="post_slack_notice", request=run.request
-    )
+    return ToolTask(run_id=run.run_id, step_id="slack", tool="post_slack_notice", generation=1)
 
 
-def _deliver(slack, call: ToolCall, retry_count: int):  # type: ignore[no-untyped-def]
+def _deliver(slack, call: ToolTask, retry_count: int):  # type: ignore[no-untyped-def]
     return slack.post(
         "/",
         data=call.model_dump_json(),

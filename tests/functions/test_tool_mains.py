@@ -6,7 +6,7 @@ import pytest
 
 from orchestrator import core
 from shared.errors import VendorTimeout
-from shared.model import OrchestratorTask, RunStatus, StepStatus, utcnow
+from shared.model import OrchestratorTask, RunStatus, StepOutcome, StepStatus, utcnow
 from tests.conftest import make_run
 from tests.fakes import FakeChat, FakeDirectory, FakeJira, FakeLanguageModel, FakeMail
 from tests.functions.conftest import Recorded, tool_client
@@ -19,23 +19,29 @@ DRAFT = {
 }
 
 
-def _dispatched(store, step_id: str):
-    """A stored run whose `step_id` is dispatched, and the tool call the orchestrator sent."""
+def _dispatched(store, step_id: str, **args: object):
+    """A stored run whose `step_id` is dispatched (its plan step's args updated by `args`),
+    the draft in its ledger for the email step, and the task the orchestrator sent."""
     run = core.decide(make_run(), OrchestratorTask(run_id="x", kind="start"), {}, utcnow()).run
     step = run.steps[step_id].model_copy(update={"status": StepStatus.DISPATCHED})
-    run = run.evolve(steps={**run.steps, step_id: step})
-    run, _ = store.create_run(run)
-    plan_step = next(s for s in run.plan if s.step_id == step_id)
-    inputs = {"draft": DRAFT} if step_id == "email" else {}
-    call = core.redispatch(run, {})[0].model_copy(
-        update={
-            "step_id": step_id,
-            "tool": plan_step.tool,
-            "args": plan_step.args,
-            "inputs": inputs,
-        }
+    plan = tuple(
+        s.model_copy(update={"args": {**s.args, **args}}) if s.step_id == step_id else s
+        for s in run.plan
     )
-    return run, call.model_dump(mode="json")
+    run = run.evolve(steps={**run.steps, step_id: step}, plan=plan)
+    run, _ = store.create_run(run)
+    if step_id == "email":
+        store.record_outcome(
+            StepOutcome(
+                run_id=run.run_id,
+                step_id="draft",
+                tool="draft_welcome_email",
+                ok=True,
+                output=DRAFT,
+            )
+        )
+    task = next(t for t in core.redispatch(run, {}) if t.step_id == step_id)
+    return run, task.model_dump(mode="json")
 
 
 QUEUED = {
@@ -121,21 +127,19 @@ def test_tool_refuses_a_call_for_another_function(fakes):
     assert chat.used == []
 
 
-def test_tool_refuses_invalid_arguments(fakes):
+def test_stored_args_that_do_not_fit_fail_the_step_without_the_vendor(fakes):
     store, queue = fakes
     jira = Recorded(FakeJira())
     client = tool_client("jira", JiraClient=jira)
-    run, call = _dispatched(store, "jira")
-    call["args"]["key"] = "lower-case"
-    response = client.post("/", json=call)
-    assert response.status_code == 400
-    # Refused before the vendor: recorded as a rejection, Jira never asked, the run untouched.
-    (rejection,) = store.rejections()
-    assert rejection.source == "tool-jira" and "create_jira_project args" in rejection.reason
-    assert "key" in rejection.reason
-    assert jira.used == []
-    assert store.load(run.run_id) == run and store.outcome(run.run_id, "jira") is None
-    assert queue.on("orchestrator") == []
+    run, task = _dispatched(store, "jira", key="lower-case")
+    response = client.post("/", json=task, headers=QUEUED)
+    assert response.get_json() == {"status": "done", "ok": False}
+    # The task was the orchestrator's; the stored plan is wrong: a failure the run shows.
+    outcome = store.outcome(run.run_id, "jira")
+    assert outcome.error.code == "invalid_input"
+    assert "create_jira_project args" in outcome.error.message and "key" in outcome.error.message
+    assert jira.used == [] and store.rejections() == []
+    assert [t.name for t in queue.on("orchestrator")] == [f"{run.run_id}-jira-g1-done"]
 
 
 def test_retryable_failure_asks_the_queue_to_retry(fakes):
@@ -166,15 +170,17 @@ def test_task_of_a_cancelled_run_does_nothing(fakes):
     assert [e.kind for e in store.events(run.run_id)] == ["step.skipped"]
 
 
-def test_task_for_a_missing_run_is_acknowledged(fakes):
+def test_task_for_a_missing_run_is_refused_and_recorded(fakes):
     store, queue = fakes
     chat = Recorded(FakeChat())
     client = tool_client("slack", SlackChat=chat)
     _, call = _dispatched(store, "slack")
     call["run_id"] = "run-gone"
     response = client.post("/", json=call, headers=QUEUED)
-    assert response.status_code == 200 and response.get_json()["status"] == "skipped"
-    # Acknowledged and dropped: Slack never asked, nothing recorded for the run, nothing reported.
+    assert response.status_code == 200 and response.get_json()["status"] == "rejected"
+    # Acknowledged and kept as a rejection: Slack never asked, nothing recorded for the run.
+    (rejection,) = store.rejections()
+    assert "run-gone does not exist" in rejection.reason
     assert chat.used == []
     assert store.outcome("run-gone", "slack") is None and store.events("run-gone") == []
     assert queue.on("orchestrator") == []

@@ -60,7 +60,13 @@ def test_enrichment_done_dispatches_jira_and_draft_in_parallel():
     decision = core.decide(run, finished("enrich"), {"enrich": outcome}, utcnow())
     assert sorted(c.step_id for c in decision.calls) == ["draft", "jira"]
     jira = next(c for c in decision.calls if c.step_id == "jira")
-    assert jira.inputs["enrich"]["company"] == {"name": "Acme"}
+    # A reference to the step, nothing more: the tool reads the enrichment from the ledger.
+    assert jira.model_dump() == {
+        "run_id": run.run_id,
+        "step_id": "jira",
+        "tool": "create_jira_project",
+        "generation": 1,
+    }
     step = decision.run.steps["enrich"]
     assert (step.status, step.attempts, step.latency_ms) == (StepStatus.SUCCEEDED, 2, 12)
     assert decision.run.totals.attempts == 2

@@ -14,10 +14,12 @@ from shared.model import (
     RunStatus,
     StepOutcome,
     StepStatus,
+    ToolTask,
     utcnow,
 )
 from shared.runtime import Runtime
 from shared.settings import Settings
+from shared.tool_endpoint import call_from_store
 from tests.conftest import make_request, make_run
 from tests.fakes import FakeStateStore, FakeTaskQueue, ScriptedLanguageModel
 from tests.unit.test_reasoning import plan_answer
@@ -195,8 +197,12 @@ def test_enrichment_revises_the_pending_draft_once_and_counts_every_token():
     assert draft.args == {"tone": "specific", "highlights": ["Robotics"]}
     assert run.reasoning["adapt-enrich"].source == "model"
     [dispatched] = [t for t in rt.queue.on("tool-sendgrid")]
-    assert dispatched.payload["args"] == draft.args
-    assert "plan" not in dispatched.payload["inputs"]  # the ledger's reasoning is not an input
+    # A reference; what the tool builds from the store has the revised args, and the ledger's
+    # reasoning is not an input.
+    task = ToolTask.model_validate(dispatched.payload)
+    call = call_from_store(run, task, rt.store.outcomes(run_id))
+    assert call.args == draft.args
+    assert "plan" not in call.inputs and "adapt-enrich" not in call.inputs
     # Two model calls so far, 1100 tokens each: the run's totals count both.
     assert run.totals.llm_tokens == 2200
     assert run.totals.cost_usd == pytest.approx(2 * (1000 * 0.30 + 100 * 2.50) / 1e6)

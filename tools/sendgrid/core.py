@@ -1,5 +1,6 @@
 """The welcome email sent exactly once: the draft step's email to the request's contact, found
-again rather than sent twice when an earlier attempt may have sent it."""
+again rather than sent twice when an earlier attempt may have sent it, and guarded again on
+what is about to go out (the draft step's guard is not the last word on what the ledger holds)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pydantic import ValidationError
 
 from shared.errors import InvalidInput, OutcomeUnknown, PermanentError
 from shared.model import GUARD_OUTPUT_KEY, Attempt, Attention, GuardNote, StepResult, ToolCall
-from tools.sendgrid.drafting import EmailDraft
+from tools.sendgrid.drafting import EmailDraft, review, template_email
 
 
 class MailPort(Protocol):
@@ -51,9 +52,10 @@ def step_key(call: ToolCall) -> str:
 def send(call: ToolCall, attempt: Attempt, mail: MailPort, sender: Sender) -> StepResult:
     request = call.request
     try:
-        email = EmailDraft.model_validate(call.inputs["draft"])
+        EmailDraft.model_validate(call.inputs["draft"])
     except (KeyError, ValidationError):
         raise InvalidInput("send_welcome_email needs the draft step's output") from None
+    email, notes = guarded_email(call, sender)
     key = step_key(call)
     outcome_unknown = False
     if attempt.may_have_run:
@@ -75,7 +77,7 @@ def send(call: ToolCall, attempt: Attempt, mail: MailPort, sender: Sender) -> St
                     "to": request.contact_email,
                     "subject": email.subject,
                     "recovered": True,
-                    **_template_sent(call, sent),
+                    **_notes(notes, call, sent),
                 },
                 summary=f"already sent to {request.contact_email}",
             )
@@ -93,7 +95,7 @@ def send(call: ToolCall, attempt: Attempt, mail: MailPort, sender: Sender) -> St
         "message_id": message_id,
         "to": request.contact_email,
         "subject": email.subject,
-        **_template_sent(call, message_id),
+        **_notes(notes, call, message_id),
     }
     if outcome_unknown:
         # The run says so: an earlier attempt may have sent it too.
@@ -109,13 +111,40 @@ def send(call: ToolCall, attempt: Attempt, mail: MailPort, sender: Sender) -> St
     )
 
 
-def _template_sent(call: ToolCall, message_id: str) -> dict[str, Any]:
-    """The guard note saying the template, not a model's draft, went to the client."""
-    if call.inputs.get("draft", {}).get("source") != "template":
-        return {}
+def guarded_email(call: ToolCall, sender: Sender) -> tuple[EmailDraft, list[GuardNote]]:
+    """The email to send: the draft from the ledger when the guard passes it again for this
+    request (no address but the contact's, no link off the client's domain, no active HTML, no
+    credential), else the safe template, with a note that flags the run.
+
+    The template rather than a parked run: a draft refused here is refused for good (resuming
+    would send the same draft), and the template is what the draft step sends when it refuses
+    a draft itself (docs/decisions/0010f-tasks-carry-references.md).
+    """
+    verdict = review(call.inputs["draft"], call.request)
+    if verdict.email is not None:
+        return verdict.email, []
     note = GuardNote(
-        kind="guard.template_sent",
-        attention=(Attention.TEMPLATE_EMAIL,),
-        detail={"to": call.request.contact_email, "message_id": message_id},
+        kind="guard.send_refused",
+        attention=(Attention.DRAFT_REFUSED,)
+        + ((Attention.INJECTION_SUSPECTED,) if verdict.hostile else ()),
+        detail={"reasons": list(verdict.reasons), "sent": "template"},
     )
-    return {GUARD_OUTPUT_KEY: [note.model_dump(mode="json")]}
+    return template_email(call.request, sender.name), [note]
+
+
+def _notes(notes: list[GuardNote], call: ToolCall, message_id: str) -> dict[str, Any]:
+    """The guard notes of the send, and the one saying the template, not a model's draft,
+    went to the client (chosen at draft time or here)."""
+    template = bool(notes) or call.inputs.get("draft", {}).get("source") == "template"
+    if template:
+        notes = [
+            *notes,
+            GuardNote(
+                kind="guard.template_sent",
+                attention=(Attention.TEMPLATE_EMAIL,),
+                detail={"to": call.request.contact_email, "message_id": message_id},
+            ),
+        ]
+    if not notes:
+        return {}
+    return {GUARD_OUTPUT_KEY: [note.model_dump(mode="json") for note in notes]}

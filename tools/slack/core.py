@@ -27,7 +27,8 @@ class ChatPort(Protocol):
 
 
 def channel_for(call: ToolCall, default_channel: str) -> str:
-    """Only the request or configuration picks a channel, never a plan's free text."""
+    """Only the request or configuration picks a channel, never a plan's free text (the args
+    are the stored plan's: a task names its step, never a channel)."""
     args = SlackNoticeArgs.model_validate(call.args)
     allowed = {c for c in (call.request.slack_channel, default_channel) if c}
     channel = args.channel or call.request.slack_channel or default_channel
@@ -46,7 +47,8 @@ def notice_text(call: ToolCall) -> str:
         lines.append(f"Industry: {company['industry']}")
     if jira.get("project_key"):
         lines.append(f"Jira project: {jira['project_key']} {jira.get('project_url', '')}".strip())
-    if email.get("to"):
+    # Only the request names whom the email went to: a ledger saying otherwise is not repeated.
+    if email.get("to") and str(email["to"]).lower() == str(request.contact_email).lower():
         lines.append(f'Welcome email sent to {email["to"]}: "{email.get("subject", "")}"')
     lines.append(f"Goal: {request.goal}")
     return "\n".join(lines)
