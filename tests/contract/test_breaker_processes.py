@@ -13,9 +13,16 @@ from shared.errors import CircuitOpen, VendorTimeout
 from shared.sqlite_db import SqliteDatabase
 from shared.sqlite_state import SqliteStateStore
 
-# Opens on three failures in a row; one probe decides.
+# Opens on three failures in a row; one probe decides. The cool-down is long enough for a
+# spawned process to exit on a loaded machine before this one looks.
+COOLDOWN = 5.0
 POLICY = BreakerPolicy(
-    failure_rate=1.0, window=3, minimum_calls=3, half_open_calls=1, cooldown=0.5, probe_timeout=5
+    failure_rate=1.0,
+    window=3,
+    minimum_calls=3,
+    half_open_calls=1,
+    cooldown=COOLDOWN,
+    probe_timeout=5,
 )
 
 
@@ -56,7 +63,7 @@ def test_breaker_opens_and_closes_across_two_processes(tmp_path):
     with pytest.raises(CircuitOpen):
         _breaker(path).before_call()  # this process never saw a failure itself
 
-    time.sleep(0.6)  # the cool-down
+    time.sleep(COOLDOWN + 0.1)
     result = multiprocessing.get_context("spawn").Queue()
     _run(_probe_and_succeed, path, result)
     assert result.get(timeout=5) == "probed"

@@ -74,9 +74,10 @@ def test_forged_replayed_tampered_cross_site_rebound_and_oversized_requests_do_n
     url_of = {d.queue: f"{stack.url}/functions/{d.queue}/" for d in seen}
     json_headers = {"Content-Type": "application/json"}
 
-    # The forged tool call of the issue: the email task, to another recipient, unsigned.
+    # The forged tool call of the issue: the email task, to another recipient, unsigned (the
+    # task carries references only, so the forger adds the request it wants obeyed).
     forged = json.loads(email.body)
-    forged["request"]["contact_email"] = "victim@elsewhere.example"
+    forged["request"] = {**run.request.model_dump(), "contact_email": "victim@elsewhere.example"}
     unsigned = {k: v for k, v in email.headers.items() if k != SIGNATURE_HEADER}
     answer = _post(sendgrid, json.dumps(forged).encode(), {**unsigned, **json_headers})
     assert answer.status_code == 401
