@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from orchestrator import agent
-from orchestrator.audit import SUMMARY_CHARS, event
+from orchestrator.audit import ACTOR, SUMMARY_CHARS, event
 from shared.model import (
     Approval,
     Event,
@@ -136,8 +136,9 @@ def resume(run: RunState, outcomes: dict[str, StepOutcome], now: datetime) -> De
     return _advance(resumed, outcomes, now, events)
 
 
-def cancel(run: RunState, reason: str, now: datetime) -> Decision:
+def cancel(run: RunState, reason: str, now: datetime, actor: str = ACTOR) -> Decision:
     """Stop a run: steps not yet dispatched are skipped; tasks in flight find it cancelled.
+    `actor` is who stopped it, for the audit trail.
 
     Side effects already made stay made (see docs/decisions/0003-cancel-keeps-side-effects.md).
     """
@@ -157,6 +158,7 @@ def cancel(run: RunState, reason: str, now: datetime) -> Decision:
                 run,
                 "run.cancelled",
                 now,
+                actor=actor,
                 reason=cancelled.reason,
                 in_flight=[s.step_id for s in steps.values() if s.status is StepStatus.DISPATCHED],
             )
@@ -201,7 +203,10 @@ def reject(run: RunState, actor: str, reason: str, now: datetime) -> Decision:
         reason=reason,
     )
     cancelled = cancel(
-        run.evolve(approval=rejected), f"{waiting.step_id} rejected by {actor}: {reason}", now
+        run.evolve(approval=rejected),
+        f"{waiting.step_id} rejected by {actor}: {reason}",
+        now,
+        actor=actor,
     )
     return Decision(run=cancelled.run, events=[rejection, *cancelled.events])
 

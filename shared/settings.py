@@ -59,8 +59,14 @@ class Settings(BaseSettings):
     # Defence in depth behind the functions' IAM: each target verifies its caller's Google ID
     # token (audience, and for queue targets the tasks service account; shared/identity.py).
     require_identity: bool = False
-    # The audience intake callers' ID tokens name; empty means <functions_url>/orchestrator-intake.
+    # The audiences (comma-separated) intake callers' ID tokens may name; empty means
+    # <functions_url>/orchestrator-intake. The intake verifies them unless
+    # intake_require_identity is false (unset: on for gcp; locally it takes bearer keys).
     intake_audience: str = ""
+    intake_require_identity: bool | None = None
+    # Verified callers (emails, comma-separated) who may read runs and act on them; any other
+    # may only submit. Every local key may do both.
+    intake_operators: str = ""
 
     # Vendors: each URL is the vendor's documented base URL (VENDOR_ENDPOINTS, trailing slash
     # optional); empty means the sandbox's base of the same shape under sandbox_url.
@@ -208,6 +214,13 @@ class Settings(BaseSettings):
         )
 
     @property
+    def intake_identity_required(self) -> bool:
+        """Whether the intake verifies Google ID tokens: as set, else on for gcp."""
+        if self.intake_require_identity is None:
+            return self.backend == "gcp"
+        return self.intake_require_identity
+
+    @property
     def enrichment_provider_names(self) -> tuple[str, ...]:
         """The providers `enrichment_providers` names, in its order, each once."""
         names = (n.strip().lower() for n in self.enrichment_providers.split(","))
@@ -350,7 +363,7 @@ class Environment(PydanticBaseSettingsSource):
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         value = self.environ.get(variable(field_name))
-        if value is not None and field.annotation is bool:
+        if value is not None and field.annotation in (bool, bool | None):
             value = value.strip()  # as numbers are: "true\n" from a file is still true
         return value, field_name, False
 

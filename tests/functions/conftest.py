@@ -10,6 +10,7 @@ from typing import Any
 import functions_framework
 import pytest
 
+from shared.keys import local_credential
 from shared.runtime import Runtime, install, runtime
 from shared.settings import Settings
 from tests.fakes import FakeStateStore, FakeTaskQueue
@@ -18,12 +19,19 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def fakes():
+def fakes(tmp_path):
     queue = FakeTaskQueue()
     store = FakeStateStore(queue)
     # No model here: planning takes the default plan (tests/unit/test_reasoning.py asks one).
-    install(Runtime(Settings(agent_reasoning=False), store, queue))
+    install(Runtime(Settings(agent_reasoning=False, home=tmp_path / "home"), store, queue))
     return store, queue
+
+
+def signed_in(client: Any) -> Any:
+    """`client` sending the CLI's own local credential, as `chimera onboard` does."""
+    token = local_credential(runtime().settings.home)
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    return client
 
 
 def client_of(source: str, target: str):
