@@ -32,6 +32,7 @@ LOCAL_NAME = "local"
 CREDENTIAL_FILE = "credential"
 SESSION_COOKIE = "chimera_session"
 SESSION_MAX_AGE_S = 12 * 3600
+SESSION_RE = re.compile(r"^[0-9]{1,12}\.[0-9a-f]{64}\.[0-9a-f]{64}$")
 
 
 class ApiKey(Model):
@@ -194,10 +195,10 @@ class Keys:
     def session_caller(self, value: str, now: float | None = None) -> str | None:
         """The name of the key a session cookie stands for, while it is current and its key
         active (a revoked key ends its sessions at once), else None."""
-        expires, _, rest = value.partition(".")
-        digest, _, mac = rest.partition(".")
-        if not (expires.isdigit() and re.fullmatch(r"[0-9a-f]{64}", digest) and mac):
+        # Strict shapes first: a cookie is anything a browser was handed, or made up.
+        if not SESSION_RE.fullmatch(value):
             return None
+        expires, digest, mac = value.split(".")
         if not hmac.compare_digest(mac, self._mac(f"{expires}.{digest}")):
             return None
         if int(expires) <= (now if now is not None else time.time()):
