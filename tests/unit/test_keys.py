@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import stat
 import threading
@@ -47,7 +48,8 @@ def test_the_local_credential_is_narrowed_to_0600_when_others_could_read_it(tmp_
     home = tmp_path / "home"
     token = local_credential(home)
     credential_path(home).chmod(0o644)
-    assert local_credential(home) == token
+    with caplog.at_level(logging.WARNING, logger="shared.keys"):
+        assert local_credential(home) == token
     assert stat.S_IMODE(credential_path(home).stat().st_mode) == 0o600
     assert "readable by others" in caplog.text and token not in caplog.text
 
