@@ -291,7 +291,7 @@ def cmd_runs_resume(args: argparse.Namespace, settings: Settings) -> int:
         failures, resumed = 0, []
         for run_id in run_ids:
             try:
-                service.resume(rt, run_id)
+                service.resume(rt, run_id, _actor(args))
                 resumed.append(run_id)
                 console.print(f"{run_id}: resumed from its failed step")
             except (LookupError, service.NotAllowed) as exc:

@@ -115,8 +115,11 @@ def _watch(
     return _park(run, step_id, error, now, events)
 
 
-def resume(run: RunState, outcomes: dict[str, StepOutcome], now: datetime) -> Decision:
+def resume(
+    run: RunState, outcomes: dict[str, StepOutcome], now: datetime, actor: str = ACTOR
+) -> Decision:
     """A parked run goes on from its failed steps only; finished steps are never redone.
+    `actor` is who resumed it, for the audit trail.
 
     Each retried step gets a new generation, so its tasks get new names and anything still
     in flight from the old generation is ignored when it arrives.
@@ -125,14 +128,14 @@ def resume(run: RunState, outcomes: dict[str, StepOutcome], now: datetime) -> De
         return unchanged(run)
     if not run.plan:  # parked before it started: it starts again (the service queues it)
         pending = run.evolve(status=RunStatus.PENDING, reason="")
-        return Decision(run=pending, events=[event(run, "run.resumed", now, steps=[])])
+        return Decision(run=pending, events=[event(run, "run.resumed", now, actor=actor, steps=[])])
     retried = [s.step_id for s in run.steps.values() if s.status is StepStatus.FAILED]
     steps = dict(run.steps)
     for step_id in retried:
         old = steps[step_id]
         steps[step_id] = StepSummary(step_id=step_id, tool=old.tool, generation=old.generation + 1)
     resumed = run.evolve(status=RunStatus.RUNNING, reason="", steps=steps)
-    events = [event(run, "run.resumed", now, steps=retried)]
+    events = [event(run, "run.resumed", now, actor=actor, steps=retried)]
     return _advance(resumed, outcomes, now, events)
 
 

@@ -11,7 +11,7 @@ import re
 import flask
 import functions_framework
 from cloudevents.http import CloudEvent
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
 import shared.runtime
 from orchestrator import service
@@ -94,7 +94,7 @@ class ActionBody(Model):
     reason: ActionReason = ""
     # Clients once named the actor here; still accepted, never believed (the answer says who
     # was recorded instead).
-    actor: str | None = None
+    actor: str | None = Field(default=None, max_length=200)
 
 
 def _act(run_id: str, action: str, request: flask.Request, caller: Caller) -> flask.Response:
@@ -124,7 +124,7 @@ def _act(run_id: str, action: str, request: flask.Request, caller: Caller) -> fl
     actor, reason = caller.name, action_body.reason
     try:
         if action == "resume":
-            status = service.resume(runtime(), run_id)
+            status = service.resume(runtime(), run_id, actor)
         elif action == "approve":
             status = service.approve(runtime(), run_id, actor)
         elif action == "reject":

@@ -98,8 +98,8 @@ class NotAllowed(Exception):
     only a run waiting for approval can be approved or rejected."""
 
 
-def resume(rt: Runtime, run_id: str) -> str:
-    """Go on from the failed steps of a parked run."""
+def resume(rt: Runtime, run_id: str, actor: str = "orchestrator") -> str:
+    """Go on from the failed steps of a parked run; `actor` (who asked) goes in the audit trail."""
     run = _existing(rt, run_id)
     if run.status is not RunStatus.PARKED:
         raise NotAllowed(f"run {run_id} is {run.status.value}, not parked")
@@ -107,7 +107,7 @@ def resume(rt: Runtime, run_id: str) -> str:
         if step.status is StepStatus.FAILED:
             # Forget the failure so the step's next generation can record its own outcome.
             rt.store.discard_outcome(run_id, step.step_id)
-    return _apply(rt, run, lambda run, outcomes: core.resume(run, outcomes, utcnow()))
+    return _apply(rt, run, lambda run, outcomes: core.resume(run, outcomes, utcnow(), actor))
 
 
 def approve(rt: Runtime, run_id: str, actor: str) -> str:

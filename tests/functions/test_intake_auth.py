@@ -124,6 +124,17 @@ def test_the_approver_and_the_canceller_are_the_keys_never_the_body(fakes, intak
         assert "mallory" not in str([e.model_dump() for e in store.events(run_id)])
 
 
+def test_the_resumer_is_the_key(fakes, intake):
+    store, _ = fakes
+    _, ops = _keys().create("ops")
+    run_id = intake.post("/runs", json=REQUEST, headers=_bearer(ops)).get_json()["run_id"]
+    run = store.load(run_id)
+    store.transition(run.evolve(status=RunStatus.PARKED), expected_version=run.version)
+    resumed = intake.post(f"/runs/{run_id}:resume", headers=_bearer(ops))
+    assert resumed.status_code == 200 and resumed.get_json()["actor"] == "ops"
+    assert [e.actor for e in store.events(run_id) if e.kind == "run.resumed"] == ["ops"]
+
+
 def test_an_action_with_an_unknown_field_or_a_bad_reason_is_refused_and_changes_nothing(
     fakes, intake
 ):
