@@ -24,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-import requests
+from support import signed_in
 from torture import SETTLED, Stack, analyse, start_sandbox
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,7 +106,7 @@ def soak_one(seed: int, args: argparse.Namespace) -> dict:
     print(f"seed {seed}: {args.runs} clients, faults {faults}", flush=True)
 
     clients = sample_requests(args.runs, seed)
-    session = requests.Session()
+    session = signed_in(home)
     wanted: set[str] = set()
     for client in clients:
         body = client.model_dump(exclude_none=True)

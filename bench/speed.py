@@ -18,8 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import requests
-from support import chimera_dev, free_port, onboarding, percentile, wait_for
+from support import chimera_dev, free_port, onboarding, percentile, signed_in, wait_for
 from werkzeug.test import Client
 
 from chimera.stack import LocalStack
@@ -75,7 +74,7 @@ def burst(n: int) -> dict[str, float]:
         base = f"http://127.0.0.1:{port}"
         try:
             wait_for(f"{base}/runs")
-            session = requests.Session()
+            session = signed_in(home)
             began = time.perf_counter()
             with ThreadPoolExecutor(32) as pool:
                 answers = list(

@@ -6,8 +6,11 @@ from __future__ import annotations
 import socket
 import sys
 import time
+from pathlib import Path
 
 import requests
+
+from shared.keys import local_credential
 
 
 def chimera_dev(port: int, *options: str) -> list[str]:
@@ -31,6 +34,13 @@ def wait_for(url: str, timeout: float = 30) -> None:
         except requests.ConnectionError:
             time.sleep(0.05)
     raise SystemExit(f"nothing answers at {url}")
+
+
+def signed_in(home: str | Path) -> requests.Session:
+    """A session that sends the CLI's own credential, which `chimera dev` on `home` accepts."""
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {local_credential(Path(home))}"
+    return session
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
-from support import chimera_dev, free_port, onboarding, percentile, wait_for
+from support import chimera_dev, free_port, onboarding, percentile, signed_in, wait_for
 
 from sandbox.effects import side_effects
 from shared.model import RunFilter, RunStatus
@@ -115,7 +115,7 @@ def start_sandbox(home: Path, faults: str, env: dict[str, str]) -> tuple[subproc
 
 def submit_all(stack: Stack, runs: int, tag: str) -> dict[int, str]:
     """Submit every run; a submission that meets a dead stack is sent again (idempotent)."""
-    session = requests.Session()
+    session = signed_in(stack.home)
 
     def submit(i: int) -> tuple[int, str]:
         while True:
@@ -188,7 +188,7 @@ def main() -> None:
     statuses: dict[str, str] = {}
     while time.time() - t0 < args.timeout:
         try:
-            listed = requests.get(f"{stack.url}/runs", params={"limit": 1000}, timeout=10)
+            listed = signed_in(home).get(f"{stack.url}/runs", params={"limit": 1000}, timeout=10)
             statuses = {r["run_id"]: r["status"] for r in listed.json()["runs"]}
         except requests.RequestException:
             pass  # killed right now: ask again after the restart

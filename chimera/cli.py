@@ -21,6 +21,7 @@ from chimera.stack import LocalStack
 from orchestrator import service
 from sandbox.faults import FaultPlan
 from sandbox.records import RecordStore
+from shared.keys import LOCAL_NAME, KeyNameRefused, Keys
 from shared.logs import configure_logging
 from shared.model import Attention, RunFilter, RunState, RunStatus, StepStatus
 from shared.registry import TOOLS
@@ -127,6 +128,19 @@ def _parser() -> argparse.ArgumentParser:
         "--http", action="store_true", help="deliver tasks over loopback HTTP instead of in process"
     )
     dev.set_defaults(handler=cmd_dev)
+
+    keys = commands.add_parser("keys", help="bearer keys for chimera dev's intake").add_subparsers(
+        title="keys"
+    )
+    create = keys.add_parser("create", help="a new key; printed once, alone on the last line")
+    create.add_argument("name", help="who uses it (recorded as the actor of what it does)")
+    create.set_defaults(handler=cmd_keys_create)
+    key_list = keys.add_parser("list", help="every key: name, created, revoked (never the key)")
+    key_list.add_argument("--json", action="store_true")
+    key_list.set_defaults(handler=cmd_keys_list)
+    revoke = keys.add_parser("revoke", help="refuse a key from now on ('local': the CLI's own)")
+    revoke.add_argument("name")
+    revoke.set_defaults(handler=cmd_keys_revoke)
 
     sandbox = commands.add_parser("sandbox", help="the vendor sandbox").add_subparsers()
     records = sandbox.add_parser("records", help="every call the vendors received")
@@ -277,7 +291,7 @@ def cmd_runs_resume(args: argparse.Namespace, settings: Settings) -> int:
         failures, resumed = 0, []
         for run_id in run_ids:
             try:
-                service.resume(rt, run_id)
+                service.resume(rt, run_id, _actor(args))
                 resumed.append(run_id)
                 console.print(f"{run_id}: resumed from its failed step")
             except (LookupError, service.NotAllowed) as exc:
@@ -300,7 +314,7 @@ def cmd_runs_resume(args: argparse.Namespace, settings: Settings) -> int:
 
 def _actor(args: argparse.Namespace) -> str:
     try:
-        name = args.actor or getpass.getuser()
+        name = getattr(args, "actor", None) or getpass.getuser()
     except (KeyError, OSError):  # no user name in this environment
         name = "someone"
     return f"{name} via cli"
@@ -339,7 +353,7 @@ def cmd_runs_reject(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_runs_cancel(args: argparse.Namespace, settings: Settings) -> int:
     return _act_on_run(
         settings,
-        lambda rt: service.cancel(rt, args.run_id, args.reason),
+        lambda rt: service.cancel(rt, args.run_id, args.reason, _actor(args)),
         f"{args.run_id}: cancelled ({args.reason})",
     )
 
@@ -368,14 +382,72 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     sandbox_url = stack.sandbox.url if stack.sandbox else args.sandbox_url
     console.print(
         f"Chimera dev stack on {stack.url}: POST {stack.url}/runs, "
-        f"GET {stack.url}/runs/<id>; vendor sandbox on {sandbox_url}"
+        f"GET {stack.url}/runs/<id> (Authorization: Bearer KEY, from `chimera keys create`); "
+        f"vendor sandbox on {sandbox_url}",
+        highlight=False,
     )
+    # Printed whole, never wrapped: it is a URL to open, with the local user's credential.
+    console.print("Console (signs you in):", highlight=False)
+    print(stack.console_url, flush=True)
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())
     stopped.wait()
     console.print("stopping: queued tasks stay on disk and resume at the next start")
     stack.stop()
+    return 0
+
+
+def _keys(settings: Settings) -> Keys:
+    if settings.backend == "gcp":
+        console.print(
+            "[yellow]note:[/] the gcp intake takes Google ID tokens (IAM, "
+            "CHIMERA_INTAKE_OPERATORS), not these keys"
+        )
+    return Keys(build_runtime(settings).store, settings.home)
+
+
+def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        key, token = _keys(settings).create(args.name)
+    except KeyNameRefused as exc:
+        console.print(f"[red]{exc}[/]")
+        return 1
+    # Plain prints: the key must come out whole, unwrapped and unstyled, on the last line.
+    print(f"key {key.name} created; it is shown this once (only its hash is kept):")
+    print(f"  curl -H 'Authorization: Bearer KEY' http://127.0.0.1:{settings.dev_port}/runs")
+    print(token, flush=True)
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
+    keys = _keys(settings).list()
+    if args.json:
+        print(json.dumps([k.model_dump(mode="json", exclude={"key_hash"}) for k in keys], indent=2))
+        return 0
+    table = render.Table(box=None, pad_edge=False, show_edge=False)
+    for column in ("name", "created", "revoked"):
+        table.add_column(column)
+    table.add_row(LOCAL_NAME, "(the CLI's own, in CHIMERA_HOME)", "")
+    for k in keys:
+        revoked = k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else ""
+        table.add_row(k.name, k.created_at.isoformat(timespec="seconds"), revoked)
+    console.print(table)
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    keys = _keys(settings)
+    if args.name == LOCAL_NAME:
+        keys.revoke(LOCAL_NAME)
+        console.print("the local credential is revoked; the CLI makes a new one on its next use")
+        return 0
+    revoked = keys.revoke(args.name)
+    if revoked is None:
+        console.print(f"[red]no key named {args.name}[/]")
+        return 1
+    assert revoked.revoked_at is not None
+    console.print(f"key {args.name} revoked ({revoked.revoked_at.isoformat(timespec='seconds')})")
     return 0
 
 

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode
 
 import functions_framework
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.wrappers import Request, Response
 
 import orchestrator
 import tools
 from sandbox.server import SandboxServer
+from shared.keys import SESSION_COOKIE, SESSION_MAX_AGE_S, Keys, local_credential
 from shared.local_dispatcher import LocalDispatcher
 from shared.local_queue import LocalTaskQueue
 from shared.local_targets import HttpTarget, Target, WsgiTarget
@@ -48,13 +53,78 @@ def function_sources() -> dict[str, FunctionSource]:
     return {s.name: s for s in sources}
 
 
+class ConsoleSignIn:
+    """Signs a browser in to the dev server as Jupyter does: a GET with `?token=KEY` sets an
+    HttpOnly, SameSite=Strict session cookie standing for the key and redirects to the same
+    URL without the token, so that it leaves the address bar and the history's next entry.
+
+    The intake checks the cookie on each request (shared/callers.py): the key must still be
+    active, and a POST must come from this server's own origin.
+    """
+
+    def __init__(self, app: Any, keys: Callable[[], Keys]) -> None:
+        self.app = app
+        self.keys = keys
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        request = Request(environ)
+        if request.method in ("GET", "HEAD") and "token" in request.args:
+            return self._sign_in(request)(environ, start_response)
+        if request.method in ("GET", "HEAD") and request.path == "/":
+            # Until the console is served here, the runs are its page.
+            return Response(status=303, headers={"Location": "/runs"})(environ, start_response)
+        return self.app(environ, start_response)
+
+    def _sign_in(self, request: Request) -> Response:
+        keys, token = self.keys(), request.args["token"]
+        if keys.caller(token) is None:
+            error = {"code": "unauthenticated", "message": "the key is unknown or revoked"}
+            return Response(
+                json.dumps({"error": error}),
+                status=401,
+                mimetype="application/json",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        query = urlencode(
+            [(k, v) for k, v in parse_qsl(request.query_string.decode()) if k != "token"]
+        )
+        # One leading slash: "//host" would send the browser to another site.
+        location = "/" + quote(request.script_root + request.path).lstrip("/")
+        if query:
+            location += f"?{query}"
+        response = Response(status=303, headers={"Location": location})
+        response.set_cookie(
+            SESSION_COOKIE,
+            keys.session_for(token),
+            max_age=SESSION_MAX_AGE_S,
+            path="/",
+            httponly=True,
+            samesite="Strict",
+        )
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        return response
+
+
+def with_bearer(app: Any, token: str) -> Any:
+    """`app` called with `Authorization: Bearer token` unless the request carries its own."""
+
+    def call(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        environ.setdefault("HTTP_AUTHORIZATION", f"Bearer {token}")
+        return app(environ, start_response)
+
+    return call
+
+
 class LocalStack:
     """Everything Chimera needs on one machine, behind the same interfaces as in the cloud.
 
     `serve_port` also serves it over HTTP on 127.0.0.1: the intake at /runs and each function
     at /functions/<name>; with `over_http` the dispatcher delivers through that server, as
     Cloud Tasks would, instead of calling the functions' apps in process. Either way each
-    task is signed: the functions take no task from anyone else.
+    task is signed: the functions take no task from anyone else. The intake takes the keys of
+    `chimera keys` and the CLI's own local credential (`credential`), made on first use under
+    CHIMERA_HOME.
     """
 
     def __init__(
@@ -80,6 +150,7 @@ class LocalStack:
         self.runtime: Runtime | None = None
         self.apps: dict[str, Any] = {}
         self._server: BaseWSGIServer | None = None
+        self.credential = ""
 
     @property
     def url(self) -> str:
@@ -96,6 +167,7 @@ class LocalStack:
         sandbox_url = self.sandbox.url if self.sandbox else self.sandbox_url
         settings = settings.replace(sandbox_url=sandbox_url)
         self.runtime = build_runtime(settings)
+        self.credential = local_credential(settings.home)
         install(self.runtime)
         self.apps = {
             name: functions_framework.create_app(s.target, str(s.source))
@@ -124,10 +196,11 @@ class LocalStack:
 
     def _serve(self, port: int) -> None:
         mounts = {f"/functions/{name}": app for name, app in self.apps.items()}
-        functions = DispatcherMiddleware(self.apps["orchestrator-intake"], mounts)
-        # Only requests for this server (DNS rebinding), only JSON (cross-site forms), capped.
+        routes = DispatcherMiddleware(self.apps["orchestrator-intake"], mounts)
+        # Only requests for this server (DNS rebinding), only JSON (cross-site forms), capped;
+        # then the console's sign-in by URL.
         wsgi = LocalServerGuard(
-            functions,
+            ConsoleSignIn(routes, self.keys),
             hosts=lambda: bound_hosts(self._server.server_port if self._server else port),
             limit=self.base_settings.max_body_bytes,
             types_by_prefix={"/functions/orchestrator-pubsub": CLOUD_EVENT_TYPES},
@@ -135,9 +208,25 @@ class LocalStack:
         self._server = make_server("127.0.0.1", port, wsgi, threaded=True)
         threading.Thread(target=self._server.serve_forever, name="http", daemon=True).start()
 
+    def keys(self) -> Keys:
+        if self.runtime is None:
+            raise RuntimeError("the stack is not started")
+        return Keys(self.runtime.store, self.runtime.settings.home)
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        """What the CLI sends to the intake: its own local credential as a bearer key."""
+        return {"Authorization": f"Bearer {self.credential}"}
+
+    @property
+    def console_url(self) -> str:
+        """The dev server's console, with the token that signs the local user in."""
+        return f"{self.url}/?token={self.credential}"
+
     def intake(self) -> Any:
-        """The intake's app, for submitting in process (same validation as over HTTP)."""
-        return self.apps["orchestrator-intake"]
+        """The intake's app as the CLI calls it in process, with its own local credential
+        (same authentication and validation as over HTTP; a request's own Authorization wins)."""
+        return with_bearer(self.apps["orchestrator-intake"], self.credential)
 
     def stop(self) -> None:
         if self.dispatcher:

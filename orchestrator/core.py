@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from orchestrator import agent
-from orchestrator.audit import SUMMARY_CHARS, event
+from orchestrator.audit import ACTOR, SUMMARY_CHARS, event
 from shared.model import (
     Approval,
     Event,
@@ -116,8 +116,11 @@ def _watch(
     return _park(run, step_id, error, now, events)
 
 
-def resume(run: RunState, outcomes: dict[str, StepOutcome], now: datetime) -> Decision:
+def resume(
+    run: RunState, outcomes: dict[str, StepOutcome], now: datetime, actor: str = ACTOR
+) -> Decision:
     """A parked run goes on from its failed steps only; finished steps are never redone.
+    `actor` is who resumed it, for the audit trail.
 
     Each retried step gets a new generation, so its tasks get new names and anything still
     in flight from the old generation is ignored when it arrives.
@@ -126,19 +129,20 @@ def resume(run: RunState, outcomes: dict[str, StepOutcome], now: datetime) -> De
         return unchanged(run)
     if not run.plan:  # parked before it started: it starts again (the service queues it)
         pending = run.evolve(status=RunStatus.PENDING, reason="")
-        return Decision(run=pending, events=[event(run, "run.resumed", now, steps=[])])
+        return Decision(run=pending, events=[event(run, "run.resumed", now, actor=actor, steps=[])])
     retried = [s.step_id for s in run.steps.values() if s.status is StepStatus.FAILED]
     steps = dict(run.steps)
     for step_id in retried:
         old = steps[step_id]
         steps[step_id] = StepSummary(step_id=step_id, tool=old.tool, generation=old.generation + 1)
     resumed = run.evolve(status=RunStatus.RUNNING, reason="", steps=steps)
-    events = [event(run, "run.resumed", now, steps=retried)]
+    events = [event(run, "run.resumed", now, actor=actor, steps=retried)]
     return _advance(resumed, outcomes, now, events)
 
 
-def cancel(run: RunState, reason: str, now: datetime) -> Decision:
+def cancel(run: RunState, reason: str, now: datetime, actor: str = ACTOR) -> Decision:
     """Stop a run: steps not yet dispatched are skipped; tasks in flight find it cancelled.
+    `actor` is who stopped it, for the audit trail.
 
     Side effects already made stay made (see docs/decisions/0003-cancel-keeps-side-effects.md).
     """
@@ -158,6 +162,7 @@ def cancel(run: RunState, reason: str, now: datetime) -> Decision:
                 run,
                 "run.cancelled",
                 now,
+                actor=actor,
                 reason=cancelled.reason,
                 in_flight=[s.step_id for s in steps.values() if s.status is StepStatus.DISPATCHED],
             )
@@ -202,7 +207,10 @@ def reject(run: RunState, actor: str, reason: str, now: datetime) -> Decision:
         reason=reason,
     )
     cancelled = cancel(
-        run.evolve(approval=rejected), f"{waiting.step_id} rejected by {actor}: {reason}", now
+        run.evolve(approval=rejected),
+        f"{waiting.step_id} rejected by {actor}: {reason}",
+        now,
+        actor=actor,
     )
     return Decision(run=cancelled.run, events=[rejection, *cancelled.events])
 

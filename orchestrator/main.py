@@ -11,14 +11,18 @@ import re
 import flask
 import functions_framework
 from cloudevents.http import CloudEvent
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
 import shared.runtime
 from orchestrator import service
+from shared.callers import Caller, intake_caller, refused
 from shared.errors import Conflict
-from shared.identity import identity_denied, intake_audience, task_caller_denied
+from shared.fields import ActionReason
+from shared.identity import task_caller_denied
+from shared.keys import Keys
 from shared.logs import log_context
 from shared.model import (
+    Model,
     OnboardingRequest,
     OrchestratorTask,
     Rejection,
@@ -44,71 +48,109 @@ reasoning_model = per_runtime(shared.runtime.reasoning_model)
 
 @functions_framework.http
 def intake_http(request: flask.Request) -> flask.Response:
-    """POST /runs starts a run; GET /runs and GET /runs/{id} read them."""
-    settings = runtime().settings
-    refused = body_refused(request, settings.max_body_bytes)  # 415 not JSON, 413 too large
-    if refused is not None:
-        return refused
-    denied = identity_denied(request, settings, audience=intake_audience(settings))
-    if denied is not None:
-        return denied
+    """POST /runs starts a run; GET /runs and GET /runs/{id} read them; POST /runs/{id}:action
+    acts on one. Every route needs an authenticated caller (shared/callers.py); reads and
+    actions, an operator: runs hold clients' personal data."""
+    rt = runtime()
+    unreadable = body_refused(request, rt.settings.max_body_bytes)  # 415 not JSON, 413 large
+    if unreadable is not None:
+        return unreadable
+    caller = intake_caller(request, rt.settings, Keys(rt.store, rt.settings.home))
+    if isinstance(caller, flask.Response):
+        return caller
     path = request.path.rstrip("/") or "/"
     if request.method == "POST" and path in ("/", "/runs"):
-        return _submit(request)
-    if request.method == "GET" and path == "/runs":
-        status = request.args.get("status")
-        try:
-            query = RunFilter(
-                status=RunStatus(status) if status else None,
-                attention=request.args.get("attention") or None,
-                limit=int(request.args.get("limit", 50)),
-            )
-        except ValueError as exc:
-            return answer(400, {"error": {"code": "invalid_input", "message": str(exc)}})
-        runs = runtime().store.list_runs(query)
-        return answer(200, {"runs": [_run_view(r) for r in runs]})
+        return _submit(request, caller)
     match = RUN_PATH.match(path)
-    if request.method == "POST" and match and match["action"]:
-        return _act(match["run_id"], match["action"], request)
-    if request.method == "GET" and match and not match["action"]:
-        run = runtime().store.load(match["run_id"])
-        if run is None:
-            return answer(404, {"error": {"code": "not_found", "message": "no such run"}})
-        return answer(200, _run_view(run))
-    return answer(404, {"error": {"code": "not_found", "message": f"no route {path}"}})
+    listing = request.method == "GET" and path == "/runs"
+    reading = request.method == "GET" and match is not None and not match["action"]
+    acting = request.method == "POST" and match is not None and match["action"]
+    if not (listing or reading or acting):
+        return answer(404, {"error": {"code": "not_found", "message": f"no route {path}"}})
+    if not caller.operator:
+        return refused(403, f"{caller.name} may submit runs, not read them or act on them")
+    if match is None:
+        return _list(request)
+    if acting:
+        return _act(match["run_id"], match["action"], request, caller)
+    run = rt.store.load(match["run_id"])
+    if run is None:
+        return answer(404, {"error": {"code": "not_found", "message": "no such run"}})
+    return answer(200, _run_view(run))
 
 
-def _act(run_id: str, action: str, request: flask.Request) -> flask.Response:
+def _list(request: flask.Request) -> flask.Response:
+    status = request.args.get("status")
+    try:
+        query = RunFilter(
+            status=RunStatus(status) if status else None,
+            attention=request.args.get("attention") or None,
+            limit=int(request.args.get("limit", 50)),
+        )
+    except ValueError as exc:
+        return answer(400, {"error": {"code": "invalid_input", "message": str(exc)}})
+    runs = runtime().store.list_runs(query)
+    return answer(200, {"runs": [_run_view(r) for r in runs]})
+
+
+class ActionBody(Model):
+    """What an action's body may say. Who acts is the authenticated caller, never the body."""
+
+    reason: ActionReason = ""
+    # Clients once named the actor here; still accepted, never believed (the answer says who
+    # was recorded instead).
+    actor: str | None = Field(default=None, max_length=200)
+
+
+def _act(run_id: str, action: str, request: flask.Request, caller: Caller) -> flask.Response:
     """POST /runs/{id}:resume goes on from the failed step; :cancel stops the run; :approve
-    and :reject (body: actor, reason) answer a run waiting for approval of its email."""
-    body = request.get_json(silent=True)
-    body = body if isinstance(body, dict) else {}
-    reason = str(body.get("reason", ""))[:500]
-    actor = f"{str(body.get('actor') or 'someone')[:100]} via http"
+    and :reject (body: reason) answer a run waiting for approval of its email. The caller is
+    recorded as the actor."""
+    body = request.get_json(silent=True) if request.get_data() else {}
+    if not isinstance(body, dict):
+        return answer(
+            400, {"error": {"code": "invalid_input", "message": "the body must be a JSON object"}}
+        )
+    try:
+        action_body = ActionBody.model_validate(body)
+    except ValidationError as exc:
+        return answer(
+            400,
+            {
+                "error": {
+                    "code": "invalid_input",
+                    "message": "invalid action",
+                    "fields": field_errors(exc),
+                }
+            },
+        )
+    if action_body.actor is not None and action_body.actor != caller.name:
+        log.warning("%s named %r as the actor of %s: ignored", caller.name, body["actor"], action)
+    actor, reason = caller.name, action_body.reason
     try:
         if action == "resume":
-            status = service.resume(runtime(), run_id)
+            status = service.resume(runtime(), run_id, actor)
         elif action == "approve":
             status = service.approve(runtime(), run_id, actor)
         elif action == "reject":
-            if not reason.strip():
+            if not reason:
                 return answer(
                     400,
                     {"error": {"code": "invalid_input", "message": "a rejection needs a reason"}},
                 )
             status = service.reject(runtime(), run_id, actor, reason)
         else:
-            status = service.cancel(runtime(), run_id, reason)
+            status = service.cancel(runtime(), run_id, reason, actor)
     except LookupError as exc:
         return answer(404, {"error": {"code": "not_found", "message": str(exc)}})
     except service.NotAllowed as exc:
         return answer(409, {"error": {"code": "not_allowed", "message": str(exc)}})
     except Conflict as exc:
         return retry_later(exc)
-    return answer(200, {"run_id": run_id, "status": status})
+    return answer(200, {"run_id": run_id, "status": status, "actor": actor})
 
 
-def _submit(request: flask.Request) -> flask.Response:
+def _submit(request: flask.Request, caller: Caller) -> flask.Response:
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         return answer(
@@ -128,7 +170,7 @@ def _submit(request: flask.Request) -> flask.Response:
             },
         )
     try:
-        run, created = service.submit(runtime(), onboarding, source="http")
+        run, created = service.submit(runtime(), onboarding, source="http", actor=caller.name)
     except service.RequestKeyReused as exc:
         return answer(409, {"error": {"code": "request_id_reused", "message": str(exc)}})
     return answer(

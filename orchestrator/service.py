@@ -34,13 +34,16 @@ class RequestKeyReused(Exception):
     """A request_id already names a run with a different request."""
 
 
-def submit(rt: Runtime, request: OnboardingRequest, *, source: str) -> tuple[RunState, bool]:
-    """Create the run for `request` (once, however often it is submitted) and queue its start."""
+def submit(
+    rt: Runtime, request: OnboardingRequest, *, source: str, actor: str = ""
+) -> tuple[RunState, bool]:
+    """Create the run for `request` (once, however often it is submitted) and queue its start;
+    `actor` is the verified caller who asked, when the source knows one."""
     run = RunState(run_id=request.run_id(), request_key=request.idempotency_key(), request=request)
     created_event = Event(
         run_id=run.run_id,
         kind="run.created",
-        actor=f"intake-{source}",
+        actor=actor or f"intake-{source}",
         detail={"company": request.company_name, "domain": request.domain},
     )
     start = tasks.start_task(run.run_id)
@@ -95,8 +98,8 @@ class NotAllowed(Exception):
     only a run waiting for approval can be approved or rejected."""
 
 
-def resume(rt: Runtime, run_id: str) -> str:
-    """Go on from the failed steps of a parked run."""
+def resume(rt: Runtime, run_id: str, actor: str = "orchestrator") -> str:
+    """Go on from the failed steps of a parked run; `actor` (who asked) goes in the audit trail."""
     run = _existing(rt, run_id)
     if run.status is not RunStatus.PARKED:
         raise NotAllowed(f"run {run_id} is {run.status.value}, not parked")
@@ -104,7 +107,7 @@ def resume(rt: Runtime, run_id: str) -> str:
         if step.status is StepStatus.FAILED:
             # Forget the failure so the step's next generation can record its own outcome.
             rt.store.discard_outcome(run_id, step.step_id)
-    return _apply(rt, run, lambda run, outcomes: core.resume(run, outcomes, utcnow()))
+    return _apply(rt, run, lambda run, outcomes: core.resume(run, outcomes, utcnow(), actor))
 
 
 def approve(rt: Runtime, run_id: str, actor: str) -> str:
@@ -126,11 +129,12 @@ def _waiting(rt: Runtime, run_id: str) -> RunState:
     return run
 
 
-def cancel(rt: Runtime, run_id: str, reason: str = "") -> str:
+def cancel(rt: Runtime, run_id: str, reason: str = "", actor: str = "orchestrator") -> str:
+    """Stop a run; `actor` (who stops it) goes in the audit trail."""
     run = _existing(rt, run_id)
     if run.status.terminal:
         raise NotAllowed(f"run {run_id} is already {run.status.value}")
-    return _apply(rt, run, lambda run, _: core.cancel(run, reason, utcnow()))
+    return _apply(rt, run, lambda run, _: core.cancel(run, reason, utcnow(), actor))
 
 
 def _watchdogs_for(calls: list[ToolTask], dispatch_deadline: float) -> list[Task]:

@@ -105,6 +105,8 @@ PersonName = text(200)
 Goal = text(2000, multiline=True)
 ChannelName = text(80)
 RequestId = text(128, min_length=1)
+# Why a person rejected or cancelled a run: it goes in the run and its audit trail.
+ActionReason = text(500, multiline=True)
 ContactEmail = Annotated[
     EmailStr,
     BeforeValidator(_email_length),

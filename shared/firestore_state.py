@@ -6,6 +6,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 from google.api_core import exceptions
@@ -13,6 +14,7 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from shared.errors import Conflict
+from shared.keys import ApiKey
 from shared.model import (
     BreakerState,
     Event,
@@ -33,6 +35,7 @@ STEPS = "steps"
 EVENTS = "events"
 REJECTIONS = "rejections"
 BREAKERS = "breakers"
+KEYS = "keys"
 # Commits Firestore aborts for contention are retried this often by the transaction helper.
 TRANSACTION_ATTEMPTS = 5
 
@@ -75,7 +78,8 @@ class FirestoreStateStore:
     Firestore cannot commit a Cloud Tasks task with a document, so the tasks of a create or a
     transition are enqueued right after the commit; the orchestrator re-emits dispatched steps
     when a task is redelivered, which repairs a crash in between. Circuit breakers, shared by
-    every instance, are documents of `breakers` named by vendor.
+    every instance, are documents of `breakers` named by vendor; intake keys (hashes, never
+    tokens) of `keys` named by key name.
     """
 
     def __init__(self, client: firestore.Client, queue: TaskQueue | None = None) -> None:
@@ -84,6 +88,7 @@ class FirestoreStateStore:
         self._runs = client.collection(RUNS)
         self._rejections = client.collection(REJECTIONS)
         self._breakers = client.collection(BREAKERS)
+        self._keys = client.collection(KEYS)
 
     @classmethod
     def from_url(cls, url: str, queue: TaskQueue | None = None) -> FirestoreStateStore:
@@ -239,3 +244,32 @@ class FirestoreStateStore:
             return self._in_transaction(save, f"breaker {state.name}")
         except Conflict:  # contention: another instance is changing it
             return False
+
+    def create_key(self, key: ApiKey) -> bool:
+        try:
+            self._keys.document(key.name).create(_fields(key))
+        except exceptions.AlreadyExists:
+            return False
+        return True
+
+    def list_keys(self) -> list[ApiKey]:
+        return [ApiKey.model_validate(doc.to_dict()) for doc in self._keys.stream()]
+
+    def key_by_hash(self, key_hash: str) -> ApiKey | None:
+        found = self._keys.where(filter=FieldFilter("key_hash", "==", key_hash)).limit(1)
+        return next((ApiKey.model_validate(doc.to_dict()) for doc in found.stream()), None)
+
+    def revoke_key(self, name: str, at: datetime) -> ApiKey | None:
+        ref = self._keys.document(name)
+
+        def revoke(transaction: Any) -> ApiKey | None:
+            snapshot = ref.get(transaction=transaction)
+            if not snapshot.exists:
+                return None
+            key = ApiKey.model_validate(snapshot.to_dict())
+            if key.revoked_at is None:
+                key = key.model_copy(update={"revoked_at": at})
+                transaction.update(ref, {"revoked_at": at})
+            return key
+
+        return self._in_transaction(revoke, f"key {name}")

@@ -59,13 +59,19 @@ class Settings(BaseSettings):
     # Defence in depth behind the intake's IAM: it verifies its callers' Google ID tokens. The
     # queue targets on gcp verify the tasks service account's always (shared/identity.py).
     require_identity: bool = False
-    # The audience intake callers' ID tokens name; empty means <functions_url>/orchestrator-intake.
+    # The audiences (comma-separated) intake callers' ID tokens may name; empty means
+    # <functions_url>/orchestrator-intake. The intake verifies them unless
+    # intake_require_identity is false (unset: on for gcp; locally it takes bearer keys).
     intake_audience: str = ""
     # Locally, the dispatcher signs each task (key in <home>/task-signing.key); a target refuses
     # a signature older or newer than this many seconds (a replay).
     task_signature_window: float = Field(default=300.0, gt=0)
     # Largest body any server or target reads (tasks, intake): 413 above it.
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    intake_require_identity: bool | None = None
+    # Verified callers (emails, comma-separated) who may read runs and act on them; any other
+    # may only submit. Every local key may do both.
+    intake_operators: str = ""
 
     # Vendors: each URL is the vendor's documented base URL (VENDOR_ENDPOINTS, trailing slash
     # optional); empty means the sandbox's base of the same shape under sandbox_url.
@@ -213,6 +219,13 @@ class Settings(BaseSettings):
         )
 
     @property
+    def intake_identity_required(self) -> bool:
+        """Whether the intake verifies Google ID tokens: as set, else on for gcp."""
+        if self.intake_require_identity is None:
+            return self.backend == "gcp"
+        return self.intake_require_identity
+
+    @property
     def enrichment_provider_names(self) -> tuple[str, ...]:
         """The providers `enrichment_providers` names, in its order, each once."""
         names = (n.strip().lower() for n in self.enrichment_providers.split(","))
@@ -355,7 +368,7 @@ class Environment(PydanticBaseSettingsSource):
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         value = self.environ.get(variable(field_name))
-        if value is not None and field.annotation is bool:
+        if value is not None and field.annotation in (bool, bool | None):
             value = value.strip()  # as numbers are: "true\n" from a file is still true
         return value, field_name, False
 

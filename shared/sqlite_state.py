@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from datetime import datetime
 
 from shared.errors import Conflict
+from shared.keys import ApiKey
 from shared.model import (
     BreakerState,
     Event,
@@ -51,6 +53,11 @@ CREATE TABLE IF NOT EXISTS breakers (
 );
 CREATE TABLE IF NOT EXISTS rejections (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    doc TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS keys (
+    name TEXT PRIMARY KEY,
+    key_hash TEXT NOT NULL UNIQUE,
     doc TEXT NOT NULL
 );
 """
@@ -269,3 +276,36 @@ class SqliteStateStore:
                     (stored.version, stored.model_dump_json(), state.name, expected_version),
                 ).rowcount
         return changed == 1
+
+    def create_key(self, key: ApiKey) -> bool:
+        with self.db.transaction() as conn:
+            created = conn.execute(
+                "INSERT OR IGNORE INTO keys (name, key_hash, doc) VALUES (?, ?, ?)",
+                (key.name, key.key_hash, key.model_dump_json()),
+            ).rowcount
+        return created == 1
+
+    def list_keys(self) -> list[ApiKey]:
+        rows = self.db.connection().execute("SELECT doc FROM keys ORDER BY name").fetchall()
+        return [ApiKey.model_validate_json(r["doc"]) for r in rows]
+
+    def key_by_hash(self, key_hash: str) -> ApiKey | None:
+        row = (
+            self.db.connection()
+            .execute("SELECT doc FROM keys WHERE key_hash = ?", (key_hash,))
+            .fetchone()
+        )
+        return ApiKey.model_validate_json(row["doc"]) if row else None
+
+    def revoke_key(self, name: str, at: datetime) -> ApiKey | None:
+        with self.db.transaction() as conn:
+            row = conn.execute("SELECT doc FROM keys WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                return None
+            key = ApiKey.model_validate_json(row["doc"])
+            if key.revoked_at is None:
+                key = key.model_copy(update={"revoked_at": at})
+                conn.execute(
+                    "UPDATE keys SET doc = ? WHERE name = ?", (key.model_dump_json(), name)
+                )
+        return key

@@ -1,10 +1,12 @@
-"""The StateStore port: runs, their audit trail and the step ledger."""
+"""The StateStore port: runs, their audit trail, the step ledger and the intake's keys."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Protocol
 
+from shared.keys import ApiKey
 from shared.model import BreakerState, Event, Rejection, RunFilter, RunState, StepOutcome, Task
 
 
@@ -81,4 +83,21 @@ class StateStore(Protocol):
     def save_breaker(self, state: BreakerState, *, expected_version: int) -> bool:
         """Store `state` (as version expected_version + 1) if the stored one is at
         `expected_version`; False if another instance changed it first."""
+        ...
+
+    def create_key(self, key: ApiKey) -> bool:
+        """Store a new intake key; False (and nothing written) if its name was ever used."""
+        ...
+
+    def list_keys(self) -> list[ApiKey]:
+        """Every key, revoked ones included (names, hashes and times; never a token)."""
+        ...
+
+    def key_by_hash(self, key_hash: str) -> ApiKey | None:
+        """The key whose token hashes to `key_hash`, revoked or not."""
+        ...
+
+    def revoke_key(self, name: str, at: datetime) -> ApiKey | None:
+        """Mark the key named `name` revoked at `at` (a second revoke keeps the first time);
+        the key as stored, or None if there is no such key."""
         ...

@@ -9,7 +9,13 @@ locals {
   # invoked_by: "tasks"    - Cloud Tasks, with the OIDC token of the tasks service account;
   #             "intake"   - the members in var.intake_invokers, over authenticated HTTPS;
   #             "eventarc" - the Pub/Sub trigger on the intake topic.
-  # enqueues_to: the queues the function creates tasks on (queue-level enqueuer grants).
+  # What each function's service account may do follows from what the function uses (iam.tf,
+  # secrets.tf; tests/unit/test_terraform.py asserts the exact role set of each account):
+  # enqueues_to: the queues the function creates tasks on (queue-level enqueuer grants, and
+  #              actAs on the tasks account, whose OIDC token each task carries);
+  # uses_state:  it reads and writes runs (Firestore user, on Chimera's database only);
+  # asks_model:  it calls Gemini (the API key's secret, or Vertex AI when gemini_vertexai).
+  # Vendor secrets: secrets.tf names each one's only reader.
   # env: the function's own settings, on top of local.environment.
   # Scaling: a queue's target must absorb its max_concurrent_dispatches
   # (max_instances * concurrency >= max_concurrent_dispatches), else Cloud Run answers 429 and
@@ -21,6 +27,8 @@ locals {
       entry_point     = "handle_task"
       invoked_by      = "tasks"
       enqueues_to     = ["orchestrator", "tool-clearbit", "tool-jira", "tool-sendgrid", "tool-slack"]
+      uses_state      = true
+      asks_model      = true
       env             = { CHIMERA_REQUIRE_IDENTITY = tostring(var.verify_task_identity) }
       timeout_seconds = var.function_timeout
       memory          = "512Mi"
@@ -29,14 +37,17 @@ locals {
       concurrency     = 10
     }
     "orchestrator-intake" = {
-      description = "Chimera: authenticated HTTP intake (POST /runs, GET /runs/{id})."
+      description = "Chimera: authenticated HTTP intake (POST /runs; operators: GET /runs, actions)."
       bundle      = "orchestrator"
       entry_point = "intake_http"
       invoked_by  = "intake"
       enqueues_to = ["orchestrator"]
+      uses_state  = true
+      asks_model  = false
       env = {
-        CHIMERA_REQUIRE_IDENTITY = tostring(var.intake_require_identity)
-        CHIMERA_INTAKE_AUDIENCE  = var.intake_audience
+        CHIMERA_INTAKE_REQUIRE_IDENTITY = tostring(var.intake_require_identity)
+        CHIMERA_INTAKE_AUDIENCE         = var.intake_audience
+        CHIMERA_INTAKE_OPERATORS        = join(",", var.intake_operators)
       }
       timeout_seconds = var.function_timeout
       memory          = "512Mi"
@@ -50,6 +61,8 @@ locals {
       entry_point     = "intake_pubsub"
       invoked_by      = "eventarc"
       enqueues_to     = ["orchestrator"]
+      uses_state      = true
+      asks_model      = false
       env             = {}
       timeout_seconds = var.function_timeout
       memory          = "512Mi"
@@ -63,6 +76,8 @@ locals {
       entry_point     = "run_tool"
       invoked_by      = "tasks"
       enqueues_to     = ["orchestrator"]
+      uses_state      = true
+      asks_model      = false
       env             = { CHIMERA_REQUIRE_IDENTITY = tostring(var.verify_task_identity) }
       timeout_seconds = var.function_timeout
       memory          = "512Mi"
@@ -76,6 +91,8 @@ locals {
       entry_point = "run_tool"
       invoked_by  = "tasks"
       enqueues_to = ["orchestrator"]
+      uses_state  = true
+      asks_model  = false
       env = {
         CHIMERA_REQUIRE_IDENTITY = tostring(var.verify_task_identity)
         CHIMERA_JIRA_USER        = var.jira_user
@@ -92,6 +109,8 @@ locals {
       entry_point     = "run_tool"
       invoked_by      = "tasks"
       enqueues_to     = ["orchestrator"]
+      uses_state      = true
+      asks_model      = true
       env             = { CHIMERA_REQUIRE_IDENTITY = tostring(var.verify_task_identity) }
       timeout_seconds = var.function_timeout
       memory          = "512Mi"
@@ -105,6 +124,8 @@ locals {
       entry_point     = "run_tool"
       invoked_by      = "tasks"
       enqueues_to     = ["orchestrator"]
+      uses_state      = true
+      asks_model      = false
       env             = { CHIMERA_REQUIRE_IDENTITY = tostring(var.verify_task_identity) }
       timeout_seconds = var.function_timeout
       memory          = "512Mi"

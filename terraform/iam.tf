@@ -1,5 +1,7 @@
 # Identities and least-privilege grants. Nothing here is public: every member is a named
-# service account or one of var.intake_invokers / var.intake_publishers (validated).
+# service account or one of var.intake_invokers / var.intake_publishers (validated). A function's
+# account holds only what local.functions says it uses (enqueues_to, uses_state, asks_model) and
+# its own vendor's secrets (secrets.tf); tests/unit/test_terraform.py pins each account's roles.
 #
 #   chimera-<function>       runtime identity of each function (one each, never shared)
 #   chimera-tasks            the OIDC identity Cloud Tasks attaches; the only invoker of the
@@ -105,10 +107,10 @@ resource "google_service_account_iam_member" "tasks_act_as" {
   member             = google_service_account.function[each.key].member
 }
 
-# --- Firestore: read/write on Chimera's database only -----------------------------------------
+# --- Firestore: read/write on Chimera's database only, for the functions that keep state -------
 
 resource "google_project_iam_member" "datastore_user" {
-  for_each = local.functions
+  for_each = { for name, f in local.functions : name => f if f.uses_state }
 
   project = var.project_id
   role    = "roles/datastore.user"
@@ -161,7 +163,7 @@ resource "google_project_iam_member" "build_staged_source_reader" {
 # --- Vertex AI: only the functions that ask the model, only when Gemini runs on Vertex ---------
 
 resource "google_project_iam_member" "vertex_user" {
-  for_each = var.gemini_vertexai ? toset(["orchestrator", "tool-sendgrid"]) : toset([])
+  for_each = { for name, f in local.functions : name => f if f.asks_model && var.gemini_vertexai }
 
   project = var.project_id
   role    = "roles/aiplatform.user"

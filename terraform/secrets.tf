@@ -20,19 +20,22 @@ locals {
       env     = "CHIMERA_SLACK_TOKEN"
       readers = ["tool-slack"]
     }
-    # The orchestrator plans with Gemini; tool-sendgrid drafts the welcome email with it.
+    # The functions that ask the model (local.functions' asks_model): the orchestrator plans
+    # with Gemini, tool-sendgrid drafts the welcome email with it. On Vertex AI no key is used.
     "gemini-api-key" = {
-      env     = "CHIMERA_GEMINI_API_KEY"
-      readers = ["orchestrator", "tool-sendgrid"]
+      env                = "CHIMERA_GEMINI_API_KEY"
+      readers            = ["orchestrator", "tool-sendgrid"]
+      unused_with_vertex = true
     }
   }
 
-  # One accessor binding per (secret, reader), keyed "<function>/<secret>".
+  # One accessor binding per (secret, reader), keyed "<function>/<secret>"; none for a secret
+  # the configuration does not use.
   secret_reads = {
     for pair in flatten([
       for secret, s in local.secrets : [
         for function in s.readers : { function = function, secret = secret, env = s.env }
-      ]
+      ] if !(var.gemini_vertexai && try(s.unused_with_vertex, false))
     ]) : "${pair.function}/${pair.secret}" => pair
   }
 }

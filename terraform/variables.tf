@@ -103,15 +103,26 @@ variable "verify_task_identity" {
 }
 
 variable "intake_require_identity" {
-  description = "Whether the HTTP intake also verifies its callers' ID tokens name intake_audience (CHIMERA_REQUIRE_IDENTITY). Leave false when people call it with `gcloud auth print-identity-token`, whose tokens name gcloud as their audience; IAM still applies."
+  description = "Whether the HTTP intake also verifies each caller's Google ID token itself, behind IAM (issuer, one of intake_audience, a verified email), and records that email as the actor of what the caller does (CHIMERA_INTAKE_REQUIRE_IDENTITY). Off, IAM alone guards it and actions are recorded as iam-invoker."
   type        = bool
-  default     = false
+  default     = true
 }
 
 variable "intake_audience" {
-  description = "Audience the intake expects in callers' ID tokens when intake_require_identity is on (CHIMERA_INTAKE_AUDIENCE); empty means <functions_url>/orchestrator-intake."
+  description = "Audiences (comma-separated) the intake accepts in callers' ID tokens (CHIMERA_INTAKE_AUDIENCE); empty means <functions_url>/orchestrator-intake. A person's `gcloud auth print-identity-token` names gcloud's client id, 32555940559.apps.googleusercontent.com: add it to let people call with their own tokens."
   type        = string
   default     = ""
+}
+
+variable "intake_operators" {
+  description = "Emails of the intake callers who may read runs (clients' personal data) and resume, cancel, approve or reject them (CHIMERA_INTAKE_OPERATORS). Every other invoker may only submit. Each must also be in intake_invokers."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for e in var.intake_operators : can(regex("^[^@\\s,]+@[^@\\s,]+$", e))])
+    error_message = "intake_operators are email addresses (ada@example.com, sa@project.iam.gserviceaccount.com), without a member prefix."
+  }
 }
 
 # --- Vendors ---------------------------------------------------------------------------------

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from shared.errors import Conflict
 from shared.jira_keys import ProjectTaken
+from shared.keys import ApiKey
 from shared.model import (
     BreakerState,
     Event,
@@ -43,6 +45,7 @@ class FakeStateStore:
         self._outcomes: dict[tuple[str, str], StepOutcome] = {}
         self._rejections: list[Rejection] = []
         self._breakers: dict[str, BreakerState] = {}
+        self._keys: dict[str, ApiKey] = {}
         self._lock = threading.Lock()
 
     def _emit(self, tasks: Sequence[Task]) -> None:
@@ -130,6 +133,28 @@ class FakeStateStore:
                 return False
             self._breakers[state.name] = state.model_copy(update={"version": expected_version + 1})
             return True
+
+    def create_key(self, key: ApiKey) -> bool:
+        with self._lock:
+            if key.name in self._keys or any(
+                k.key_hash == key.key_hash for k in self._keys.values()
+            ):
+                return False
+            self._keys[key.name] = key
+            return True
+
+    def list_keys(self) -> list[ApiKey]:
+        return sorted(self._keys.values(), key=lambda k: k.name)
+
+    def key_by_hash(self, key_hash: str) -> ApiKey | None:
+        return next((k for k in self._keys.values() if k.key_hash == key_hash), None)
+
+    def revoke_key(self, name: str, at: datetime) -> ApiKey | None:
+        with self._lock:
+            key = self._keys.get(name)
+            if key is not None and key.revoked_at is None:
+                key = self._keys[name] = key.model_copy(update={"revoked_at": at})
+            return key
 
 
 class FakeDirectory:

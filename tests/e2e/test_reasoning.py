@@ -262,17 +262,19 @@ def test_with_approval_a_rejection_cancels_the_run_and_nothing_is_sent(start_sta
     run_id = submit(stack, body(7))[1]["run_id"]
     wait_for(stack, run_id, waiting_for_approval)
 
-    intake = Client(stack.intake())
-    assert intake.post(f"/runs/{run_id}:reject", json={"actor": "grace"}).status_code == 400
+    intake = Client(stack.intake())  # as the CLI: its own local credential, named "local"
+    assert intake.post(f"/runs/{run_id}:reject", json={}).status_code == 400
+    # The body cannot name the actor: the credential does.
     answer = intake.post(f"/runs/{run_id}:reject", json={"actor": "grace", "reason": "too formal"})
     assert answer.status_code == 200 and answer.get_json()["status"] == "cancelled"
-    assert intake.post(f"/runs/{run_id}:approve", json={"actor": "x"}).status_code == 409
+    assert answer.get_json()["actor"] == "local"
+    assert intake.post(f"/runs/{run_id}:approve", json={}).status_code == 409
 
     run = stack.runtime.store.load(run_id)
     assert run.status is RunStatus.CANCELLED and "too formal" in run.reason
     assert run.steps["email"].status is StepStatus.SKIPPED
     rejected = event(stack, run_id, "approval.rejected")
-    assert rejected.actor == "grace via http" and rejected.detail["reason"] == "too formal"
+    assert rejected.actor == "local" and rejected.detail["reason"] == "too formal"
     time.sleep(0.3)  # nothing is on its way either
     records = RecordStore(tmp_path / "home").list(run_id=run_id)
     assert not [r for r in records if r["action"] in ("mail.send", "chat.postMessage")]

@@ -11,6 +11,7 @@ from typing import Any
 import functions_framework
 import pytest
 
+from shared.keys import local_credential
 from shared.runtime import Runtime, install, runtime
 from shared.settings import Settings
 from shared.task_signing import signer_for
@@ -24,8 +25,15 @@ def fakes(tmp_path):
     queue = FakeTaskQueue()
     store = FakeStateStore(queue)
     # No model here: planning takes the default plan (tests/unit/test_reasoning.py asks one).
-    install(Runtime(Settings(home=tmp_path / "home", agent_reasoning=False), store, queue))
+    install(Runtime(Settings(agent_reasoning=False, home=tmp_path / "home"), store, queue))
     return store, queue
+
+
+def signed_in(client: Any) -> Any:
+    """`client` sending the CLI's own local credential, as `chimera onboard` does."""
+    token = local_credential(runtime().settings.home)
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    return client
 
 
 def client_of(source: str, target: str, *, signed: bool = False):

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from shared.model import OrchestratorTask, RunStatus, utcnow
-from tests.functions.conftest import client_of
+from tests.functions.conftest import client_of, signed_in
 
 REQUEST = {
     "company_name": "Acme Corp",
@@ -22,8 +22,8 @@ REQUEST = {
 
 
 @pytest.fixture
-def intake():
-    return client_of("orchestrator/main.py", "intake_http")
+def intake(fakes):
+    return signed_in(client_of("orchestrator/main.py", "intake_http"))
 
 
 @pytest.fixture

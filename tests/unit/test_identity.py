@@ -187,6 +187,10 @@ def test_refused_intake_touches_no_state_when_the_audience_is_another(keys, reco
     assert intake.get("/runs", headers={"Authorization": f"Bearer {token}"}).status_code == 403
     assert store.used == [] and queue.tasks == {}
     token = _token(keys, aud=INTAKE_URL, email="ada@acme.example")
+    # Ada is verified, but not an operator: runs hold personal data.
+    response = intake.get("/runs", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 403 and store.used == []
+    install(Runtime(SETTINGS.replace(intake_operators="ada@acme.example"), store, queue))  # type: ignore[arg-type]
     response = intake.get("/runs", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 200 and store.used == ["list_runs"]
 

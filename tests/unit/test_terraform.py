@@ -269,6 +269,199 @@ def test_each_tool_reads_only_its_own_secrets() -> None:
     assert not _resources("google_secret_manager_secret_version"), "secret values stay out of band"
 
 
+# --- Least privilege: the exact roles of every service account --------------------------------
+
+FUNCTION_MEMBERS = (
+    "${google_service_account.function[each.key].member}",
+    "${google_service_account.function[each.value.function].member}",
+)
+# Every IAM grant the configuration makes: a new one fails the tests below until it is pinned.
+GRANTS = {
+    ("google_cloud_run_v2_service_iam_member", "tasks_invoker"),
+    ("google_cloud_run_v2_service_iam_member", "intake_invoker"),
+    ("google_cloud_run_v2_service_iam_member", "trigger_invoker"),
+    ("google_cloud_tasks_queue_iam_member", "enqueuer"),
+    ("google_service_account_iam_member", "tasks_act_as"),
+    ("google_project_iam_member", "datastore_user"),
+    ("google_project_iam_member", "vertex_user"),
+    ("google_secret_manager_secret_iam_member", "reader"),
+    ("google_project_iam_member", "build"),
+    ("google_project_iam_member", "build_staged_source_reader"),
+    ("google_artifact_registry_repository_iam_member", "build_writer"),
+    ("google_storage_bucket_iam_member", "build_reader"),
+    ("google_pubsub_topic_iam_member", "intake_publisher"),
+    ("google_pubsub_topic_iam_member", "dead_letter_publisher"),
+}
+STATE = "roles/datastore.user on Chimera's database"
+# A task carries the tasks account's OIDC token: who enqueues one must act as that account.
+REPORTS = {
+    "roles/cloudtasks.enqueuer on queue orchestrator",
+    "roles/iam.serviceAccountUser on chimera-tasks",
+}
+
+
+def _secret(name: str) -> str:
+    return f"roles/secretmanager.secretAccessor on secret {name}"
+
+
+def _expected_roles(vertex: bool) -> dict[str, set[str]]:
+    """What each function uses, and so all its account may do."""
+    model = {"roles/aiplatform.user"} if vertex else {_secret("gemini-api-key")}
+    every = {STATE, *REPORTS}  # each keeps state and reports to (or is) the orchestrator
+    return {
+        "orchestrator": every
+        | {f"roles/cloudtasks.enqueuer on queue tool-{t}" for t in TOOLS}
+        | model,
+        "orchestrator-intake": every,
+        "orchestrator-pubsub": every,
+        "tool-clearbit": every | {_secret("clearbit-key")},
+        "tool-jira": every | {_secret("jira-token")},
+        "tool-sendgrid": every | {_secret("sendgrid-key")} | model,
+        "tool-slack": every | {_secret("slack-token")},
+    }
+
+
+def _grants() -> dict[str, dict[str, Any]]:
+    return {
+        name: body
+        for kind, name, body in _all_resources()
+        if "_iam_" in kind and (kind, name) in GRANTS
+    }
+
+
+def _function_roles(vertex: bool) -> dict[str, set[str]]:
+    """Each function account's roles with gemini_vertexai = `vertex`, read from the grants:
+    each grant's expression is pinned, then evaluated on local.functions and local.secrets."""
+    functions, secrets, grants = _functions(), _locals()["secrets"], _grants()
+    roles: dict[str, set[str]] = {name: set() for name in functions}
+    for name, body in grants.items():
+        assert (body["member"] in FUNCTION_MEMBERS) == (
+            name in {"enqueuer", "tasks_act_as", "datastore_user", "vertex_user", "reader"}
+        ), name
+
+    assert grants["datastore_user"]["for_each"] == (
+        "${{for name, f in local.functions : name => f if f.uses_state}}"
+    )
+    assert (
+        "databases/${var.firestore_database}"
+        in (grants["datastore_user"]["condition"][0]["expression"])
+    )
+    for name, f in functions.items():
+        if f["uses_state"]:
+            roles[name].add(STATE)
+
+    assert grants["enqueuer"]["for_each"] == "${local.enqueue_grants}"
+    assert _locals()["enqueue_grants"] == (
+        "${{for pair in flatten([for name, f in local.functions : [for queue in f.enqueues_to"
+        ' : {function = name, queue = queue}]]) : "${pair.function}/${pair.queue}" => pair}}'
+    )
+    assert grants["enqueuer"]["name"] == "${google_cloud_tasks_queue.queue[each.value.queue].name}"
+    for name, f in functions.items():
+        roles[name] |= {f"roles/cloudtasks.enqueuer on queue {q}" for q in f["enqueues_to"]}
+
+    act_as = grants["tasks_act_as"]
+    assert act_as["for_each"] == (
+        "${{for name, f in local.functions : name => f if length(f.enqueues_to) > 0}}"
+    )
+    assert act_as["service_account_id"] == "${google_service_account.tasks.name}"
+    for name, f in functions.items():
+        if f["enqueues_to"]:
+            roles[name].add(f"{act_as['role']} on chimera-tasks")
+
+    assert grants["vertex_user"]["for_each"] == (
+        "${{for name, f in local.functions : name => f if f.asks_model && var.gemini_vertexai}}"
+    )
+    for name, f in functions.items():
+        if f["asks_model"] and vertex:
+            roles[name].add(grants["vertex_user"]["role"])
+
+    assert grants["reader"]["for_each"] == "${local.secret_reads}"
+    assert _locals()["secret_reads"] == (
+        "${{for pair in flatten([for secret, s in local.secrets : [for function in s.readers"
+        " : {function = function, secret = secret, env = s.env}] if !(var.gemini_vertexai"
+        ' && try(s.unused_with_vertex, false))]) : "${pair.function}/${pair.secret}" => pair}}'
+    )
+    for secret, config in secrets.items():
+        if vertex and config.get("unused_with_vertex", False):
+            continue
+        for reader in config["readers"]:
+            roles[reader].add(_secret(secret))
+    return roles
+
+
+def test_every_iam_grant_is_one_the_least_privilege_tests_know() -> None:
+    made = {(kind, name) for kind, name, _ in _all_resources() if "_iam_" in kind}
+    assert made == GRANTS
+    for kind, _, _ in _all_resources():
+        assert not kind.endswith(("_iam_binding", "_iam_policy")), "members only: no takeovers"
+
+
+@pytest.mark.parametrize("vertex", [False, True], ids=["gemini-api", "vertex-ai"])
+def test_each_function_account_holds_exactly_the_roles_it_uses(vertex: bool) -> None:
+    assert _function_roles(vertex) == _expected_roles(vertex)
+    # What each function uses is declared beside it, and only the model's users ask it.
+    asks = {name for name, f in _functions().items() if f["asks_model"]}
+    assert asks == {"orchestrator", "tool-sendgrid"}
+    assert set(_locals()["secrets"]["gemini-api-key"]["readers"]) == asks
+
+
+def test_the_other_accounts_hold_exactly_their_one_job() -> None:
+    grants = _grants()
+    by_member: dict[str, set[str]] = defaultdict(set)
+    for name, body in grants.items():
+        if body["member"] not in FUNCTION_MEMBERS:
+            by_member[body["member"]].add(f"{body['role']} via {name}")
+    assert by_member == {
+        # Cloud Tasks' OIDC identity: invoke the queue targets, nothing else.
+        "${google_service_account.tasks.member}": {"roles/run.invoker via tasks_invoker"},
+        # Eventarc's: invoke the Pub/Sub intake.
+        "${google_service_account.intake_trigger.member}": {
+            "roles/run.invoker via trigger_invoker"
+        },
+        # Builds: write logs and its image repository, read the bundles and staged sources.
+        "${google_service_account.build.member}": {
+            "${each.value} via build",
+            "roles/artifactregistry.writer via build_writer",
+            "roles/storage.objectViewer via build_reader",
+            "roles/storage.objectViewer via build_staged_source_reader",
+        },
+        "${each.value}": {  # the named members of var.intake_invokers / var.intake_publishers
+            "roles/run.invoker via intake_invoker",
+            "roles/pubsub.publisher via intake_publisher",
+        },
+        "${local.pubsub_service_agent}": {"roles/pubsub.publisher via dead_letter_publisher"},
+    }
+    assert grants["build"]["for_each"] == '${toset(["roles/logging.logWriter"])}'
+    assert grants["tasks_invoker"]["for_each"] == (
+        '${{for name, f in local.functions : name => f if f.invoked_by == "tasks"}}'
+    )
+    assert grants["trigger_invoker"]["for_each"] == (
+        '${{for name, f in local.functions : name => f if f.invoked_by == "eventarc"}}'
+    )
+    assert "gcf-v2-sources-" in grants["build_staged_source_reader"]["condition"][0]["expression"]
+
+
+def test_the_intake_verifies_identity_by_default_and_names_its_operators() -> None:
+    variables = _variables()
+    assert variables["intake_require_identity"]["default"] is True
+    assert variables["intake_operators"]["default"] == []
+    env = _functions()["orchestrator-intake"]["env"]
+    assert env == {
+        "CHIMERA_INTAKE_REQUIRE_IDENTITY": "${tostring(var.intake_require_identity)}",
+        "CHIMERA_INTAKE_AUDIENCE": "${var.intake_audience}",
+        "CHIMERA_INTAKE_OPERATORS": '${join(",", var.intake_operators)}',
+    }
+    on_gcp = Settings.from_env(
+        {
+            "CHIMERA_BACKEND": "gcp",
+            "CHIMERA_GCP_PROJECT": "p",
+            "CHIMERA_INTAKE_REQUIRE_IDENTITY": "true",
+            "CHIMERA_INTAKE_OPERATORS": "ops@acme.example,lead@acme.example",
+        }
+    )
+    assert on_gcp.intake_identity_required and on_gcp.intake_operators
+
+
 # --- Settings, timeouts, queues ---------------------------------------------------------------
 
 
