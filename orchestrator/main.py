@@ -52,12 +52,13 @@ def intake_http(request: flask.Request) -> flask.Response:
     acts on one. Every route needs an authenticated caller (shared/callers.py); reads and
     actions, an operator: runs hold clients' personal data."""
     rt = runtime()
-    unreadable = body_refused(request, rt.settings.max_body_bytes)  # 415 not JSON, 413 large
-    if unreadable is not None:
-        return unreadable
+    # Who calls first (headers only), so a stranger cannot make us read a body.
     caller = intake_caller(request, rt.settings, Keys(rt.store, rt.settings.home))
     if isinstance(caller, flask.Response):
         return caller
+    unreadable = body_refused(request, rt.settings.max_body_bytes)  # 415 not JSON, 413 large
+    if unreadable is not None:
+        return unreadable
     path = request.path.rstrip("/") or "/"
     if request.method == "POST" and path in ("/", "/runs"):
         return _submit(request, caller)

@@ -130,7 +130,7 @@ def test_the_resumer_is_the_key(fakes, intake):
     run_id = intake.post("/runs", json=REQUEST, headers=_bearer(ops)).get_json()["run_id"]
     run = store.load(run_id)
     store.transition(run.evolve(status=RunStatus.PARKED), expected_version=run.version)
-    resumed = intake.post(f"/runs/{run_id}:resume", headers=_bearer(ops))
+    resumed = intake.post(f"/runs/{run_id}:resume", json={}, headers=_bearer(ops))
     assert resumed.status_code == 200 and resumed.get_json()["actor"] == "ops"
     assert [e.actor for e in store.events(run_id) if e.kind == "run.resumed"] == ["ops"]
 

@@ -45,8 +45,9 @@ def _signer(settings: Settings) -> TaskSigner:
 def _forged_email(store: Recorded) -> tuple[bytes, str]:
     """A dispatched email step, and the attacker's version of its task: another recipient."""
     run, call = _dispatched(store.fake, "email")
-    call["request"]["contact_email"] = "victim@elsewhere.example"
-    call["inputs"]["draft"]["html"] = '<a href="https://phish.example">sign in</a>'
+    # The task carries references only: the forger adds the request and the draft it wants.
+    call["request"] = {**run.request.model_dump(), "contact_email": "victim@elsewhere.example"}
+    call["inputs"] = {"draft": {"html": '<a href="https://phish.example">sign in</a>'}}
     return json.dumps(call).encode(), f"{run.run_id}-email-g1"
 
 

@@ -331,5 +331,5 @@ def _clients() -> dict[str, Any]:
     """One test client per function for the whole fuzz (each example installs its runtime)."""
     if not _APPS:
         for function in FUNCTIONS:
-            _APPS[function] = client_of(f"tools/{function}/main.py", "run_tool")
+            _APPS[function] = client_of(f"tools/{function}/main.py", "run_tool", signed=True)
     return _APPS
