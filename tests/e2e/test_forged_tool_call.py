@@ -22,10 +22,15 @@ from tests.e2e.conftest import body, wait_until_settled
 pytestmark = pytest.mark.slow
 
 
-def _http(method: str, url: str, payload: Any = None) -> tuple[int, dict]:
+def _http(
+    method: str, url: str, payload: Any = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict]:
     data = None if payload is None else json.dumps(payload).encode()
     request = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json"}
+        url,
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json", **(headers or {})},
     )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
@@ -51,7 +56,8 @@ def _email_dispatched(stack: LocalStack, run_id: str, timeout: float = 60) -> di
     """Poll `GET /runs` as the attacker does, until the run's email step is dispatched."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        status, listed = _http("GET", f"{stack.url}/runs")
+        # The worst case: the attacker holds an intake key (it reads the runs), not the queue's.
+        status, listed = _http("GET", f"{stack.url}/runs", headers=stack.auth_headers)
         assert status == 200
         run = next((r for r in listed["runs"] if r["run_id"] == run_id), None)
         if run and run["steps"].get("email", {}).get("status") == "dispatched":
@@ -62,7 +68,7 @@ def _email_dispatched(stack: LocalStack, run_id: str, timeout: float = 60) -> di
 
 def test_a_forged_tool_call_while_the_email_is_dispatched_sends_nothing(served, tmp_path):
     stack = served
-    status, created = _http("POST", f"{stack.url}/runs", body())
+    status, created = _http("POST", f"{stack.url}/runs", body(), stack.auth_headers)
     assert status == 202
     run_id = created["run_id"]
     seen = _email_dispatched(stack, run_id)
@@ -83,7 +89,9 @@ def test_a_forged_tool_call_while_the_email_is_dispatched_sends_nothing(served, 
         },
         "request": {**seen["request"], "contact_email": "victim@evil.example"},
     }
-    status, refused = _http("POST", f"{stack.url}/functions/tool-sendgrid/", forged)
+    status, refused = _http(
+        "POST", f"{stack.url}/functions/tool-sendgrid/", forged, stack.auth_headers
+    )
     # Refused as a payload here (400); once tasks are signed, already as unsigned (401/403).
     assert status in (400, 401, 403), refused
 
