@@ -15,7 +15,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 import orchestrator
 import tools
 from sandbox.server import SandboxServer
-from shared.local_dispatcher import LocalDispatcher
+from shared.local_dispatcher import Housekeeping, LocalDispatcher
 from shared.local_queue import LocalTaskQueue
 from shared.local_targets import HttpTarget, Target, WsgiTarget
 from shared.queues import ORCHESTRATOR_QUEUE, tool_queue
@@ -102,8 +102,12 @@ class LocalStack:
         queue = self.runtime.queue
         if not isinstance(queue, LocalTaskQueue):
             raise RuntimeError("the local stack runs on the local queue (CHIMERA_BACKEND=local)")
+        housekeeping = Housekeeping(queue, self.runtime.store, retention=settings.retention)
         self.dispatcher = LocalDispatcher(
-            queue, self._targets(), dispatch_deadline=settings.dispatch_deadline
+            queue,
+            self._targets(),
+            dispatch_deadline=settings.dispatch_deadline,
+            housekeeping=housekeeping,
         ).start()
         log.info("local stack up: state %s, sandbox %s", settings.state_location, sandbox_url)
         return self

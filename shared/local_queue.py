@@ -6,7 +6,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from shared.model import Task
@@ -81,6 +81,24 @@ class LocalTaskQueue:
             ).rowcount
             == 1
         )
+
+    def forget_finished(
+        self, conn: sqlite3.Connection, run_ids: Sequence[str], *, dry_run: bool = False
+    ) -> int:
+        """Delete (or with `dry_run` count) the done and dead tasks of runs being pruned, inside
+        the caller's transaction. Every task of a run is named after it (`<run_id>-...`), so
+        each run is a range of the primary key; queued and leased tasks are never touched."""
+        statement = "SELECT COUNT(*)" if dry_run else "DELETE"
+        total = 0
+        for run_id in run_ids:
+            cursor = conn.execute(
+                f"{statement} FROM tasks WHERE name > ? AND name < ? AND state IN (?, ?)"
+                " AND json_extract(payload, '$.run_id') = ?",
+                # Between "<run_id>-" and "<run_id>.", the next character after "-".
+                (run_id + "-", run_id + ".", DONE, DEAD, run_id),
+            )
+            total += cursor.fetchone()[0] if dry_run else cursor.rowcount
+        return total
 
     def get(self, name: str) -> dict[str, Any] | None:
         row = self.db.connection().execute("SELECT * FROM tasks WHERE name = ?", (name,)).fetchone()
