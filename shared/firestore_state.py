@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 import time
@@ -31,6 +32,7 @@ from shared.state_urls import firestore_location
 from shared.task_queue import TaskQueue, enqueue_all
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 RUNS = "runs"
 STEPS = "steps"
@@ -273,8 +275,12 @@ class FirestoreStateStore:
 
         self._in_transaction(append, f"event of run {event.run_id}")
         (count,) = events.count().get()[0]
-        if count.value > self.event_cap:
+        if count.value <= self.event_cap:
+            return
+        try:
             self._fold(event.run_id)
+        except Conflict:  # other appends are folding the same retries: theirs will do
+            log.info("run %s: folding its retries lost to a concurrent fold", event.run_id)
 
     def _fold(self, run_id: str) -> None:
         """Fold the run's older retries (shared/history.py) in one transaction: a concurrent

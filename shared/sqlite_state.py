@@ -271,8 +271,9 @@ class SqliteStateStore:
     def _pruned(
         self, conn: sqlite3.Connection, older_than: datetime, limit: int | None, *, delete: bool
     ) -> Pruned:
-        # ISO 8601 in UTC, as updated_at is written, so the text compares as the time does.
-        cutoff = older_than.astimezone(UTC).isoformat(timespec="microseconds")
+        # Formatted as updated_at is (isoformat in UTC, which leaves out a zero fraction), so
+        # the text compares as the times do.
+        cutoff = older_than.astimezone(UTC).isoformat()
         rows = conn.execute(
             f"SELECT run_id FROM runs WHERE status IN ({', '.join('?' * len(FINISHED))})"
             " AND updated_at < ? ORDER BY updated_at, run_id LIMIT ?",
