@@ -19,6 +19,9 @@ class Pruned:
     ledger: int = 0  # step outcomes and the model's checkpoints
     tasks: int = 0  # finished tasks of a queue that shares the store (the local one)
 
+    def __bool__(self) -> bool:
+        return bool(self.run_ids)
+
     def __add__(self, other: Pruned) -> Pruned:
         return Pruned(
             self.run_ids + other.run_ids,

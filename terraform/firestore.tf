@@ -88,7 +88,11 @@ resource "google_firestore_field" "unindexed" {
 # document's subcollections stay; parked and waiting runs never have the field. Not indexed:
 # no query reads it, and an index on an ever-growing timestamp is a write hotspot.
 resource "google_firestore_field" "expire_at" {
-  for_each   = toset(["runs", "steps", "events"])
+  for_each = {
+    "runs"   = "runs"
+    "steps"  = "steps"
+    "events" = "events"
+  }
   project    = var.project_id
   database   = google_firestore_database.state.name
   collection = each.value
