@@ -24,7 +24,7 @@ EVENT_LOG_CAP = 200
 MIN_EVENT_LOG_CAP = 20
 # Finished runs removed per write transaction: each takes its events, ledger and tasks along,
 # so a batch holds the write lock for milliseconds (bench/history.py measures it).
-PRUNE_BATCH = 100
+PRUNE_BATCH = 50
 
 
 def prunable(run: RunState, older_than: datetime) -> bool:
