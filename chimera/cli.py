@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 
 from rich.console import Console
 from rich.live import Live
@@ -21,9 +22,10 @@ from chimera.stack import LocalStack
 from orchestrator import service
 from sandbox.faults import FaultPlan
 from sandbox.records import RecordStore
+from shared.history import prune_finished
 from shared.keys import LOCAL_NAME, KeyNameRefused, Keys
 from shared.logs import configure_logging
-from shared.model import Attention, RunFilter, RunState, RunStatus, StepStatus
+from shared.model import Attention, RunFilter, RunState, RunStatus, StepStatus, utcnow
 from shared.registry import TOOLS
 from shared.runtime import Runtime, build_runtime
 from shared.settings import Settings
@@ -31,6 +33,13 @@ from shared.settings import Settings
 console = Console()
 FOLLOW_TIMEOUT_S = 600
 EXIT_WAITING = 3  # chimera onboard: the run waits for a person to approve its email
+# What `runs prune` counts, as it says it.
+PRUNED_KINDS = {
+    "runs": "runs",
+    "events": "events",
+    "ledger": "ledger records",
+    "tasks": "finished tasks",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -116,6 +125,21 @@ def _parser() -> argparse.ArgumentParser:
     cancel.add_argument("run_id")
     cancel.add_argument("--reason", default="cancelled by an operator")
     cancel.set_defaults(handler=cmd_runs_cancel)
+
+    prune = runs.add_parser(
+        "prune",
+        help="delete finished runs past the retention, with their events, ledger and tasks",
+    )
+    prune.add_argument(
+        "--older-than",
+        type=_days,
+        default=None,
+        metavar="DAYS",
+        help="finished runs last changed more than DAYS ago (default: CHIMERA_RETENTION_DAYS)",
+    )
+    prune.add_argument("--dry-run", action="store_true", help="only show what would go")
+    prune.add_argument("--json", action="store_true")
+    prune.set_defaults(handler=cmd_runs_prune)
 
     dev = commands.add_parser("dev", help="serve the local stack on 127.0.0.1 until stopped")
     dev.add_argument("--port", type=int, default=None, help="intake port (default 8080)")
@@ -366,6 +390,49 @@ def _act_on_run(settings: Settings, act: Callable[[Runtime], object], done: str)
         console.print(f"[red]{exc}[/]")
         return 1
     console.print(done)
+    return 0
+
+
+def _days(text: str) -> float:
+    try:
+        days = float(text)
+    except ValueError:
+        days = -1.0
+    if not 0 <= days <= 36500:  # NaN fails this too
+        raise argparse.ArgumentTypeError(f"not a number of days from 0 to 36500: {text!r}")
+    return days
+
+
+def cmd_runs_prune(args: argparse.Namespace, settings: Settings) -> int:
+    """What retention removes (parked and waiting runs never), now instead of at its pace."""
+    days = settings.retention_days if args.older_than is None else args.older_than
+    if args.older_than is None and settings.retention is None:
+        console.print(
+            "CHIMERA_RETENTION_DAYS=0 keeps every run: nothing to prune "
+            "(--older-than DAYS prunes anyway)"
+        )
+        return 0
+    before = utcnow() - timedelta(days=days)
+    pruned = prune_finished(_store(settings), before, dry_run=args.dry_run)
+    if args.json:
+        report = {
+            "dry_run": args.dry_run,
+            "older_than_days": days,
+            "before": before.isoformat(),
+            "counts": pruned.counts(),
+            "run_ids": list(pruned.run_ids),
+        }
+        print(json.dumps(report, indent=2))
+        return 0
+    counts = pruned.counts()
+    what = ", ".join(f"{counts[kind]} {label}" for kind, label in PRUNED_KINDS.items())
+    console.print(
+        f"{'dry run: would prune' if args.dry_run else 'pruned'} {what}: the finished runs "
+        f"last changed before {before:%Y-%m-%d %H:%M} UTC ({days:g} days ago)",
+        markup=False,
+    )
+    for run_id in pruned.run_ids:
+        console.print(f"  {run_id}", markup=False)
     return 0
 
 

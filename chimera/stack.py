@@ -20,7 +20,7 @@ import orchestrator
 import tools
 from sandbox.server import SandboxServer
 from shared.keys import SESSION_COOKIE, SESSION_MAX_AGE_S, Keys, local_credential
-from shared.local_dispatcher import LocalDispatcher
+from shared.local_dispatcher import Housekeeping, LocalDispatcher
 from shared.local_queue import LocalTaskQueue
 from shared.local_targets import HttpTarget, Target, WsgiTarget
 from shared.queues import ORCHESTRATOR_QUEUE, tool_queue
@@ -179,11 +179,13 @@ class LocalStack:
         if not isinstance(queue, LocalTaskQueue):
             raise RuntimeError("the local stack runs on the local queue (CHIMERA_BACKEND=local)")
         self.signer = signer_for(settings.home, settings.task_signature_window)
+        housekeeping = Housekeeping(queue, self.runtime.store, retention=settings.retention)
         self.dispatcher = LocalDispatcher(
             queue,
             self._targets(),
             signer=self.signer,
             dispatch_deadline=settings.dispatch_deadline,
+            housekeeping=housekeeping,
         ).start()
         log.info("local stack up: state %s, sandbox %s", settings.state_location, sandbox_url)
         return self

@@ -10,11 +10,14 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 
+from shared.history import PRUNE_BATCH
 from shared.local_queue import DEAD, DEDUP_WINDOW_S, DONE, LEASED, QUEUED, LocalTaskQueue
 from shared.local_targets import Delivery, DeliveryResult, Target
 from shared.queues import QueueConfig
 from shared.retry_after import retry_after
+from shared.state import Pruned, StateStore
 from shared.task_signing import TaskSigner
 from shared.token_bucket import TokenBucket
 
@@ -31,6 +34,71 @@ CREATE TABLE IF NOT EXISTS dispatchers (
 HEARTBEAT_S = 1.0
 # A dispatcher silent this long is gone (killed); its leased tasks are delivered again.
 STALE_AFTER_S = 4.0
+# How often housekeeping runs when it has caught up; with a backlog, a batch per loop.
+HOUSEKEEPING_S = 30.0
+
+
+class Housekeeping:
+    """What keeps the local database bounded, done by the dispatcher between deliveries.
+
+    Done tasks are forgotten once their names need no reserving (DEDUP_WINDOW_S); given a store
+    and a retention, finished runs older than it go with their events, ledger and finished
+    tasks, PRUNE_BATCH runs per write so that deliveries never wait long for the lock. `clock`
+    is the wall clock both ages are measured on (moved forward in bench/history.py).
+    """
+
+    def __init__(
+        self,
+        queue: LocalTaskQueue,
+        store: StateStore | None = None,
+        *,
+        retention: timedelta | None = None,
+        batch: int = PRUNE_BATCH,
+        every_s: float = HOUSEKEEPING_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.queue = queue
+        self.store = store
+        self.retention = retention
+        self.batch = batch
+        self.every_s = every_s
+        self.clock = clock
+        self._next = 0.0  # time.monotonic() when it is due; now, at the start
+
+    def tick(self) -> Pruned | None:
+        """Run once if due; what was pruned, or None when it was not due (or failed)."""
+        if time.monotonic() < self._next:
+            return None
+        pruned: Pruned | None = None
+        try:
+            pruned = self.run_once()
+        except Exception:  # never a reason to stop delivering: try again next time
+            log.exception("housekeeping failed; trying again in %.0f s", self.every_s)
+        backlog = pruned is not None and len(pruned.run_ids) >= self.batch
+        # With a backlog, the next batch at the next turn of the loop, after due deliveries.
+        self._next = time.monotonic() + (0.0 if backlog else self.every_s)
+        return pruned
+
+    def run_once(self) -> Pruned:
+        """Forget the done tasks past the dedup window, then prune one batch of runs."""
+        now = self.clock()
+        with self.queue.db.transaction() as conn:
+            conn.execute(
+                "DELETE FROM tasks WHERE state = ? AND finished_at < ?",
+                (DONE, now - DEDUP_WINDOW_S),
+            )
+        if self.store is None or self.retention is None:
+            return Pruned()
+        before = datetime.fromtimestamp(now, UTC) - self.retention
+        pruned = self.store.prune(before, limit=self.batch)
+        if pruned.run_ids:
+            log.info(
+                "pruned %d finished runs older than %s: %s",
+                len(pruned.run_ids),
+                self.retention,
+                pruned.counts(),
+            )
+        return pruned
 
 
 class LocalDispatcher:
@@ -52,8 +120,10 @@ class LocalDispatcher:
         workers: int = 32,
         poll_interval: float = 0.1,
         clock: Callable[[], float] = time.time,
+        housekeeping: Housekeeping | None = None,
     ) -> None:
         self.queue = queue
+        self.housekeeping = housekeeping or Housekeeping(queue, clock=clock)
         self.db = queue.db
         self.db.ensure_schema(SCHEMA)
         self.targets = dict(targets)
@@ -101,6 +171,7 @@ class LocalDispatcher:
             self.queue.wakeup.clear()
             try:
                 self._heartbeat()
+                self.housekeeping.tick()
                 dispatched = self.dispatch_due()
             except sqlite3.OperationalError:
                 log.warning("dispatcher: database busy, trying again", exc_info=True)
@@ -120,10 +191,6 @@ class LocalDispatcher:
                 (self.owner, now),
             )
             self._reclaim(conn, now)
-            conn.execute(
-                "DELETE FROM tasks WHERE state = ? AND finished_at < ?",
-                (DONE, now - DEDUP_WINDOW_S),
-            )
 
     def _reclaim(self, conn: sqlite3.Connection, now: float) -> None:
         """Leases whose dispatcher died, or whose deadline passed, count as failed attempts."""

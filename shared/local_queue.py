@@ -6,7 +6,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from shared.model import Task
@@ -30,6 +30,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     finished_at REAL
 );
 CREATE INDEX IF NOT EXISTS tasks_due ON tasks (state, queue, due_at);
+CREATE INDEX IF NOT EXISTS tasks_finished ON tasks (state, finished_at);
 """
 
 # A task's life: queued -> leased (being delivered) -> done, or back to queued for a retry,
@@ -81,6 +82,24 @@ class LocalTaskQueue:
             ).rowcount
             == 1
         )
+
+    def forget_finished(
+        self, conn: sqlite3.Connection, run_ids: Sequence[str], *, dry_run: bool = False
+    ) -> int:
+        """Delete (or with `dry_run` count) the done and dead tasks of runs being pruned, inside
+        the caller's transaction. Every task of a run is named after it (`<run_id>-...`, and
+        run ids have one length), so each run is a range of the primary key; queued and leased
+        tasks are never touched."""
+        statement = "SELECT COUNT(*)" if dry_run else "DELETE"
+        cursor = conn.execute(
+            f"{statement} FROM tasks WHERE name IN (SELECT tasks.name FROM json_each(?) AS run"
+            # Between "<run_id>-" and "<run_id>.", the next character after "-"; `+state` keeps
+            # it on the primary key, off the (state, ...) index that would scan every task.
+            " JOIN tasks ON tasks.name > run.value || '-' AND tasks.name < run.value || '.'"
+            " WHERE +tasks.state IN (?, ?))",
+            (json.dumps(list(run_ids)), DONE, DEAD),
+        )
+        return int(cursor.fetchone()[0]) if dry_run else cursor.rowcount
 
     def get(self, name: str) -> dict[str, Any] | None:
         row = self.db.connection().execute("SELECT * FROM tasks WHERE name = ?", (name,)).fetchone()

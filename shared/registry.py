@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 from pydantic import Field
 
@@ -14,16 +15,22 @@ class EnrichArgs(Model):
     domain: str = Field(min_length=3, max_length=253)
 
 
+# Every text a plan holds is bounded, so the run document that keeps the plan stays small
+# whatever the model answers: Jira refuses a summary over 255 characters; a highlight is a line.
+KickoffIssue = Annotated[str, Field(max_length=255)]
+Highlight = Annotated[str, Field(max_length=500)]
+
+
 class JiraProjectArgs(Model):
     key: str = Field(pattern=r"^[A-Z][A-Z0-9]{1,9}$")
     name: str = Field(min_length=1, max_length=80)
-    template: str = ""
-    kickoff_issues: tuple[str, ...] = Field(default=(), max_length=10)
+    template: str = Field(default="", max_length=200)
+    kickoff_issues: tuple[KickoffIssue, ...] = Field(default=(), max_length=10)
 
 
 class DraftEmailArgs(Model):
     tone: str = Field(default="warm and professional", max_length=100)
-    highlights: tuple[str, ...] = Field(default=(), max_length=5)
+    highlights: tuple[Highlight, ...] = Field(default=(), max_length=5)
 
 
 class SendEmailArgs(Model):

@@ -50,12 +50,16 @@ def build_runtime(settings: Settings) -> Runtime:
         db = SqliteDatabase(sqlite_path(location))
         scale = settings.local_backoff_scale
         queue = LocalTaskQueue(db, {n: q.scaled(scale) for n, q in QUEUES.items()})
-        return Runtime(settings, SqliteStateStore(db, queue), queue)
+        store = SqliteStateStore(db, queue, event_cap=settings.event_log_cap)
+        return Runtime(settings, store, queue)
     from shared.cloud_tasks_queue import CloudTasksQueue
     from shared.firestore_state import FirestoreStateStore
 
     cloud_tasks = CloudTasksQueue.from_settings(settings)
-    return Runtime(settings, FirestoreStateStore.from_url(location, cloud_tasks), cloud_tasks)
+    firestore = FirestoreStateStore.from_url(
+        location, cloud_tasks, retention=settings.retention, event_cap=settings.event_log_cap
+    )
+    return Runtime(settings, firestore, cloud_tasks)
 
 
 def language_model(settings: Settings) -> LanguageModel:

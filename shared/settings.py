@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -12,6 +13,7 @@ from pydantic import Field, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from shared.history import EVENT_LOG_CAP, MIN_EVENT_LOG_CAP
 from shared.state_urls import FIRESTORE_URLS, state_url_problem
 from shared.vendor_urls import (
     VENDOR_ENDPOINTS,
@@ -148,6 +150,13 @@ class Settings(BaseSettings):
     reasoning_timeout: float = Field(default=8.0, gt=0)
     require_approval: bool = False
 
+    # Finished runs (succeeded, cancelled) and their records go this many days after their last
+    # change (locally the dispatcher's housekeeping, on gcp Firestore's TTL on `expire_at`);
+    # 0 keeps them forever. Parked and waiting runs are kept whatever their age.
+    retention_days: float = Field(default=30.0, ge=0, le=36500, allow_inf_nan=False)
+    # Events a run's log holds before its older retries are folded (shared/history.py).
+    event_log_cap: int = Field(default=EVENT_LOG_CAP, ge=MIN_EVENT_LOG_CAP)
+
     dev_port: int = Field(default=8080, ge=0, le=65535)
     log_format: Literal["text", "json"] = "text"
 
@@ -224,6 +233,11 @@ class Settings(BaseSettings):
         if self.intake_require_identity is None:
             return self.backend == "gcp"
         return self.intake_require_identity
+
+    @property
+    def retention(self) -> timedelta | None:
+        """How long finished runs are kept; None: forever (CHIMERA_RETENTION_DAYS=0)."""
+        return timedelta(days=self.retention_days) if self.retention_days else None
 
     @property
     def enrichment_provider_names(self) -> tuple[str, ...]:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Protocol, runtime_checkable
 
 from shared.errors import Conflict
+from shared.history import EVENT_LOG_CAP, RETRIES_FOLDED, RETRY, fold_retries
 from shared.keys import ApiKey
 from shared.model import (
     BreakerState,
@@ -14,11 +18,13 @@ from shared.model import (
     Rejection,
     RunFilter,
     RunState,
+    RunStatus,
     StepOutcome,
     Task,
     utcnow,
 )
 from shared.sqlite_db import SqliteDatabase
+from shared.state import Pruned
 from shared.task_queue import TaskQueue, TransactionalQueue, enqueue_all
 
 SCHEMA = """
@@ -33,6 +39,7 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, created_at);
 CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_at);
+CREATE INDEX IF NOT EXISTS runs_by_status_updated ON runs (status, updated_at, run_id);
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id TEXT NOT NULL,
@@ -62,17 +69,33 @@ CREATE TABLE IF NOT EXISTS keys (
 );
 """
 
+FINISHED = tuple(s.value for s in RunStatus if s.terminal)
+
+
+@runtime_checkable
+class FinishedTasks(Protocol):
+    """A queue in the store's database that can forget a pruned run's finished tasks in the
+    store's own transaction (the local queue)."""
+
+    def forget_finished(
+        self, conn: sqlite3.Connection, run_ids: Sequence[str], *, dry_run: bool = False
+    ) -> int: ...
+
 
 class SqliteStateStore:
     """Runs as JSON documents beside an event table and a step ledger.
 
     Given a TransactionalQueue on the same database (the local queue), a transition and its
-    tasks commit together; given any other queue, tasks are enqueued right after the commit.
+    tasks commit together, and pruning a run forgets its finished tasks in the same write;
+    given any other queue, tasks are enqueued right after the commit.
     """
 
-    def __init__(self, db: SqliteDatabase, queue: TaskQueue | None = None) -> None:
+    def __init__(
+        self, db: SqliteDatabase, queue: TaskQueue | None = None, *, event_cap: int = EVENT_LOG_CAP
+    ) -> None:
         self.db = db
         self.queue = queue
+        self.event_cap = event_cap
         # Decided once: whether the queue can join this store's transactions.
         self._joined: TransactionalQueue | None = (
             queue if isinstance(queue, TransactionalQueue) and queue.db is db else None
@@ -176,6 +199,26 @@ class SqliteStateStore:
     def append_event(self, event: Event) -> None:
         with self.db.transaction() as conn:
             self._insert_events(conn, [event])
+            self._fold_past_cap(conn, event.run_id)
+
+    def _fold_past_cap(self, conn: sqlite3.Connection, run_id: str) -> None:
+        """Fold the run's older retries if its log is past the cap, inside the append's write
+        (BEGIN IMMEDIATE: no other append can interleave)."""
+        count_sql = "SELECT COUNT(*) FROM events WHERE run_id = ?"
+        (count,) = conn.execute(count_sql, (run_id,)).fetchone()
+        if count <= self.event_cap:
+            return
+        rows = conn.execute(
+            "SELECT seq, doc FROM events WHERE run_id = ? AND json_extract(doc, '$.kind') IN"
+            " (?, ?) ORDER BY seq",
+            (run_id, RETRY, RETRIES_FOLDED),
+        ).fetchall()
+        folding = fold_retries([(r["seq"], Event.model_validate_json(r["doc"])) for r in rows])
+        conn.executemany(
+            "UPDATE events SET at = ?, doc = ? WHERE seq = ?",
+            [(e.at.isoformat(), e.model_dump_json(), seq) for seq, e in folding.writes.items()],
+        )
+        conn.executemany("DELETE FROM events WHERE seq = ?", [(seq,) for seq in folding.deletes])
 
     def events(self, run_id: str) -> list[Event]:
         rows = (
@@ -221,6 +264,68 @@ class SqliteStateStore:
             conn.execute(
                 "DELETE FROM step_outcomes WHERE run_id = ? AND step_id = ?", (run_id, step_id)
             )
+
+    def prune(
+        self, older_than: datetime, *, limit: int | None = None, dry_run: bool = False
+    ) -> Pruned:
+        if dry_run:
+            with self._snapshot() as conn:
+                return self._pruned(conn, older_than, limit, delete=False)
+        with self.db.transaction() as conn:
+            return self._pruned(conn, older_than, limit, delete=True)
+
+    def _pruned(
+        self, conn: sqlite3.Connection, older_than: datetime, limit: int | None, *, delete: bool
+    ) -> Pruned:
+        # Formatted as updated_at is (isoformat in UTC, which leaves out a zero fraction), so
+        # the text compares as the times do.
+        cutoff = older_than.astimezone(UTC).isoformat()
+        # Oldest first from each status's own stretch of the index, already in order, then the
+        # two merged: a backlog of thousands is never sorted to take a batch off it.
+        each = (
+            "SELECT * FROM (SELECT run_id, updated_at FROM runs WHERE status = ?"
+            " AND updated_at < ? ORDER BY updated_at, run_id LIMIT ?)"
+        )
+        rows = conn.execute(
+            " UNION ALL ".join([each] * len(FINISHED)) + " ORDER BY updated_at, run_id LIMIT ?",
+            (
+                *(
+                    v
+                    for status in FINISHED
+                    for v in (status, cutoff, -1 if limit is None else limit)
+                ),
+                -1 if limit is None else limit,
+            ),
+        ).fetchall()
+        run_ids = tuple(r["run_id"] for r in rows)
+        if not run_ids:
+            return Pruned()
+        ids = (json.dumps(run_ids),)
+        which = "WHERE run_id IN (SELECT value FROM json_each(?))"
+        if delete:
+            events = conn.execute(f"DELETE FROM events {which}", ids).rowcount
+            ledger = conn.execute(f"DELETE FROM step_outcomes {which}", ids).rowcount
+            conn.execute(f"DELETE FROM runs {which}", ids)
+        else:
+            (events,) = conn.execute(f"SELECT COUNT(*) FROM events {which}", ids).fetchone()
+            (ledger,) = conn.execute(f"SELECT COUNT(*) FROM step_outcomes {which}", ids).fetchone()
+        tasks = 0
+        if isinstance(self._joined, FinishedTasks):
+            tasks = self._joined.forget_finished(conn, run_ids, dry_run=not delete)
+        return Pruned(run_ids, events=events, ledger=ledger, tasks=tasks)
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: one consistent view, without taking the write lock."""
+        conn = self.db.connection()
+        if conn.in_transaction:
+            yield conn
+            return
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
 
     def list_runs(self, query: RunFilter | None = None) -> list[RunState]:
         query = query or RunFilter()

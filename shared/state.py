@@ -3,11 +3,41 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
 from shared.keys import ApiKey
 from shared.model import BreakerState, Event, Rejection, RunFilter, RunState, StepOutcome, Task
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What pruning removed (or, in a dry run, would remove): the runs, and their records."""
+
+    run_ids: tuple[str, ...] = ()
+    events: int = 0
+    ledger: int = 0  # step outcomes and the model's checkpoints
+    tasks: int = 0  # finished tasks of a queue that shares the store (the local one)
+
+    def __bool__(self) -> bool:
+        return bool(self.run_ids)
+
+    def __add__(self, other: Pruned) -> Pruned:
+        return Pruned(
+            self.run_ids + other.run_ids,
+            self.events + other.events,
+            self.ledger + other.ledger,
+            self.tasks + other.tasks,
+        )
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "runs": len(self.run_ids),
+            "events": self.events,
+            "ledger": self.ledger,
+            "tasks": self.tasks,
+        }
 
 
 class StateStore(Protocol):
@@ -50,7 +80,11 @@ class StateStore(Protocol):
         """
         ...
 
-    def append_event(self, event: Event) -> None: ...
+    def append_event(self, event: Event) -> None:
+        """Add `event` to its run's trail. Past the store's event cap, the run's older retries
+        are folded in the same write: per step, all but the newest into one summary event
+        (shared/history.py), so a run that retried for hours keeps a short, readable log."""
+        ...
 
     def events(self, run_id: str) -> list[Event]:
         """The run's audit trail, oldest first."""
@@ -66,6 +100,16 @@ class StateStore(Protocol):
 
     def discard_outcome(self, run_id: str, step_id: str) -> None:
         """Forget a failed step's outcome so that a resumed run can try it again."""
+        ...
+
+    def prune(
+        self, older_than: datetime, *, limit: int | None = None, dry_run: bool = False
+    ) -> Pruned:
+        """Delete finished runs (succeeded, cancelled) last changed before `older_than`, oldest
+        first and at most `limit` of them, each with its events and step ledger (and its
+        finished tasks, where the queue shares the store) in one write. Parked, waiting,
+        pending and running runs are never touched. With `dry_run`, nothing is deleted: the
+        answer says what would go."""
         ...
 
     def list_runs(self, query: RunFilter | None = None) -> list[RunState]:

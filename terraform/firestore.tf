@@ -81,3 +81,39 @@ resource "google_firestore_field" "unindexed" {
 
   index_config {}
 }
+
+# Retention (CHIMERA_RETENTION_DAYS): a finished run's document and every document under it get
+# `expire_at` (its last change + the retention), and Firestore's TTL deletes each once it is
+# past, usually within a day. Every collection group carries the policy because a deleted
+# document's subcollections stay; parked and waiting runs never have the field. Not indexed:
+# no query reads it, and an index on an ever-growing timestamp is a write hotspot.
+resource "google_firestore_field" "expire_at" {
+  for_each = {
+    "runs"   = "runs"
+    "steps"  = "steps"
+    "events" = "events"
+  }
+  project    = var.project_id
+  database   = google_firestore_database.state.name
+  collection = each.value
+  field      = "expire_at"
+
+  index_config {}
+  ttl_config {}
+}
+
+# `chimera runs prune`: finished runs by status, oldest change first.
+resource "google_firestore_index" "runs_by_status_and_updated" {
+  project    = var.project_id
+  database   = google_firestore_database.state.name
+  collection = "runs"
+
+  fields {
+    field_path = "status"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "updated_at"
+    order      = "ASCENDING"
+  }
+}

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from shared.errors import Conflict
+from shared.history import EVENT_LOG_CAP, fold_retries, prunable
 from shared.jira_keys import ProjectTaken
 from shared.keys import ApiKey
 from shared.model import (
@@ -21,6 +23,7 @@ from shared.model import (
     Task,
     utcnow,
 )
+from shared.state import Pruned
 
 
 class FakeTaskQueue:
@@ -38,10 +41,15 @@ class FakeTaskQueue:
 
 
 class FakeStateStore:
-    def __init__(self, queue: FakeTaskQueue | None = None) -> None:
+    def __init__(
+        self, queue: FakeTaskQueue | None = None, *, event_cap: int = EVENT_LOG_CAP
+    ) -> None:
         self.queue = queue or FakeTaskQueue()
+        self.event_cap = event_cap
         self.runs: dict[str, RunState] = {}
-        self._events: list[Event] = []
+        # Each event under a sequence number, its key when retries are folded.
+        self._events: list[tuple[int, Event]] = []
+        self._seq = itertools.count()
         self._outcomes: dict[tuple[str, str], StepOutcome] = {}
         self._rejections: list[Rejection] = []
         self._breakers: dict[str, BreakerState] = {}
@@ -66,7 +74,7 @@ class FakeStateStore:
                 return self.runs[run.run_id], False
             stored = run.evolve(version=1, updated_at=utcnow())
             self.runs[run.run_id] = stored
-            self._events.extend(events)
+            self._add_events(events)
             self._emit(tasks)
             return stored, True
 
@@ -89,15 +97,48 @@ class FakeStateStore:
                 raise Conflict(f"run {run.run_id} is not at version {expected_version}")
             stored = run.evolve(version=expected_version + 1, updated_at=utcnow())
             self.runs[run.run_id] = stored
-            self._events.extend(events)
+            self._add_events(events)
             self._emit(tasks)
             return stored
 
+    def _add_events(self, events: Sequence[Event]) -> None:
+        self._events.extend((next(self._seq), e) for e in events)
+
     def append_event(self, event: Event) -> None:
-        self._events.append(event)
+        with self._lock:
+            self._add_events([event])
+            keyed = [(seq, e) for seq, e in self._events if e.run_id == event.run_id]
+            if len(keyed) <= self.event_cap:
+                return
+            folding = fold_retries(keyed)
+            gone = set(folding.deletes)
+            self._events = [
+                (seq, folding.writes.get(seq, e)) for seq, e in self._events if seq not in gone
+            ]
 
     def events(self, run_id: str) -> list[Event]:
-        return [e for e in self._events if e.run_id == run_id]
+        return [e for _, e in self._events if e.run_id == run_id]
+
+    def prune(
+        self, older_than: datetime, *, limit: int | None = None, dry_run: bool = False
+    ) -> Pruned:
+        with self._lock:
+            old = sorted(
+                (r for r in self.runs.values() if prunable(r, older_than)),
+                key=lambda r: (r.updated_at, r.run_id),
+            )[:limit]
+            ids = {r.run_id for r in old}
+            pruned = Pruned(
+                tuple(r.run_id for r in old),
+                events=sum(e.run_id in ids for _, e in self._events),
+                ledger=sum(run_id in ids for run_id, _ in self._outcomes),
+            )
+            if not dry_run:
+                for run_id in ids:
+                    del self.runs[run_id]
+                self._events = [(seq, e) for seq, e in self._events if e.run_id not in ids]
+                self._outcomes = {k: o for k, o in self._outcomes.items() if k[0] not in ids}
+            return pruned
 
     def record_outcome(self, outcome: StepOutcome) -> StepOutcome:
         with self._lock:

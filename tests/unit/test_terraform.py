@@ -549,6 +549,30 @@ def test_timeouts_chain_when_defaults_are_used() -> None:
     assert service["timeout_seconds"] == "${each.value.timeout_seconds}"
 
 
+def test_finished_runs_expire_by_ttl_on_every_collection_a_run_writes() -> None:
+    from shared import firestore_state
+
+    [ttl] = [b for b in _resources("google_firestore_field").values() if "ttl_config" in b]
+    groups = set(ttl["for_each"].values())
+    # The run, its ledger and its trail: TTL deletes a document, never its subcollections.
+    assert groups == {firestore_state.RUNS, firestore_state.STEPS, firestore_state.EVENTS}
+    assert ttl["collection"] == "${each.value}"
+    assert ttl["field"] == firestore_state.EXPIRE_AT == "expire_at"
+    assert ttl["ttl_config"] == [{}]
+    # Not indexed: no query reads it, and an index on a growing timestamp is a hotspot.
+    assert ttl["index_config"] == [{}]
+    assert ttl["database"] == "${google_firestore_database.state.name}"
+
+
+def test_the_index_runs_prune_needs_is_declared() -> None:
+    index = _resources("google_firestore_index")["runs_by_status_and_updated"]
+    assert index["collection"] == "runs"
+    assert [(f["field_path"], f["order"]) for f in index["fields"]] == [
+        ("status", "ASCENDING"),
+        ("updated_at", "ASCENDING"),
+    ]
+
+
 def test_queues_match_shared_queues() -> None:
     queues = _locals()["queues"]
     assert set(queues) == set(QUEUES) == {"orchestrator", *(f"tool-{t}" for t in TOOLS)}
