@@ -14,6 +14,7 @@ from shared.model import RunFilter, RunStatus, Task
 from shared.queues import QueueConfig
 from shared.sqlite_db import SqliteDatabase
 from shared.sqlite_state import SqliteStateStore
+from shared.task_signing import TaskSigner
 from tests.conftest import make_request, make_run
 
 RETENTION = timedelta(days=30)
@@ -119,7 +120,11 @@ def test_the_dispatcher_prunes_between_deliveries_when_given_housekeeping(tmp_pa
         queue, store, retention=RETENTION, batch=1, every_s=0.01, clock=_in_days(31)
     )
     dispatcher = LocalDispatcher(
-        queue, {"work": target}, poll_interval=0.01, housekeeping=housekeeping
+        queue,
+        {"work": target},
+        poll_interval=0.01,
+        housekeeping=housekeeping,
+        signer=TaskSigner(b"a test key of thirty-two bytes!!"),
     ).start()
     try:
         queue.enqueue(Task(queue="work", name="t-1", payload={}))
@@ -146,7 +151,11 @@ def test_deliveries_go_on_when_housekeeping_fails(tmp_path):
     housekeeping = Housekeeping(queue, broken, retention=RETENTION, every_s=0.01)  # type: ignore[arg-type]
     assert housekeeping.tick() is None and broken.attempts == 1
     dispatcher = LocalDispatcher(
-        queue, {"work": target}, poll_interval=0.01, housekeeping=housekeeping
+        queue,
+        {"work": target},
+        poll_interval=0.01,
+        housekeeping=housekeeping,
+        signer=TaskSigner(b"a test key of thirty-two bytes!!"),
     ).start()
     try:
         queue.enqueue(Task(queue="work", name="t-1", payload={}))
