@@ -137,6 +137,16 @@ class Settings(BaseSettings):
     reasoning_timeout: float = Field(default=8.0, gt=0)
     require_approval: bool = False
 
+    # Verification: a read-only look at each side effect after its step succeeds. A mismatch
+    # re-runs the step, at most verify_mismatch_limit times before the run is flagged; a
+    # lookup that lags or errs is retried for verify_window seconds, then unverifiable. An
+    # email still absent from SendGrid's activity feed verify_max_lag seconds after its send
+    # counts as lost (a mismatch: it is sent again); 0 never concludes that from absence.
+    verify_steps: bool = True
+    verify_mismatch_limit: int = Field(default=2, ge=1)
+    verify_window: float = Field(default=300.0, gt=0)
+    verify_max_lag: float = Field(default=0.0, ge=0)
+
     dev_port: int = Field(default=8080, ge=0, le=65535)
     log_format: Literal["text", "json"] = "text"
 

@@ -257,6 +257,8 @@ class JiraApi:
             (project_id,) = conn.execute(
                 "SELECT COALESCE(MAX(id), 9999) + 1 FROM jira_projects"
             ).fetchone()
+            if call.drop:
+                return _dropped(_project_created(call, project_id, key))
             conn.execute(
                 "INSERT INTO jira_projects (id, key, name, description, lead, project_type,"
                 " template, url, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -272,14 +274,7 @@ class JiraApi:
                     _now_iso(),
                 ),
             )
-        return json_reply(
-            201,
-            {
-                "self": f"{call.base_url}/rest/api/2/project/{project_id}",
-                "id": project_id,
-                "key": key,
-            },
-        )
+        return _project_created(call, project_id, key)
 
     def _find_project(self, key_or_id: str) -> sqlite3.Row | None:
         column = "id" if key_or_id.isdigit() else "key"
@@ -299,7 +294,8 @@ class JiraApi:
             created, problems = self._insert_issue(conn, call, body["fields"])
         if created is None:
             return _errors(400, [], problems)
-        return json_reply(201, created)
+        reply = json_reply(201, created)
+        return _dropped(reply) if call.drop else reply
 
     def create_issues(self, call: Call) -> Reply:
         """POST /issue/bulk: each update is created or refused on its own, as Jira does."""
@@ -326,7 +322,8 @@ class JiraApi:
                     )
                 else:
                     issues.append(created)
-        return json_reply(201 if issues else 400, {"issues": issues, "errors": errors})
+        reply = json_reply(201 if issues else 400, {"issues": issues, "errors": errors})
+        return _dropped(reply) if call.drop and issues else reply
 
     def _insert_issue(
         self, conn: sqlite3.Connection, call: Call, fields: dict[str, Any]
@@ -367,14 +364,20 @@ class JiraApi:
         if problems or project is None or issue_type is None:
             return None, problems
         number = project["next_issue"]
-        conn.execute(
-            "UPDATE jira_projects SET next_issue = next_issue + 1 WHERE id = ?",
-            (project["id"],),
-        )
         (issue_id,) = conn.execute(
             "SELECT COALESCE(MAX(id), 10000) + 1 FROM jira_issues"
         ).fetchone()
         key = f"{project['key']}-{number}"
+        if call.drop:  # answered with a key, but the issue is never kept
+            return {
+                "id": str(issue_id),
+                "key": key,
+                "self": f"{call.base_url}/rest/api/2/issue/{issue_id}",
+            }, {}
+        conn.execute(
+            "UPDATE jira_projects SET next_issue = next_issue + 1 WHERE id = ?",
+            (project["id"],),
+        )
         conn.execute(
             "INSERT INTO jira_issues (id, key, project_id, summary, description, labels,"
             " issuetype, reporter, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -466,6 +469,18 @@ _ISSUE_SELECT = (
     "SELECT i.*, p.key AS project_key, p.name AS project_name, p.project_type AS project_type"
     " FROM jira_issues i JOIN jira_projects p ON p.id = i.project_id"
 )
+
+
+def _project_created(call: Call, project_id: int, key: Any) -> Reply:
+    return json_reply(
+        201,
+        {"self": f"{call.base_url}/rest/api/2/project/{project_id}", "id": project_id, "key": key},
+    )
+
+
+def _dropped(reply: Reply) -> Reply:
+    reply.dropped = True
+    return reply
 
 
 def _errors(status: int, messages: list[str], errors: dict[str, str] | None = None) -> Reply:
