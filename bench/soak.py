@@ -258,7 +258,7 @@ def main() -> None:
     path = args.out / f"soak-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(reports, indent=2))
     print_table(reports)
-    print(f"\n(full report: {path.relative_to(ROOT)})")
+    print(f"\n(full report: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path})")
     if not all(passed(r) for r in reports):
         sys.exit(1)
 
