@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 import flask
 from pydantic import ValidationError
 
+from shared.breaker import BreakerPolicy, breaker_for
 from shared.errors import ChimeraError, PermanentError, RetryableError
 from shared.identity import task_caller_denied
 from shared.logs import log_context
@@ -32,6 +33,7 @@ from shared.model import (
     verification_key,
 )
 from shared.queues import ORCHESTRATOR_QUEUE, tool_queue
+from shared.registry import TOOLS
 from shared.runtime import Runtime, runtime
 from shared.tasks_http import answer, attempt_of, retry_later
 
@@ -151,8 +153,13 @@ def _verify(
         )
         now = utcnow()
         waited = (now - outcome.finished_at).total_seconds()
+        # The vendor's breaker guards the look too: a dead vendor is not asked again and
+        # again by looks (CircuitOpen is retryable, so the look waits out the cool-down).
+        vendor = TOOLS[step.tool].vendor
+        breaker = breaker_for(store, vendor, BreakerPolicy.from_settings(rt.settings))
         try:
-            result = verifier(subject)
+            with breaker.guard():
+                result = verifier(subject)
         except RetryableError as exc:
             if waited < rt.settings.verify_window and not attempt.last:
                 _retry_event(rt, actor, call, attempt, exc)

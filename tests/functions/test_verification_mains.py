@@ -8,7 +8,13 @@ import pytest
 
 from orchestrator import core, tasks
 from shared.errors import AuthFailed, RateLimited
-from shared.model import OrchestratorTask, VerificationStatus, utcnow, verification_key
+from shared.model import (
+    BreakerState,
+    OrchestratorTask,
+    VerificationStatus,
+    utcnow,
+    verification_key,
+)
 from shared.runtime import install, runtime
 from tests.fakes import FakeChat, FakeJira, FakeMail
 from tests.functions.conftest import tool_client
@@ -126,3 +132,17 @@ def test_a_verification_of_a_generation_already_rerun_is_skipped(fakes):
     run_id, payload = _succeeded(store, client, "slack")
     response = client.post("/", json={**payload, "generation": 2}, headers=QUEUED)
     assert response.get_json()["status"] == "skipped"
+
+
+def test_a_look_at_a_vendor_whose_circuit_is_open_waits_for_the_cool_down(fakes):
+    store, _ = fakes
+    chat = FakeChat()
+    client = tool_client("slack", SlackChat=chat)
+    _, payload = _succeeded(store, client, "slack")
+    opened = BreakerState(name="slack", state="open", opened_at=utcnow(), failures=60, calls=100)
+    assert store.save_breaker(opened, expected_version=store.breaker("slack").version)
+    # Read the shared state at once (the step's own call left it cached as closed).
+    install(replace(runtime(), settings=runtime().settings.replace(breaker_state_cache=0)))
+    response = client.post("/", json=payload, headers=QUEUED)
+    assert response.status_code == 503
+    assert response.get_json()["error"]["code"] == "circuit_open"
