@@ -179,8 +179,8 @@ class JiraClient:
         for result in results:
             if result.get("status") != "Success":
                 error = result.get("error")
-                if isinstance(error, dict) and "project" in error:
-                    # "Specify a valid project ID or key": the project is not there.
+                if isinstance(error, dict) and set(error) == {"project"}:
+                    # Only "Specify a valid project ID or key": the project is not there.
                     raise NotFound(
                         f"Jira refused an issue: {error['project']}", code="project_not_found"
                     )
