@@ -1,6 +1,7 @@
 """Soak: a generated client list through randomly drawn, seeded vendor fault mixes.
 
     .venv/bin/python bench/soak.py [--runs 300] [--seeds 1,2,3] [--backoff-scale 0.25]
+    .venv/bin/python bench/soak.py --drop 0.1 [--mismatch-limit 4]   # vendors that lose work
 
 For each seed, a fresh home: the vendor sandbox (its own process) with a fault mix drawn from
 the seed (each vendor fails up to 40% of its calls, split at random between 5xx errors, 429s,
@@ -9,6 +10,10 @@ clients drawn from the same generator as the property tests (names sharing long 
 long labels, Unicode, subdomains, punycode). Judged from the sandbox's own records: every run
 must succeed and each side effect must exist exactly once. Also reported: completion p50/p95
 and how long each vendor's circuit breaker was open (sampled from the shared breaker state).
+
+With `--drop P`, Jira, SendGrid and Slack also drop P of their calls (answer 2xx, keep
+nothing): verification must find each loss and the step's re-run repair it, so every effect
+still exists exactly once, none missing, no run flagged verification_failed.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ from torture import SETTLED, Stack, analyse, start_sandbox
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the client generator lives with the tests that share it
 
+from sandbox.effects import side_effects  # noqa: E402
+from sandbox.records import RecordStore  # noqa: E402
+from shared.model import Attention, RunFilter  # noqa: E402
 from shared.registry import TOOLS  # noqa: E402
 from shared.runtime import build_runtime  # noqa: E402
 from shared.settings import Settings  # noqa: E402
@@ -37,12 +45,16 @@ from tests.strategies import sample_requests  # noqa: E402
 
 FAULT_KINDS = ("error", "rate_limit", "timeout", "garbage")
 FAULTED_VENDORS = ("clearbit", "jira", "sendgrid", "slack", "gemini")
+# The vendors whose calls make the onboarding's effects: the ones a `drop` can lose work at.
+EFFECT_VENDORS = ("jira", "sendgrid", "slack")
+ONCE = {"jira.project": 1, "jira.issue": 3, "sendgrid.mail": 1, "slack.message": 1}
 MAX_FAILING = 0.40
 BREAKER_SAMPLE_S = 0.25
 
 
-def fault_mix(seed: int, hang_s: float) -> str:
-    """Each vendor fails a random share of its calls (up to 40%), split at random by kind."""
+def fault_mix(seed: int, hang_s: float, drop: float = 0.0) -> str:
+    """Each vendor fails a random share of its calls (up to 40%), split at random by kind;
+    with `drop`, the effect vendors also lose that share of their calls' work."""
     rng = random.Random(seed)
     entries = []
     for vendor in FAULTED_VENDORS:
@@ -50,7 +62,33 @@ def fault_mix(seed: int, hang_s: float) -> str:
         weights = [rng.random() for _ in FAULT_KINDS]
         for kind, weight in zip(FAULT_KINDS, weights, strict=True):
             entries.append(f"{vendor}.{kind}={failing * weight / sum(weights):.3f}")
+    if drop:
+        entries += [f"{vendor}.drop={drop:g}" for vendor in EFFECT_VENDORS]
     return ",".join([*entries, f"seed={seed}", f"hang_s={hang_s}"])
+
+
+def verification_report(home: Path, wanted: set[str]) -> dict:
+    """From the sandbox's records and the runs: effects missing, calls dropped, and what
+    verification found and repaired."""
+    store = build_runtime(Settings(home=home)).store
+    runs = [r for r in store.list_runs(RunFilter(limit=1000)) if r.run_id in wanted]
+    effects = side_effects(home)
+    steps = [s for r in runs for s in r.steps.values() if s.verification is not None]
+    dropped = sum(c["dropped"] for c in RecordStore(home).list())
+    return {
+        "missing": sum(
+            any(effects.get(r.run_id, {}).get(kind, 0) < n for kind, n in ONCE.items())
+            for r in runs
+            if r.status.value == "succeeded"
+        ),
+        "dropped_calls": dropped,
+        "mismatches": sum(s.verification.mismatches for s in steps),
+        "repaired_steps": sum(
+            1 for s in steps if s.verification.mismatches and s.verification.status == "verified"
+        ),
+        "unverifiable": sum(s.verification.status == "unverifiable" for s in steps),
+        "flagged_runs": sum(Attention.VERIFICATION_FAILED in r.attention for r in runs),
+    }
 
 
 class BreakerWatch:
@@ -91,12 +129,15 @@ class BreakerWatch:
 
 def soak_one(seed: int, args: argparse.Namespace) -> dict:
     home = Path(tempfile.mkdtemp(prefix=f"chimera-soak-{seed}-"))
-    faults = fault_mix(seed, args.hang_s)
+    faults = fault_mix(seed, args.hang_s, args.drop)
     env = {
         **os.environ,
         "CHIMERA_HOME": str(home),
         "CHIMERA_LOCAL_BACKOFF_SCALE": str(args.backoff_scale),
         "CHIMERA_VENDOR_READ_TIMEOUT": str(args.read_timeout),
+        "CHIMERA_VERIFY_MISMATCH_LIMIT": str(args.mismatch_limit),
+        # The sandbox's activity feed does not lag: absent a second after the send is lost.
+        "CHIMERA_VERIFY_MAX_LAG": "1",
     }
     sandbox, sandbox_url = start_sandbox(home, faults, env)
     stack = Stack(home, sandbox_url, env)
@@ -135,6 +176,7 @@ def soak_one(seed: int, args: argparse.Namespace) -> dict:
     report["breaker_open_s"] = {v: round(s, 1) for v, s in watch.open_s.items()}
     report["breaker_openings"] = watch.openings
     report["home"] = str(home)
+    report.update(verification_report(home, wanted))
     return report
 
 
@@ -143,6 +185,8 @@ def passed(report: dict) -> bool:
         report["succeeded"] == report["submitted"] == report["runs"]
         and not report["lost"]
         and not any(report["duplicates"].values())
+        and not report["missing"]
+        and not report["flagged_runs"]
     )
 
 
@@ -163,6 +207,13 @@ def print_table(reports: list[dict]) -> None:
         ),
         "lost (must be 0)": lambda r: r["lost"],
         "duplicate side effects (must be 0)": lambda r: sum(r["duplicates"].values()),
+        "runs missing an effect (must be 0)": lambda r: r["missing"],
+        "dropped calls / mismatches / steps repaired": lambda r: (
+            f"{r['dropped_calls']} / {r['mismatches']} / {r['repaired_steps']}"
+        ),
+        "unverifiable / flagged runs (must be 0)": lambda r: (
+            f"{r['unverifiable']} / {r['flagged_runs']}"
+        ),
         "completion p50 / p95": lambda r: (
             f"{r['completion_s'].get('p50')} s / {r['completion_s'].get('p95')} s"
         ),
@@ -190,6 +241,15 @@ def main() -> None:
     parser.add_argument("--read-timeout", type=float, default=3.0)
     parser.add_argument("--hang-s", type=float, default=4.0)
     parser.add_argument("--timeout", type=float, default=1200)
+    parser.add_argument(
+        "--drop", type=float, default=0.0, help="share of Jira, SendGrid, Slack calls dropped"
+    )
+    parser.add_argument(
+        "--mismatch-limit",
+        type=int,
+        default=4,
+        help="CHIMERA_VERIFY_MISMATCH_LIMIT: re-runs before a run is flagged",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
 
@@ -198,7 +258,7 @@ def main() -> None:
     path = args.out / f"soak-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(reports, indent=2))
     print_table(reports)
-    print(f"\n(full report: {path.relative_to(ROOT)})")
+    print(f"\n(full report: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path})")
     if not all(passed(r) for r in reports):
         sys.exit(1)
 

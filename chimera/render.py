@@ -8,7 +8,15 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from shared.model import Attention, Event, RunState, RunStatus, StepStatus
+from shared.model import (
+    Attention,
+    Event,
+    RunState,
+    RunStatus,
+    StepStatus,
+    Verification,
+    VerificationStatus,
+)
 
 STATUS_STYLE = {
     RunStatus.SUCCEEDED: "bold green",
@@ -33,7 +41,7 @@ def steps_table(run: RunState, events: list[Event] | None = None) -> Table:
     """One row per step; a step still out shows its latest failed attempt, from `events`."""
     retries = {e.step_id: e for e in events or () if e.kind == "step.retry"}
     table = Table(box=None, pad_edge=False, show_edge=False)
-    for column in ("step", "tool", "status", "attempts", "latency", "result"):
+    for column in ("step", "tool", "status", "attempts", "latency", "verified", "result"):
         table.add_column(column, no_wrap=column != "result")
     for plan_step in run.plan:
         step = run.steps[plan_step.step_id]
@@ -50,9 +58,34 @@ def steps_table(run: RunState, events: list[Event] | None = None) -> Table:
             styled(step.status),
             attempts,
             f"{step.latency_ms} ms" if step.latency_ms is not None else "",
+            verification_cell(step.verification),
             result,
         )
     return table
+
+
+VERIFICATION_STYLE = {
+    VerificationStatus.VERIFIED: "green",
+    VerificationStatus.MISMATCH: "bold red",
+    VerificationStatus.UNVERIFIABLE: "yellow",
+    VerificationStatus.PENDING: "blue",
+}
+
+
+def verification_cell(verification: Verification | None) -> Text:
+    """What the look at the vendor found (and the mismatches that re-ran the step); the
+    reason is in the verification events of the timeline."""
+    if verification is None:
+        return Text("")
+    text = Text(verification.status.value, style=VERIFICATION_STYLE[verification.status])
+    if verification.mismatches:
+        repaired = verification.status is not VerificationStatus.MISMATCH
+        text.append(
+            f" ({verification.mismatches} mismatch{'es' if verification.mismatches > 1 else ''}"
+            f"{', re-run' if repaired else ''})",
+            style="dim",
+        )
+    return text
 
 
 def run_header(run: RunState) -> Text:
@@ -65,9 +98,17 @@ def run_header(run: RunState) -> Text:
     if run.attention:
         text.append(
             f"\nattention: {', '.join(run.attention)}"
-            f"  (the guard events below say why; chimera runs list --attention FLAG)",
+            f"  (the guard and verification events below say why;"
+            f" chimera runs list --attention FLAG)",
             style="bold magenta",
         )
+    pending = [
+        s.step_id
+        for s in run.steps.values()
+        if s.verification and s.verification.status is VerificationStatus.PENDING
+    ]
+    if pending and not run.status.terminal:
+        text.append(f"\nverifying: {', '.join(pending)}", style="blue")
     approval = run.approval
     if approval and approval.status == "waiting" and not run.status.terminal:
         text.append(
@@ -130,6 +171,8 @@ def timeline(run: RunState, events: list[Event]) -> Group:
 
 def _detail(event: Event) -> str:
     d = event.detail
+    if event.kind.startswith("verification."):
+        return _verification_detail(event.kind, d)
     if "error" in d and isinstance(d["error"], dict):
         return f"{d['error'].get('code')}: {d['error'].get('message')}"
     if "code" in d and "message" in d:
@@ -156,6 +199,19 @@ def _detail(event: Event) -> str:
     if "steps" in d and isinstance(d["steps"], list):
         return " -> ".join(s["step_id"] if isinstance(s, dict) else str(s) for s in d["steps"])
     return ", ".join(f"{k}={v}" for k, v in d.items())[:160]
+
+
+def _verification_detail(kind: str, d: dict[str, Any]) -> str:
+    text = f"generation {d.get('generation', '?')}"
+    if kind == "verification.retry":
+        return f"{text}, attempt {d.get('attempt', '?')}: {d.get('code')}: {d.get('message')}"
+    if d.get("reason"):
+        text += f": {d['reason']}"
+    if d.get("repair_generation"):
+        text += f"; re-run as generation {d['repair_generation']}"
+    if d.get("mismatches"):
+        text += f"; {d['mismatches']} mismatches, flagged"
+    return text
 
 
 def runs_table(runs: list[RunState]) -> Table:

@@ -84,11 +84,19 @@ def take(rt: Runtime, happening: OrchestratorTask, model: LanguageModel | None =
         return _unknown(happening.run_id)
     agent.deliberate(rt, run, happening, model)
     require_approval = rt.settings.require_approval
+    verification = core.VerificationPolicy(
+        rt.settings.verify_steps, rt.settings.verify_mismatch_limit
+    )
     return _apply(
         rt,
         run,
         lambda run, outcomes: core.decide(
-            run, happening, outcomes, utcnow(), require_approval=require_approval
+            run,
+            happening,
+            outcomes,
+            utcnow(),
+            require_approval=require_approval,
+            verification=verification,
         ),
     )
 
@@ -180,6 +188,13 @@ def _apply(rt: Runtime, loaded: RunState, decide: Decide) -> str:
             return "no_change"
         emitted = [tasks.dispatch_task(c) for c in decision.calls]
         watchdogs = _watchdogs_for(decision.calls, deadline)
+        for check in decision.verifications:
+            tool = decision.run.steps[check.step_id].tool
+            emitted.append(tasks.verification_task(check, tool))
+            watchdogs.append(tasks.verification_watchdog_task(check, tool, utcnow(), deadline))
+        for step_id in decision.forget:
+            # A step re-run after a mismatch records its new generation's outcome afresh.
+            store.discard_outcome(run_id, step_id)
         if decision.run.status is RunStatus.PENDING:  # a run that never started, resumed
             restart = tasks.start_task(run_id, f"v{run.version + 1}")
             emitted.append(restart)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from shared.model import OrchestratorTask, Task, ToolTask
+from shared.model import OrchestratorTask, Task, ToolTask, VerificationCall
 from shared.queues import ORCHESTRATOR_QUEUE, QUEUES
 from shared.registry import TOOLS
 
@@ -53,4 +53,32 @@ def dispatch_task(call: ToolTask) -> Task:
         queue=TOOLS[call.tool].queue,
         name=f"{call.run_id}-{call.step_id}-g{call.generation}",
         payload=call.model_dump(mode="json"),
+    )
+
+
+def verification_task(call: VerificationCall, tool: str) -> Task:
+    """A step's verification on its tool's queue (the same client, read-only), named by run,
+    step and generation; its payload names the step, the verifier reads the rest."""
+    return Task(
+        queue=TOOLS[tool].queue,
+        name=f"{call.run_id}-{call.step_id}-g{call.generation}-verify",
+        payload=call.model_dump(mode="json"),
+    )
+
+
+def verification_watchdog_task(
+    call: VerificationCall, tool: str, now: datetime, dispatch_deadline: float
+) -> Task:
+    """Wakes the orchestrator when the verification's queue would have given up on it."""
+    window = QUEUES[TOOLS[tool].queue].retry_window(dispatch_deadline)
+    return Task(
+        queue=ORCHESTRATOR_QUEUE,
+        name=f"{call.run_id}-{call.step_id}-g{call.generation}-verify-watchdog",
+        payload=OrchestratorTask(
+            run_id=call.run_id,
+            kind="verify_watchdog",
+            step_id=call.step_id,
+            generation=call.generation,
+        ).model_dump(mode="json"),
+        schedule_time=now + timedelta(seconds=window + 60),
     )

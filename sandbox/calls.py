@@ -40,6 +40,8 @@ class Call:
     body: Any = None
     # True when a body was sent that is not the JSON it claims to be.
     body_malformed: bool = False
+    # A `drop` fault: answer as if the work was done, but keep nothing.
+    drop: bool = False
 
     @classmethod
     def from_request(cls, request: Request, *, vendor: str, args: dict[str, str]) -> Call:
@@ -135,6 +137,8 @@ class Reply:
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     content_type: str = "application/json; charset=utf-8"
+    # The vendor answered success for work it did not keep (a `drop` fault it honoured).
+    dropped: bool = False
 
     def to_response(self) -> Response:
         data: str | bytes

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 VENDORS = ("clearbit", "jira", "sendgrid", "slack", "gemini", "website")
 WILDCARD = "*"
 # Drawn in this order from one random number, so a spec's meaning never depends on key order.
-KINDS = ("error", "rate_limit", "timeout", "garbage", "invalid", "hostile")
+# `drop` comes last so adding it shifts no earlier kind's draws for an existing seed.
+KINDS = ("error", "rate_limit", "timeout", "garbage", "invalid", "hostile", "drop")
 # The model's own misbehaviour (Gemini only): an answer that is not valid JSON or misses
 # fields, or one that breaks the agent's rules (a tool outside the registry, a new recipient
 # or channel, injected instructions followed). Answered 200, like the real thing.
@@ -42,7 +43,8 @@ class FaultPlan:
     """Which faults to inject, per vendor, reproducibly for a seed.
 
     Spec: comma-separated `vendor.kind=value` with vendor one of VENDORS or `*`, kind one of
-    error, rate_limit, timeout, garbage, and for gemini invalid, hostile (probabilities) or
+    error, rate_limit, timeout, garbage, drop (answered 2xx, the effect not kept), and for
+    gemini invalid, hostile (probabilities) or
     latency_ms (milliseconds on every call) or brownout_ms (milliseconds on every call inside
     the brownout window); plus
     `seed=N`, `hang_s=S` (how long a `timeout` fault holds its answer), `brownout=A-B` (the

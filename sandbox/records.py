@@ -19,6 +19,7 @@ CREATE TABLE IF NOT EXISTS sandbox_calls (
     run_id TEXT,
     status INTEGER NOT NULL,
     fault TEXT,
+    dropped INTEGER NOT NULL DEFAULT 0,
     method TEXT NOT NULL,
     path TEXT NOT NULL,
     request TEXT NOT NULL,
@@ -40,6 +41,17 @@ class RecordStore:
     def __init__(self, home: Path | str, *, db: SqliteDatabase | None = None) -> None:
         self._db = db or sandbox_database(home)
         self._db.ensure_schema(_SCHEMA)
+        self._add_dropped_column()
+
+    def _add_dropped_column(self) -> None:
+        # A call log from before `drop` existed: add the column, every old call kept its work.
+        conn = self._db.connection()
+        columns = {row["name"] for row in conn.execute("PRAGMA table_info(sandbox_calls)")}
+        if "dropped" not in columns:
+            with self._db.transaction() as tx:
+                tx.execute(
+                    "ALTER TABLE sandbox_calls ADD COLUMN dropped INTEGER NOT NULL DEFAULT 0"
+                )
 
     def record(
         self,
@@ -52,19 +64,22 @@ class RecordStore:
         fault: str | None = None,
         method: str = "",
         path: str = "",
+        dropped: bool = False,
     ) -> None:
-        """Append one call. `request` must already be free of secrets."""
+        """Append one call. `request` must already be free of secrets; `dropped` says the
+        vendor answered success but kept nothing."""
         with self._db.transaction() as conn:
             conn.execute(
                 "INSERT INTO sandbox_calls"
-                " (vendor, action, run_id, status, fault, method, path, request, at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " (vendor, action, run_id, status, fault, dropped, method, path, request, at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     vendor,
                     action,
                     run_id,
                     status,
                     fault,
+                    int(dropped),
                     method,
                     path,
                     json.dumps(request, sort_keys=True, default=str),
@@ -95,6 +110,7 @@ class RecordStore:
                 "run_id": row["run_id"],
                 "status": row["status"],
                 "fault": row["fault"],
+                "dropped": bool(row["dropped"]),
                 "method": row["method"],
                 "path": row["path"],
                 "request": json.loads(row["request"]),

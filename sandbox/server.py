@@ -114,7 +114,10 @@ class SandboxApp:
         elif fault.kind == "rate_limit":
             reply = api.rate_limited_reply()
         else:
-            # timeout and garbage faults still do the work: the side effect happens.
+            # timeout and garbage faults still do the work: the side effect happens. A drop
+            # answers as the work would, but the vendor keeps none of it.
+            if fault.kind == "drop":
+                call = dataclasses.replace(call, drop=True)
             reply = api.authenticate(call) or self._handle(api, route, call)
             if fault.kind == "garbage":
                 reply = garbage_reply()
@@ -130,6 +133,7 @@ class SandboxApp:
             fault=fault.kind,
             method=call.method,
             path=call.path,
+            dropped=reply.dropped,
         )
         if fault.kind == "timeout":
             # Hold the answer past the client's read timeout; stop() releases it.

@@ -101,6 +101,8 @@ class Attention(StrEnum):
     DRAFT_REFUSED = "draft_refused"
     # The client got the safe template instead of a model's draft.
     TEMPLATE_EMAIL = "template_email"
+    # A step's effect was still not at the vendor after its re-runs (verify_mismatch_limit).
+    VERIFICATION_FAILED = "verification_failed"
 
 
 def attention_flags(flags: Any) -> tuple[str, ...]:
@@ -142,6 +144,30 @@ class StepError(Model):
     retryable: bool = False
 
 
+class VerificationStatus(StrEnum):
+    """What a read-only look at the vendor found of a step's effect."""
+
+    PENDING = "pending"  # the look is dispatched, its answer not in yet
+    VERIFIED = "verified"
+    MISMATCH = "mismatch"  # missing or wrong: the step re-runs, up to the mismatch limit
+    UNVERIFIABLE = "unverifiable"  # the vendor cannot be asked, or its lookup lagged too long
+
+
+class Verification(Model):
+    """A side-effecting step's verification, on its summary: the generation looked at, what
+    was found, and how many generations of the step were found missing or wrong."""
+
+    status: VerificationStatus = VerificationStatus.PENDING
+    reason: str = ""
+    generation: int = 1
+    mismatches: int = 0
+    at: datetime | None = None
+
+    @property
+    def settled(self) -> bool:
+        return self.status is not VerificationStatus.PENDING
+
+
 class StepSummary(Model):
     """One line of the run document per step: enough to read the run at a glance."""
 
@@ -157,6 +183,8 @@ class StepSummary(Model):
     error: StepError | None = None
     llm_tokens: int = 0
     cost_usd: float = 0.0
+    # Side-effecting steps only, when verification is on.
+    verification: Verification | None = None
 
 
 class Totals(Model):
@@ -335,13 +363,59 @@ class Task(Model):
 
 
 class OrchestratorTask(Model):
-    """The orchestrator's own queue carries these: a run to start, a step to take in."""
+    """The orchestrator's own queue carries these: a run to start, a step to take in, a
+    step's verification to take in, or a watchdog (of a step, or of its verification)."""
 
     run_id: str
-    kind: str = Field(pattern=r"^(start|step_finished|watchdog)$")
+    kind: str = Field(pattern=r"^(start|step_finished|watchdog|verified|verify_watchdog)$")
     step_id: str | None = None
-    # For a watchdog: the step generation it watches.
+    # For a watchdog or a verification: the step generation it is about.
     generation: int | None = None
+
+
+class VerificationCall(Model):
+    """A step's verification, as the orchestrator hands it to the step's tool queue: names
+    only; the verifier reads the run, the plan step and the step's outcome from the store."""
+
+    kind: str = Field(default="verify", pattern=r"^verify$")
+    run_id: str
+    step_id: str
+    generation: int = Field(ge=1)
+
+
+class VerificationSubject(Model):
+    """What a verifier checks: the step's intent (its args, the request) and what the vendor
+    answered for it (the step's output)."""
+
+    run_id: str
+    step_id: str
+    tool: str
+    generation: int
+    args: dict[str, Any] = Field(default_factory=dict)
+    output: dict[str, Any] = Field(default_factory=dict)
+    request: OnboardingRequest
+    # When the step's effect was made: how long a lagging lookup has had to catch up.
+    finished_at: datetime
+
+
+class VerificationResult(Model):
+    """A verifier's finding, kept in the step ledger under verification_key."""
+
+    status: VerificationStatus
+    reason: str = ""
+
+    @field_validator("status")
+    @classmethod
+    def _found(cls, value: VerificationStatus) -> VerificationStatus:
+        if value is VerificationStatus.PENDING:
+            raise ValueError("a verifier's finding is verified, mismatch or unverifiable")
+        return value
+
+
+def verification_key(step_id: str, generation: int) -> str:
+    """The ledger key of one generation's verification (never a plan's step id: ids have no
+    hyphen)."""
+    return f"verify-{step_id}-g{generation}"
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,8 @@ class ToolSpec:
     reads: tuple[str, ...] = ()
     # It reaches the client: with require_approval, a person approves it before it runs.
     needs_approval: bool = False
+    # Its tool function has a read-only verifier of the effect (see shared/verification.py).
+    verifiable: bool = False
 
     @property
     def queue(self) -> str:
@@ -81,6 +83,7 @@ _SPECS = (
         side_effect=True,
         description="Create the client's Jira project and issues.",
         step_id="jira",
+        verifiable=True,
     ),
     ToolSpec(
         name="draft_welcome_email",
@@ -102,6 +105,7 @@ _SPECS = (
         step_id="email",
         reads=("draft",),
         needs_approval=True,
+        verifiable=True,
     ),
     ToolSpec(
         name="post_slack_notice",
@@ -112,6 +116,7 @@ _SPECS = (
         description="Tell the team in Slack the client is onboarded.",
         step_id="slack",
         reads=("enrich", "jira", "email"),
+        verifiable=True,
     ),
 )
 TOOLS: dict[str, ToolSpec] = {spec.name: spec for spec in _SPECS}

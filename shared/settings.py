@@ -156,6 +156,15 @@ class Settings(BaseSettings):
     retention_days: float = Field(default=30.0, ge=0, le=36500, allow_inf_nan=False)
     # Events a run's log holds before its older retries are folded (shared/history.py).
     event_log_cap: int = Field(default=EVENT_LOG_CAP, ge=MIN_EVENT_LOG_CAP)
+    # Verification: a read-only look at each side effect after its step succeeds. A mismatch
+    # re-runs the step, at most verify_mismatch_limit times before the run is flagged; a
+    # lookup that lags or errs is retried for verify_window seconds, then unverifiable. An
+    # email still absent from SendGrid's activity feed verify_max_lag seconds after its send
+    # counts as lost (a mismatch: it is sent again); 0 never concludes that from absence.
+    verify_steps: bool = True
+    verify_mismatch_limit: int = Field(default=2, ge=1)
+    verify_window: float = Field(default=300.0, gt=0)
+    verify_max_lag: float = Field(default=0.0, ge=0)
 
     dev_port: int = Field(default=8080, ge=0, le=65535)
     log_format: Literal["text", "json"] = "text"

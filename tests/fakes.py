@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from shared.errors import Conflict
+from shared.errors import Conflict, NotFound
 from shared.history import EVENT_LOG_CAP, fold_retries, prunable
 from shared.jira_keys import ProjectTaken
 from shared.keys import ApiKey
@@ -273,6 +273,7 @@ class FakeJira:
             "name": name,
             "description": description,
             "url": f"https://jira/{key}",
+            "lead": lead_account_id,
         }
         names.add(name.lower())
         self._names_of = len(self.projects)
@@ -282,6 +283,8 @@ class FakeJira:
         return self.projects[key]
 
     def find_issues(self, project_key: str, label: str) -> list[dict[str, Any]]:
+        if project_key not in self.projects:  # Jira refuses a query naming no project
+            raise NotFound(f"no project {project_key}", code="project_not_found")
         return [i for i in self.issues if i["project"] == project_key and label in i["labels"]]
 
     def create_issues(
@@ -304,6 +307,8 @@ class FakeMail:
     def __init__(self) -> None:
         self.sent: list[dict[str, Any]] = []
         self.fail_after_send: Exception | None = None
+        # Indexes of sent messages the vendor accepted and then lost (never found again).
+        self.lost: set[int] = set()
 
     def send(self, **message: Any) -> str:
         self.sent.append(message)
@@ -313,9 +318,13 @@ class FakeMail:
         return f"msg-{len(self.sent)}"
 
     def find_sent(self, *, step_key: str) -> str | None:
+        found = self.find_message(step_key=step_key)
+        return found["message_id"] if found else None
+
+    def find_message(self, *, step_key: str) -> dict[str, str] | None:
         for i, m in enumerate(self.sent):
-            if m["custom_args"]["chimera_step"] == step_key:
-                return f"msg-{i + 1}"
+            if m["custom_args"]["chimera_step"] == step_key and i not in self.lost:
+                return {"message_id": f"msg-{i + 1}", "to_email": m["to_email"]}
         return None
 
 

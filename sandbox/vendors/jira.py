@@ -182,6 +182,8 @@ class JiraApi:
             (project_id,) = conn.execute(
                 "SELECT COALESCE(MAX(id), 9999) + 1 FROM jira_projects"
             ).fetchone()
+            if call.drop:
+                return _dropped(_project_created(call, project_id, key))
             conn.execute(
                 "INSERT INTO jira_projects (id, key, name, description, lead, project_type,"
                 " template, url, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -197,14 +199,7 @@ class JiraApi:
                     _now_iso(),
                 ),
             )
-        return json_reply(
-            201,
-            {
-                "self": f"{call.base_url}/rest/api/2/project/{project_id}",
-                "id": project_id,
-                "key": key,
-            },
-        )
+        return _project_created(call, project_id, key)
 
     def _find_project(self, key_or_id: str) -> sqlite3.Row | None:
         column = "id" if key_or_id.isdigit() else "key"
@@ -224,7 +219,8 @@ class JiraApi:
             created, problems = self._insert_issue(conn, call, body["fields"])
         if created is None:
             return _errors(400, [], problems)
-        return json_reply(201, created)
+        reply = json_reply(201, created)
+        return _dropped(reply) if call.drop else reply
 
     def create_issues(self, call: Call) -> Reply:
         """POST /issue/bulk: each update is created or refused on its own, as Jira does."""
@@ -251,7 +247,8 @@ class JiraApi:
                     )
                 else:
                     issues.append(created)
-        return json_reply(201 if issues else 400, {"issues": issues, "errors": errors})
+        reply = json_reply(201 if issues else 400, {"issues": issues, "errors": errors})
+        return _dropped(reply) if call.drop and issues else reply
 
     def _insert_issue(
         self, conn: sqlite3.Connection, call: Call, fields: dict[str, Any]
@@ -292,14 +289,20 @@ class JiraApi:
         if problems or project is None or issue_type is None:
             return None, problems
         number = project["next_issue"]
-        conn.execute(
-            "UPDATE jira_projects SET next_issue = next_issue + 1 WHERE id = ?",
-            (project["id"],),
-        )
         (issue_id,) = conn.execute(
             "SELECT COALESCE(MAX(id), 10000) + 1 FROM jira_issues"
         ).fetchone()
         key = f"{project['key']}-{number}"
+        if call.drop:  # answered with a key, but the issue is never kept
+            return {
+                "id": str(issue_id),
+                "key": key,
+                "self": f"{call.base_url}/rest/api/2/issue/{issue_id}",
+            }, {}
+        conn.execute(
+            "UPDATE jira_projects SET next_issue = next_issue + 1 WHERE id = ?",
+            (project["id"],),
+        )
         conn.execute(
             "INSERT INTO jira_issues (id, key, project_id, summary, description, labels,"
             " issuetype, reporter, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -346,6 +349,18 @@ class JiraApi:
                 " https://developer.atlassian.com/changelog/#CHANGE-2046"
             ],
         )
+
+def _project_created(call: Call, project_id: int, key: Any) -> Reply:
+    return json_reply(
+        201,
+        {"self": f"{call.base_url}/rest/api/2/project/{project_id}", "id": project_id, "key": key},
+    )
+
+
+def _dropped(reply: Reply) -> Reply:
+    reply.dropped = True
+    return reply
+
 
 
 def _project_row(conn: sqlite3.Connection, column: str, value: Any) -> sqlite3.Row | None:

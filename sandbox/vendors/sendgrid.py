@@ -109,6 +109,10 @@ class SendGridApi:
         sender = body["from"]["email"]
         shared_args = body.get("custom_args") or {}
         sent_at = datetime.now(UTC).isoformat()
+        if call.drop:  # accepted with an id, but never kept nor searchable
+            return Reply(
+                status=202, body=None, headers={"X-Message-Id": x_message_id}, dropped=True
+            )
         with self._db.transaction() as conn:
             for p_index, personalization in enumerate(body["personalizations"]):
                 # SendGrid merges the two levels; a personalization's own args win.

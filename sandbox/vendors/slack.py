@@ -117,6 +117,14 @@ class SlackApi:
                 (channel_id,),
             ).fetchone()
             ts_us = max(int(time.time() * 1_000_000), last + 1)
+            if call.drop:  # answered like a post, but the message is never kept
+                ts = _ts(ts_us)
+                message = _message(ts, str(text or ""), blocks, metadata, with_metadata=True)
+                reply = json_reply(
+                    200, {"ok": True, "channel": channel_id, "ts": ts, "message": message}
+                )
+                reply.dropped = True
+                return reply
             conn.execute(
                 "INSERT INTO slack_messages (channel_id, ts_us, channel_name, text, blocks,"
                 " metadata) VALUES (?, ?, ?, ?, ?, ?)",

@@ -99,7 +99,8 @@ def test_onboarding_completes_when_requested_over_pubsub(cloud, functions, sandb
     assert run.status is RunStatus.SUCCEEDED, run.reason
     assert [s.status for s in run.steps.values()] == [StepStatus.SUCCEEDED] * 5
     steps = store.client.collection(f"runs/{run_id}/steps").get()
-    # Beside the steps' outcomes, the model's checkpointed plan and revision.
+    # Beside the steps' outcomes, the model's checkpointed plan and revision, and what the
+    # look at each side effect found.
     assert sorted(doc.id for doc in steps) == [
         "adapt-enrich",
         "draft",
@@ -108,7 +109,13 @@ def test_onboarding_completes_when_requested_over_pubsub(cloud, functions, sandb
         "jira",
         "plan",
         "slack",
+        "verify-email-g1",
+        "verify-jira-g1",
+        "verify-slack-g1",
     ]
+    assert {s.verification.status.value for s in run.steps.values() if s.verification} == {
+        "verified"
+    }
     assert all(doc.get("ok") for doc in steps)
     kinds = [e.kind for e in store.events(run_id)]
     assert kinds[:4] == ["run.created", "plan.proposed", "plan.accepted", "run.planned"]

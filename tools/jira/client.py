@@ -178,7 +178,13 @@ class JiraClient:
         created = []
         for result in results:
             if result.get("status") != "Success":
-                raise InvalidInput(f"Jira refused an issue: {result.get('error')}")
+                error = result.get("error")
+                if isinstance(error, dict) and set(error) == {"project"}:
+                    # Only "Specify a valid project ID or key": the project is not there.
+                    raise NotFound(
+                        f"Jira refused an issue: {error['project']}", code="project_not_found"
+                    )
+                raise InvalidInput(f"Jira refused an issue: {error}")
             key = getattr(result.get("issue"), "key", None)
             if not key:
                 raise BadVendorReply("Jira created an issue but did not answer its key")
@@ -208,6 +214,7 @@ class JiraClient:
             "name": raw.get("name", ""),
             "description": raw.get("description") or "",
             "url": self._browse_url(raw.get("key", fallback_key)),
+            "lead": str((raw.get("lead") or {}).get("accountId") or ""),
         }
 
     def _browse_url(self, key: str) -> str:

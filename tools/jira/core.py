@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from shared.errors import PermanentError
+from shared.errors import NotFound, PermanentError, VendorUnavailable
 from shared.jira_keys import (
     KEY_TAKEN,
     NAME_TAKEN,
@@ -14,14 +14,32 @@ from shared.jira_keys import (
     candidate_keys,
     candidate_names,
 )
-from shared.model import Attempt, StepResult, ToolCall, stable_hash
+from shared.model import (
+    Attempt,
+    StepResult,
+    ToolCall,
+    VerificationResult,
+    VerificationSubject,
+    stable_hash,
+)
 from shared.registry import JiraProjectArgs
+from shared.verification import mismatch, verified
 
-__all__ = ["KEY_TAKEN", "NAME_TAKEN", "JiraPort", "ProjectDefaults", "create_project"]
+__all__ = [
+    "KEY_TAKEN",
+    "NAME_TAKEN",
+    "JiraPort",
+    "ProjectDefaults",
+    "create_project",
+    "verify_project",
+]
+PROJECT_NOT_FOUND = "project_not_found"
 
 
 class JiraPort(Protocol):
-    def find_project(self, key: str) -> dict[str, Any] | None: ...
+    def find_project(self, key: str) -> dict[str, Any] | None:
+        """The project (key, id, name, description, url, lead: its account id), or None."""
+        ...
 
     def create_project(
         self,
@@ -38,7 +56,10 @@ class JiraPort(Protocol):
         whether the name was taken as well as the key."""
         ...
 
-    def find_issues(self, project_key: str, label: str) -> list[dict[str, Any]]: ...
+    def find_issues(self, project_key: str, label: str) -> list[dict[str, Any]]:
+        """Issues (key, summary) carrying the label; NotFound (project_not_found) when the
+        project does not exist."""
+        ...
 
     def create_issues(
         self,
@@ -100,17 +121,26 @@ def create_project(
         look_first=attempt.may_have_run,
     )
 
-    label = "chimera-" + stable_hash(f"{call.run_id}:{call.step_id}", 12)
+    label = issue_label(call.run_id, call.step_id)
     known = {i["summary"]: i["key"] for i in jira.find_issues(key, label)} if existed else {}
     missing = [summary for summary in args.kickoff_issues if summary not in known]
     if missing:
         # One call for all of them: fewer calls, fewer chances for a flaky vendor to fail us.
-        created = jira.create_issues(
-            project_key=key,
-            summaries=missing,
-            labels=[label],
-            description=f"Kickoff task for {request.company_name}.\n\n{marker}",
-        )
+        try:
+            created = jira.create_issues(
+                project_key=key,
+                summaries=missing,
+                labels=[label],
+                description=f"Kickoff task for {request.company_name}.\n\n{marker}",
+            )
+        except NotFound as exc:
+            if exc.code != PROJECT_NOT_FOUND:
+                raise
+            # Jira said it created the project, then does not know it: it lost it. The next
+            # attempt looks first, finds no project of ours and creates it again.
+            raise VendorUnavailable(
+                f"Jira lost project {key} right after creating it", code="project_lost"
+            ) from None
         known.update(
             (summary, issue["key"]) for summary, issue in zip(missing, created, strict=True)
         )
@@ -125,6 +155,43 @@ def create_project(
         },
         summary=f"project {key} ({project.get('name', '')}) with {len(issues)} kickoff issues",
     )
+
+
+def issue_label(run_id: str, step_id: str) -> str:
+    """The label of the step's kickoff issues: the same for every attempt and generation."""
+    return "chimera-" + stable_hash(f"{run_id}:{step_id}", 12)
+
+
+def verify_project(
+    subject: VerificationSubject, jira: JiraPort, lead_account_id: str = ""
+) -> VerificationResult:
+    """The project the step answered exists, carries this run's marker (and the configured
+    lead), and holds every kickoff issue the plan asked for."""
+    args = JiraProjectArgs.model_validate(subject.args)
+    key = str(subject.output.get("project_key") or "")
+    if not key:
+        return mismatch("the step's output names no project")
+    project = jira.find_project(key)
+    if project is None:
+        return mismatch(f"project {key} does not exist")
+    if not _ours(project, run_marker(subject.run_id)):
+        return mismatch(f"project {key} does not carry this run's marker")
+    if lead_account_id and project.get("lead") != lead_account_id:
+        return mismatch(
+            f"project {key} is led by {project.get('lead') or 'nobody'}, not {lead_account_id}"
+        )
+    try:
+        found = jira.find_issues(key, issue_label(subject.run_id, subject.step_id))
+    except NotFound:
+        return mismatch(f"project {key} cannot be searched: Jira does not know it")
+    summaries = {issue.get("summary") for issue in found}
+    missing = [summary for summary in args.kickoff_issues if summary not in summaries]
+    if missing:
+        return mismatch(
+            f"{len(missing)} of {len(args.kickoff_issues)} kickoff issues missing in {key}, "
+            f"first {missing[0]!r}"
+        )
+    return verified(f"project {key} with its {len(args.kickoff_issues)} kickoff issues")
 
 
 def _first_free(

@@ -6,6 +6,7 @@ import functions_framework
 
 from shared.runtime import per_runtime, runtime
 from shared.tool_endpoint import tool_endpoint
+from shared.verification import with_verifiers
 from tools.jira import core
 from tools.jira.client import JiraClient
 
@@ -20,11 +21,19 @@ def _defaults() -> core.ProjectDefaults:
 
 
 run_tool = functions_framework.http(
-    tool_endpoint(
+    with_verifiers(
         "jira",
+        tool_endpoint(
+            "jira",
+            {
+                "create_jira_project": lambda call, attempt: core.create_project(
+                    call, attempt, jira(), _defaults()
+                ),
+            },
+        ),
         {
-            "create_jira_project": lambda call, attempt: core.create_project(
-                call, attempt, jira(), _defaults()
+            "create_jira_project": lambda subject: core.verify_project(
+                subject, jira(), runtime().settings.jira_lead_account_id
             ),
         },
     )

@@ -94,6 +94,12 @@ class SendGridMailer:
         Email Activity is a paid add-on and lags sends by seconds to minutes, so None means
         "not seen yet", not "certainly never sent".
         """
+        found = self.find_message(step_key=step_key)
+        return found["message_id"] if found else None
+
+    def find_message(self, *, step_key: str) -> dict[str, str] | None:
+        """The newest mail sent for this step, via Email Activity: its X-Message-Id, recipient
+        and subject; None when not seen (yet)."""
         escaped = step_key.replace("\\", "\\\\").replace('"', '\\"')
         query = f"unique_args['{STEP_ARG}']=\"{escaped}\""
         response = self._call(
@@ -115,7 +121,11 @@ class SendGridMailer:
             msg_id = message.get("msg_id") if isinstance(message, dict) else None
             if isinstance(msg_id, str) and msg_id:
                 # Activity ids are the X-Message-Id followed by ".filter...": keep the prefix.
-                return msg_id.split(".", 1)[0]
+                return {
+                    "message_id": msg_id.split(".", 1)[0],
+                    "to_email": str(message.get("to_email") or ""),
+                    "subject": str(message.get("subject") or ""),
+                }
         return None
 
     def _client(self, run_id: str | None) -> python_http_client.Client:

@@ -5,12 +5,23 @@ what is about to go out (the draft step's guard is not the last word on what the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from pydantic import ValidationError
 
 from shared.errors import InvalidInput, OutcomeUnknown, PermanentError
-from shared.model import GUARD_OUTPUT_KEY, Attempt, Attention, GuardNote, StepResult, ToolCall
+from shared.model import (
+    GUARD_OUTPUT_KEY,
+    Attempt,
+    Attention,
+    GuardNote,
+    StepResult,
+    ToolCall,
+    VerificationResult,
+    VerificationSubject,
+)
+from shared.verification import Lagging, mismatch, verified
 from tools.sendgrid.drafting import EmailDraft, review, template_email
 
 
@@ -34,6 +45,10 @@ class MailPort(Protocol):
         """The id of a message already sent for this step, if any."""
         ...
 
+    def find_message(self, *, step_key: str) -> dict[str, str] | None:
+        """The newest message sent for this step (message_id, to_email, subject), if seen."""
+        ...
+
 
 @dataclass(frozen=True)
 class Sender:
@@ -44,9 +59,30 @@ class Sender:
     unknown_outcome: str = "park"
 
 
-def step_key(call: ToolCall) -> str:
+def step_key(call: ToolCall | VerificationSubject) -> str:
     """The same for every attempt and generation of this step: one email per run."""
     return f"{call.run_id}:{call.step_id}"
+
+
+def verify_sent(
+    subject: VerificationSubject, mail: MailPort, max_lag: float, now: datetime
+) -> VerificationResult:
+    """SendGrid's activity feed has the step's message (by its custom arg), for the request's
+    contact. Missing: the feed lags (Lagging, asked again) until `max_lag` seconds after the
+    send, when it counts as lost; with max_lag 0, never concluded from absence."""
+    found = mail.find_message(step_key=step_key(subject))
+    expected = subject.request.contact_email
+    if found is None:
+        waited = (now - subject.finished_at).total_seconds()
+        if max_lag and waited >= max_lag:
+            return mismatch(
+                f"no message for this step in SendGrid's activity feed {waited:.0f} s after "
+                f"the send (it lags at most {max_lag:g} s)"
+            )
+        raise Lagging("the message is not in SendGrid's activity feed yet")
+    if found.get("to_email", "").lower() != expected.lower():
+        return mismatch(f"the message went to {found.get('to_email')!r}, not {expected}")
+    return verified(f"message {found.get('message_id')} accepted for {expected}")
 
 
 def send(call: ToolCall, attempt: Attempt, mail: MailPort, sender: Sender) -> StepResult:

@@ -7,8 +7,10 @@ from collections.abc import Callable
 
 import functions_framework
 
+from shared.model import utcnow
 from shared.runtime import language_model, per_runtime, runtime
 from shared.tool_endpoint import tool_endpoint
+from shared.verification import with_verifiers
 from tools.sendgrid import core, drafting
 from tools.sendgrid.client import SendGridMailer
 
@@ -39,12 +41,20 @@ def _draft(call, attempt):  # type: ignore[no-untyped-def]
 
 
 run_tool = functions_framework.http(
-    tool_endpoint(
+    with_verifiers(
         "sendgrid",
+        tool_endpoint(
+            "sendgrid",
+            {
+                "draft_welcome_email": _draft,
+                "send_welcome_email": lambda call, attempt: core.send(
+                    call, attempt, mailer(), _sender()
+                ),
+            },
+        ),
         {
-            "draft_welcome_email": _draft,
-            "send_welcome_email": lambda call, attempt: core.send(
-                call, attempt, mailer(), _sender()
+            "send_welcome_email": lambda subject: core.verify_sent(
+                subject, mailer(), runtime().settings.verify_max_lag, utcnow()
             ),
         },
     )

@@ -5,8 +5,16 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from shared.errors import InvalidInput
-from shared.model import Attempt, StepResult, ToolCall
+from shared.model import (
+    Attempt,
+    OnboardingRequest,
+    StepResult,
+    ToolCall,
+    VerificationResult,
+    VerificationSubject,
+)
 from shared.registry import SlackNoticeArgs
+from shared.verification import mismatch, verified
 
 EVENT_TYPE = "chimera_onboarding"
 
@@ -26,12 +34,14 @@ class ChatPort(Protocol):
     def find_message(self, *, channel: str, event_type: str, step_key: str) -> str | None: ...
 
 
-def channel_for(call: ToolCall, default_channel: str) -> str:
-    """Only the request or configuration picks a channel, never a plan's free text (the args
-    are the stored plan's: a task names its step, never a channel)."""
-    args = SlackNoticeArgs.model_validate(call.args)
-    allowed = {c for c in (call.request.slack_channel, default_channel) if c}
-    channel = args.channel or call.request.slack_channel or default_channel
+def channel_for(call: ToolCall | VerificationSubject, default_channel: str) -> str:
+    """Only the request or configuration picks a channel, never a plan's free text."""
+    return _channel(SlackNoticeArgs.model_validate(call.args), call.request, default_channel)
+
+
+def _channel(args: SlackNoticeArgs, request: OnboardingRequest, default_channel: str) -> str:
+    allowed = {c for c in (request.slack_channel, default_channel) if c}
+    channel = args.channel or request.slack_channel or default_channel
     if channel not in allowed:
         raise InvalidInput(f"channel {channel!r} is neither the request's nor the configured one")
     return channel
@@ -59,7 +69,8 @@ def post_notice(
 ) -> StepResult:
     channel = channel_for(call, default_channel)
     key = f"{call.run_id}:{call.step_id}"
-    if attempt.may_have_run:
+    # A re-run (a later generation) looks first too: it posts only what is not there.
+    if attempt.may_have_run or call.generation > 1:
         ts = chat.find_message(channel=channel, event_type=EVENT_TYPE, step_key=key)
         if ts:
             return StepResult(
@@ -81,3 +92,18 @@ def post_notice(
         },
     )
     return StepResult(output={"channel": channel, "ts": ts}, summary=f"posted in {channel}")
+
+
+def verify_notice(
+    subject: VerificationSubject, chat: ChatPort, default_channel: str
+) -> VerificationResult:
+    """The channel the request or configuration names has a message whose metadata names
+    this step."""
+    expected = channel_for(subject, default_channel)
+    key = f"{subject.run_id}:{subject.step_id}"
+    ts = chat.find_message(channel=expected, event_type=EVENT_TYPE, step_key=key)
+    if ts is None:
+        posted = subject.output.get("channel")
+        where = f" (the step answered {posted})" if posted and posted != expected else ""
+        return mismatch(f"no message with this step's metadata in {expected}{where}")
+    return verified(f"message {ts} in {expected}")
