@@ -27,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 from support import signed_in
@@ -73,20 +74,18 @@ def verification_report(home: Path, wanted: set[str]) -> dict:
     store = build_runtime(Settings(home=home)).store
     runs = [r for r in store.list_runs(RunFilter(limit=1000)) if r.run_id in wanted]
     effects = side_effects(home)
-    steps = [s for r in runs for s in r.steps.values() if s.verification is not None]
+    looks = [s.verification for r in runs for s in r.steps.values() if s.verification]
     dropped = sum(c["dropped"] for c in RecordStore(home).list())
     return {
         "missing": sum(
-            any(effects.get(r.run_id, {}).get(kind, 0) < n for kind, n in ONCE.items())
+            any(effects.get(r.run_id, Counter())[kind] < n for kind, n in ONCE.items())
             for r in runs
             if r.status.value == "succeeded"
         ),
         "dropped_calls": dropped,
-        "mismatches": sum(s.verification.mismatches for s in steps),
-        "repaired_steps": sum(
-            1 for s in steps if s.verification.mismatches and s.verification.status == "verified"
-        ),
-        "unverifiable": sum(s.verification.status == "unverifiable" for s in steps),
+        "mismatches": sum(look.mismatches for look in looks),
+        "repaired_steps": sum(1 for look in looks if look.mismatches and look.status == "verified"),
+        "unverifiable": sum(look.status == "unverifiable" for look in looks),
         "flagged_runs": sum(Attention.VERIFICATION_FAILED in r.attention for r in runs),
     }
 

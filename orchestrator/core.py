@@ -8,14 +8,19 @@ twice and never dispatches twice.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
 from datetime import datetime
 
 from orchestrator import agent
 from orchestrator.audit import ACTOR, SUMMARY_CHARS, event
+from orchestrator.decision import Decision, unchanged
+from orchestrator.verification import (
+    VERIFY_OFF,
+    VerificationPolicy,
+    take_verification,
+    verify_succeeded,
+)
 from shared.model import (
     Approval,
-    Attention,
     Event,
     OrchestratorTask,
     PlanStep,
@@ -27,44 +32,9 @@ from shared.model import (
     StepSummary,
     ToolTask,
     Totals,
-    Verification,
-    VerificationCall,
-    VerificationResult,
-    VerificationStatus,
     guard_notes,
-    verification_key,
 )
 from shared.registry import TOOLS
-
-
-@dataclass(frozen=True)
-class VerificationPolicy:
-    """Whether side effects are verified, and how many mismatches re-run a step before the
-    run is flagged instead (docs/decisions/0011v-verify-what-was-done.md)."""
-
-    enabled: bool = False
-    mismatch_limit: int = 2
-
-
-VERIFY_OFF = VerificationPolicy()
-
-
-@dataclass(frozen=True)
-class Decision:
-    """The next run document, its audit-trail lines, the tool tasks and verifications to
-    dispatch (each a reference to a step: the tool reads what it needs from the store), and the
-    steps whose ledger outcome is forgotten first (re-run steps)."""
-
-    run: RunState
-    events: list[Event] = field(default_factory=list)
-    calls: list[ToolTask] = field(default_factory=list)
-    changed: bool = True
-    verifications: list[VerificationCall] = field(default_factory=list)
-    forget: list[str] = field(default_factory=list)
-
-
-def unchanged(run: RunState) -> Decision:
-    return Decision(run=run, changed=False)
 
 
 def decide(
@@ -83,12 +53,18 @@ def decide(
         return _start(run, outcomes, now, require_approval)
     if happening.kind == "step_finished" and happening.step_id:
         decision = _take_outcome(run, outcomes.get(happening.step_id), outcomes, now)
-        return _verify_succeeded(decision, run, happening.step_id, verification, now)
+        return verify_succeeded(decision, run, happening.step_id, verification, now)
     if happening.kind in ("verified", "verify_watchdog") and happening.step_id:
-        return _take_verification(run, happening, outcomes, now, verification.mismatch_limit or 1)
+        look = take_verification(run, happening, outcomes, now, verification.mismatch_limit or 1)
+        if look is None:
+            return unchanged(run)
+        if not look.advance:
+            return Decision(run=look.run, events=look.events, forget=look.forget)
+        advanced = _advance(look.run, outcomes, now, look.events)
+        return dataclasses.replace(advanced, forget=look.forget)
     if happening.kind == "watchdog" and happening.step_id:
         decision = _watch(run, happening.step_id, happening.generation, outcomes, now)
-        return _verify_succeeded(decision, run, happening.step_id, verification, now)
+        return verify_succeeded(decision, run, happening.step_id, verification, now)
     if happening.kind == "watchdog":
         return _watch_start(run, now)
     return unchanged(run)
@@ -387,139 +363,6 @@ def _all_done(steps: dict[str, StepSummary]) -> bool:
         s.status is StepStatus.SUCCEEDED and (s.verification is None or s.verification.settled)
         for s in steps.values()
     )
-
-
-# -- verification: a read-only look at each side effect, beside the steps that follow -------
-
-
-def _verify_succeeded(
-    decision: Decision,
-    before: RunState,
-    step_id: str,
-    policy: VerificationPolicy,
-    now: datetime,
-) -> Decision:
-    """When the decision took in a verifiable step's success, dispatch its verification too.
-
-    The next steps are dispatched by the same decision, so the look never delays them; the
-    run only waits for it to finish (see _all_done).
-    """
-    step = decision.run.steps.get(step_id)
-    was = before.steps.get(step_id)
-    if (
-        not policy.enabled
-        or step is None
-        or step.status is not StepStatus.SUCCEEDED
-        or (was is not None and was.status is StepStatus.SUCCEEDED)
-        or not TOOLS[step.tool].verifiable
-    ):
-        return decision
-    prior = step.verification
-    pending = Verification(generation=step.generation, mismatches=prior.mismatches if prior else 0)
-    run = decision.run.evolve(
-        steps={**decision.run.steps, step_id: step.model_copy(update={"verification": pending})}
-    )
-    if run.status is RunStatus.SUCCEEDED:  # decided before the verification was pending
-        run = run.evolve(status=RunStatus.RUNNING)
-    events = [e for e in decision.events if e.kind != "run.succeeded" or run.status.terminal]
-    events.append(
-        event(
-            run,
-            "verification.dispatched",
-            now,
-            step_id,
-            generation=step.generation,
-            queue=TOOLS[step.tool].queue,
-        )
-    )
-    call = VerificationCall(run_id=run.run_id, step_id=step_id, generation=step.generation)
-    return dataclasses.replace(
-        decision, run=run, events=events, verifications=[*decision.verifications, call]
-    )
-
-
-def _take_verification(
-    run: RunState,
-    happening: OrchestratorTask,
-    outcomes: dict[str, StepOutcome],
-    now: datetime,
-    mismatch_limit: int,
-) -> Decision:
-    """A step's verification came in (or its watchdog found it lost): record it on the step.
-
-    A mismatch re-runs only that step, under a new generation, until `mismatch_limit`
-    generations were found wrong: then the run is flagged, and goes on.
-    """
-    step = run.steps.get(happening.step_id or "")
-    pending = step.verification if step else None
-    if (
-        step is None
-        or pending is None
-        or run.status.terminal
-        or pending.settled
-        or step.status is not StepStatus.SUCCEEDED
-        or step.generation != happening.generation
-    ):
-        return unchanged(run)
-    record = outcomes.get(verification_key(step.step_id, step.generation))
-    if record is not None:
-        result = VerificationResult.model_validate(record.output)
-    elif happening.kind == "verify_watchdog":
-        result = VerificationResult(
-            status=VerificationStatus.UNVERIFIABLE,
-            reason="no verification within its queue's whole retry window: its task was lost",
-        )
-    else:
-        return unchanged(run)
-    mismatched = result.status is VerificationStatus.MISMATCH
-    found = pending.model_copy(
-        update={
-            "status": result.status,
-            "reason": result.reason[:SUMMARY_CHARS],
-            "mismatches": pending.mismatches + mismatched,
-            "at": now,
-        }
-    )
-    detail: dict[str, object] = {
-        "generation": step.generation,
-        "reason": result.reason[:SUMMARY_CHARS],
-    }
-    if mismatched and found.mismatches < mismatch_limit:
-        # Re-run the step: its tool adopts what exists and creates only what is missing.
-        rerun = StepSummary(
-            step_id=step.step_id,
-            tool=step.tool,
-            generation=step.generation + 1,
-            verification=found,
-        )
-        run = run.evolve(steps={**run.steps, step.step_id: rerun})
-        events = [
-            event(
-                run,
-                "verification.mismatch",
-                now,
-                step.step_id,
-                repair_generation=rerun.generation,
-                extra=detail,
-            )
-        ]
-        if run.status is RunStatus.PARKED:  # resuming the run dispatches the re-run
-            return Decision(run=run, events=events, forget=[step.step_id])
-        decision = _advance(run, outcomes, now, events)
-        return dataclasses.replace(decision, forget=[step.step_id])
-    run = run.evolve(
-        steps={**run.steps, step.step_id: step.model_copy(update={"verification": found})}
-    )
-    if mismatched:
-        run = run.flagged(Attention.VERIFICATION_FAILED)
-        kind = "verification.failed"
-        detail["mismatches"] = found.mismatches
-    else:
-        kind = f"verification.{result.status.value}"
-    events = [event(run, kind, now, step.step_id, extra=detail)]
-    if run.status is RunStatus.PARKED:
-        return Decision(run=run, events=events)
-    return _advance(run, outcomes, now, events)
 
 
 def _inputs(run: RunState, outcomes: dict[str, StepOutcome]) -> dict[str, dict]:

@@ -350,6 +350,7 @@ class JiraApi:
             ],
         )
 
+
 def _project_created(call: Call, project_id: int, key: Any) -> Reply:
     return json_reply(
         201,
@@ -360,7 +361,6 @@ def _project_created(call: Call, project_id: int, key: Any) -> Reply:
 def _dropped(reply: Reply) -> Reply:
     reply.dropped = True
     return reply
-
 
 
 def _project_row(conn: sqlite3.Connection, column: str, value: Any) -> sqlite3.Row | None:
