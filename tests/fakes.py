@@ -397,3 +397,22 @@ class ScriptedLanguageModel:
 
     def asked(self, task: str) -> int:
         return sum(call["task"] == task for call in self.calls)
+
+
+def rsa_key_pair() -> tuple[str, str]:
+    """A stand-in for Google's token-signing key: (private PEM, public PEM)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    return private, public

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 from shared.local_dispatcher import Housekeeping, LocalDispatcher
@@ -112,13 +114,9 @@ def _until(condition, timeout: float = 20) -> bool:
     return True
 
 
-def test_the_dispatcher_prunes_between_deliveries_when_given_housekeeping(tmp_path):
-    store, queue = _local(tmp_path)
-    done = _runs(store, [RunStatus.SUCCEEDED] * 3)
-    target = Target()
-    housekeeping = Housekeeping(
-        queue, store, retention=RETENTION, batch=1, every_s=0.01, clock=_in_days(31)
-    )
+@contextmanager
+def _delivering(queue, target, housekeeping: Housekeeping) -> Iterator[None]:  # noqa: ANN001
+    """A dispatcher with `housekeeping` running while one task is delivered, then after it."""
     dispatcher = LocalDispatcher(
         queue,
         {"work": target},
@@ -129,9 +127,20 @@ def test_the_dispatcher_prunes_between_deliveries_when_given_housekeeping(tmp_pa
     try:
         queue.enqueue(Task(queue="work", name="t-1", payload={}))
         assert target.delivered.wait(20)
-        assert _until(lambda: all(store.load(r) is None for r in done))
+        yield
     finally:
         dispatcher.stop()
+
+
+def test_the_dispatcher_prunes_between_deliveries_when_given_housekeeping(tmp_path):
+    store, queue = _local(tmp_path)
+    done = _runs(store, [RunStatus.SUCCEEDED] * 3)
+    target = Target()
+    housekeeping = Housekeeping(
+        queue, store, retention=RETENTION, batch=1, every_s=0.01, clock=_in_days(31)
+    )
+    with _delivering(queue, target, housekeeping):
+        assert _until(lambda: all(store.load(r) is None for r in done))
 
 
 class BrokenStore:
@@ -150,16 +159,5 @@ def test_deliveries_go_on_when_housekeeping_fails(tmp_path):
     broken, target = BrokenStore(), Target()
     housekeeping = Housekeeping(queue, broken, retention=RETENTION, every_s=0.01)  # type: ignore[arg-type]
     assert housekeeping.tick() is None and broken.attempts == 1
-    dispatcher = LocalDispatcher(
-        queue,
-        {"work": target},
-        poll_interval=0.01,
-        housekeeping=housekeeping,
-        signer=TaskSigner(b"a test key of thirty-two bytes!!"),
-    ).start()
-    try:
-        queue.enqueue(Task(queue="work", name="t-1", payload={}))
-        assert target.delivered.wait(20)
+    with _delivering(queue, target, housekeeping):
         assert _until(lambda: broken.attempts > 1)  # and it keeps trying
-    finally:
-        dispatcher.stop()

@@ -6,8 +6,6 @@ from __future__ import annotations
 import time
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth import crypt, jwt
 
 from shared import identity
@@ -16,7 +14,7 @@ from shared.keys import SESSION_COOKIE, Keys, local_credential
 from shared.model import Approval, RunStatus
 from shared.runtime import Runtime, install, runtime
 from shared.settings import Settings
-from tests.fakes import FakeStateStore, FakeTaskQueue
+from tests.fakes import FakeStateStore, FakeTaskQueue, rsa_key_pair
 from tests.functions.conftest import client_of
 from tests.functions.test_orchestrator_main import REQUEST
 
@@ -200,18 +198,7 @@ INTAKE_URL = f"{FUNCTIONS_URL}/orchestrator-intake"
 
 @pytest.fixture(scope="module")
 def google_key() -> tuple[str, str]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return private, public
+    return rsa_key_pair()
 
 
 @pytest.fixture

@@ -7,15 +7,13 @@ from typing import Any
 
 import flask
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth import crypt, jwt
 
 from shared import identity
 from shared.identity import GoogleCerts, GoogleTokenVerifier, identity_denied
 from shared.runtime import Runtime, install
 from shared.settings import Settings
-from tests.fakes import FakeStateStore, FakeTaskQueue
+from tests.fakes import FakeStateStore, FakeTaskQueue, rsa_key_pair
 from tests.functions.conftest import Recorded, client_of
 
 KID = "test-key"
@@ -31,18 +29,7 @@ INTAKE_URL = f"{SETTINGS.functions_url}/orchestrator-intake"
 
 
 def _key() -> tuple[str, str]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return private, public
+    return rsa_key_pair()
 
 
 @pytest.fixture(scope="module")
