@@ -12,6 +12,7 @@ from typing import Any
 from shared.model import Task
 from shared.queues import QUEUES, QueueConfig
 from shared.sqlite_db import SqliteDatabase
+from shared.task_queue import QueueStats
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -112,6 +113,24 @@ class LocalTaskQueue:
             .fetchone()
         )
         return int(row[0])
+
+    def stats(self) -> list[QueueStats]:
+        """Depth (queued and leased tasks) and the oldest one's age, per named queue."""
+        now = time.time()
+        rows = self.db.connection().execute(
+            "SELECT queue, COUNT(*) AS depth, MIN(created_at) AS oldest FROM tasks"
+            " WHERE state IN (?, ?) GROUP BY queue",
+            (QUEUED, LEASED),
+        )
+        found = {r["queue"]: r for r in rows}
+        return [
+            QueueStats(
+                name,
+                int(found[name]["depth"]) if name in found else 0,
+                max(0.0, now - found[name]["oldest"]) if name in found else None,
+            )
+            for name in self.queues
+        ]
 
     def dead(self) -> list[dict[str, Any]]:
         rows = self.db.connection().execute("SELECT * FROM tasks WHERE state = ?", (DEAD,))

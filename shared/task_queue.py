@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from shared.model import Task
@@ -18,6 +19,30 @@ class TaskQueue(Protocol):
         names are deterministic so that a retried caller never dispatches twice.
         """
         ...
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """What an operator asks of a queue: how many tasks wait or run, and since when the
+    oldest of them has been waiting (None when it is empty, or the queue cannot tell)."""
+
+    queue: str
+    depth: int
+    oldest_age_s: float | None = None
+
+
+@runtime_checkable
+class ObservableQueue(Protocol):
+    """A queue that can say how deep each of its named queues is (the health views, metrics)."""
+
+    def stats(self) -> list[QueueStats]:
+        """One entry per named queue, every queue listed even when empty."""
+        ...
+
+
+def queue_stats(queue: object) -> list[QueueStats]:
+    """The stats of `queue`, or none when it cannot tell."""
+    return queue.stats() if isinstance(queue, ObservableQueue) else []
 
 
 @runtime_checkable

@@ -29,8 +29,9 @@ from shared.model import (
     ToolTask,
     utcnow,
 )
-from shared.queues import ORCHESTRATOR_QUEUE, tool_queue
+from shared.queues import ORCHESTRATOR_QUEUE, QUEUES, tool_queue
 from shared.registry import TOOLS
+from shared.retry_outlook import RetryOutlook
 from shared.runtime import Runtime, runtime
 from shared.tasks_http import answer, attempt_of, refuse, retry_later
 from shared.validation_errors import one_line
@@ -169,7 +170,16 @@ def _run(
                     kind="step.retry",
                     actor=actor,
                     step_id=call.step_id,
-                    detail={"attempt": attempt.number, **exc.as_dict()},
+                    detail={
+                        **exc.as_dict(),
+                        **RetryOutlook.after_failure(
+                            QUEUES.get(attempt.queue) or QUEUES[actor],
+                            attempt.number,
+                            utcnow(),
+                            getattr(exc, "retry_after", None),
+                        ).detail(),
+                        "started_at": started.isoformat(),
+                    },
                 )
             )
             return retry_later(exc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from datetime import timedelta
@@ -216,3 +217,22 @@ def test_backoff_follows_cloud_tasks_schedule():
     )
     # The example in Cloud Tasks' RetryConfig documentation.
     assert [config.backoff(n) for n in range(1, 9)] == [10, 20, 40, 80, 160, 240, 300, 300]
+
+
+def test_local_queue_stats_count_waiting_and_leased_tasks_per_queue(tmp_path):
+    queues = {**FAST, "other": dataclasses.replace(FAST["work"], name="other")}
+    local = LocalTaskQueue(SqliteDatabase(tmp_path / "q.db"), queues)
+    assert {s.queue: (s.depth, s.oldest_age_s) for s in local.stats()} == {
+        "work": (0, None),
+        "other": (0, None),
+    }
+    for n in range(3):
+        local.enqueue(Task(queue="work", name=f"t{n}", payload={}))
+    with local.db.transaction() as conn:
+        conn.execute("UPDATE tasks SET state = ? WHERE name = 't0'", (LEASED,))
+        conn.execute("UPDATE tasks SET state = ? WHERE name = 't1'", (DONE,))
+        conn.execute("UPDATE tasks SET created_at = created_at - 60 WHERE name = 't0'")
+    stats = {s.queue: s for s in local.stats()}
+    assert stats["work"].depth == 2
+    assert stats["work"].oldest_age_s is not None and stats["work"].oldest_age_s >= 60
+    assert stats["other"].depth == 0 and stats["other"].oldest_age_s is None

@@ -7,6 +7,8 @@ import pytest
 from orchestrator import core
 from shared.errors import VendorTimeout
 from shared.model import OrchestratorTask, RunStatus, StepOutcome, StepStatus, utcnow
+from shared.queues import QUEUES
+from shared.retry_outlook import RetryOutlook
 from tests.conftest import make_run
 from tests.fakes import FakeChat, FakeDirectory, FakeJira, FakeLanguageModel, FakeMail
 from tests.functions.conftest import Recorded, tool_client
@@ -152,6 +154,14 @@ def test_retryable_failure_asks_the_queue_to_retry(fakes):
     assert response.status_code == 503
     assert store.outcome(run.run_id, "jira") is None and queue.on("orchestrator") == []
     assert [e.kind for e in store.events(run.run_id)] == ["step.retry"]
+    # The event says when the queue tries again, out of how many, and when it would give up.
+    outlook = RetryOutlook.from_detail(store.events(run.run_id)[0].detail)
+    jira_queue = QUEUES["tool-jira"]
+    assert outlook is not None and (outlook.attempt, outlook.max_attempts) == (
+        1,
+        jira_queue.max_attempts,
+    )
+    assert outlook.next_attempt_at < outlook.gives_up_at
     # The next delivery finds the project its predecessor made, and does not make another.
     retry = client.post("/", json=call, headers={**QUEUED, "X-CloudTasks-TaskRetryCount": "1"})
     assert retry.status_code == 200 and jira.creates == 1
