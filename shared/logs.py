@@ -168,9 +168,20 @@ class RedactingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         if not logging.raiseExceptions:
             return
         problem = "".join(traceback.format_exception_only(*sys.exc_info()[:2])).strip()
-        where = f"{record.name} {record.pathname}:{record.lineno}"
+        # A line of its own in the handler's format, never the record's raw message or args.
+        report = logging.LogRecord(
+            record.name,
+            logging.ERROR,
+            record.pathname,
+            record.lineno,
+            "a log line could not be written: %s",
+            (problem,),
+            None,
+            record.funcName,
+        )
         try:
-            self.stream.write(self.redact(f"--- logging error: {problem} ({where})\n"))
+            self.filter(report)
+            self.stream.write(self.format(report) + self.terminator)
             self.flush()
         except Exception:  # noqa: BLE001 - nowhere left to report to
             pass

@@ -28,6 +28,8 @@ _FRESH = rf"(?!{re.escape(MARKER)})"
 
 # Each shape redacts its group `secret`, or the whole match when it has none.
 CREDENTIAL_SHAPES: tuple[re.Pattern[str], ...] = (
+    # A PEM private key, first: whole, before a named value could take its first word.
+    re.compile(r"-----BEGIN[A-Z ]*PRIVATE KEY-----[^\"]*?-----END[A-Z ]*PRIVATE KEY-----"),
     # `Authorization: Bearer x`, `token=x`, `'api_key': 'x'`, `\"password\": \"x\"` (in JSON).
     re.compile(
         rf"(?i)(?<![A-Za-z0-9])(?:[A-Za-z0-9]+[_-])?(?:{_NAMED})(?![A-Za-z0-9]){_QUOTE}\s*[:=]\s*"
@@ -44,11 +46,10 @@ CREDENTIAL_SHAPES: tuple[re.Pattern[str], ...] = (
     # Vendors' key formats, whatever their value.
     re.compile(r"\bSG\.[A-Za-z0-9_-]{6,}(?:\.[A-Za-z0-9_-]+)?"),  # SendGrid
     re.compile(r"\bxox[a-z]-[A-Za-z0-9-]+|\bxapp-[A-Za-z0-9-]+"),  # Slack
-    re.compile(r"\bAIza[A-Za-z0-9_-]{35}"),  # Google API keys
+    re.compile(r"\bAIza[A-Za-z0-9_-]{35,}"),  # Google API keys
     re.compile(r"(?<![A-Za-z0-9])chimera_[A-Za-z0-9_-]{43}"),  # the intake's keys (shared/keys)
     re.compile(r"\b[0-9]{1,12}\.[0-9a-f]{64}\.[0-9a-f]{64}\b"),  # console sessions (shared/keys)
     re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"),  # JWTs (OIDC)
-    re.compile(r"-----BEGIN[A-Z ]*PRIVATE KEY-----[^\"]*?-----END[A-Z ]*PRIVATE KEY-----"),
 )
 
 
