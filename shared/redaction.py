@@ -31,9 +31,10 @@ CREDENTIAL_SHAPES: tuple[re.Pattern[str], ...] = (
     # A PEM private key, first: whole, before a named value could take its first word.
     re.compile(r"-----BEGIN[A-Z ]*PRIVATE KEY-----[^\"]*?-----END[A-Z ]*PRIVATE KEY-----"),
     # `Authorization: Bearer x`, `token=x`, `'api_key': 'x'`, `\"password\": \"x\"` (in JSON).
+    # The scheme is possessive: `Bearer [redacted]` must not give up "Bearer" as the value.
     re.compile(
         rf"(?i)(?<![A-Za-z0-9])(?:[A-Za-z0-9]+[_-])?(?:{_NAMED})(?![A-Za-z0-9]){_QUOTE}\s*[:=]\s*"
-        rf"{_QUOTE}(?:(?:bearer|basic|token|digest|negotiate)\s+)?(?P<secret>{_FRESH}{_VALUE})"
+        rf"{_QUOTE}(?:(?:bearer|basic|token|digest|negotiate)\s+)?+(?P<secret>{_FRESH}{_VALUE})"
     ),
     # In a URL's query: ?key=x, &access_token=x, ?sig=x (signed URLs).
     re.compile(

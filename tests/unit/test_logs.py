@@ -217,6 +217,13 @@ def test_the_settings_secrets_are_redacted_in_a_vendor_request_log():
         assert secret not in out
 
 
+def test_the_scheme_stays_readable_when_a_configured_secret_is_an_authorization_value():
+    redact = Redactor(["SG.sandbox-sendgrid-key"])
+    assert redact("{'Authorization': 'Bearer SG.sandbox-sendgrid-key'}") == (
+        f"{{'Authorization': 'Bearer {MARKER}'}}"
+    )
+
+
 def test_a_short_secret_is_not_redacted_when_it_would_blank_out_words():
     assert Redactor(["abc"])("abc abc") == "abc abc"
 
