@@ -224,7 +224,7 @@ def handle_task(request: flask.Request) -> flask.Response:
         happening = OrchestratorTask.model_validate_json(raw)
     except ValidationError as exc:
         return refuse(rt.store, attempt, ORCHESTRATOR_QUEUE, one_line(exc), raw)
-    with log_context(run_id=happening.run_id, step_id=happening.step_id):
+    with log_context(run_id=happening.run_id, step_id=happening.step_id, attempt=attempt.number):
         try:
             model = reasoning_model() if rt.settings.agent_reasoning else None
             result = service.take(rt, happening, model)

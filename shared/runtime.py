@@ -125,7 +125,11 @@ def runtime() -> Runtime:
     with _lock:
         if _current is None:
             settings = Settings.from_env()
-            configure_logging(settings.log_format, secrets=settings.secret_values())
+            configure_logging(
+                settings.log_format,
+                secrets=settings.secret_values(),
+                project=settings.gcp_project,
+            )
             _current = build_runtime(settings)
         return _current
 

@@ -76,7 +76,9 @@ def tool_endpoint(
             return refuse(rt.store, attempt, actor, one_line(exc), raw)
         if task.tool not in tools:
             return refuse(rt.store, attempt, actor, f"{actor} does not run {task.tool!r}", raw)
-        with log_context(run_id=task.run_id, step_id=task.step_id, tool=task.tool):
+        with log_context(
+            run_id=task.run_id, step_id=task.step_id, tool=task.tool, attempt=attempt.number
+        ):
             return _take(rt, actor, task, attempt, tools[task.tool], raw)
 
     handle.__name__ = "run_tool"  # the Functions Framework registers targets by name

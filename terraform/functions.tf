@@ -171,6 +171,7 @@ locals {
     CHIMERA_FUNCTIONS_URL          = local.functions_url
     CHIMERA_TASKS_SERVICE_ACCOUNT  = google_service_account.tasks.email
     CHIMERA_LOG_FORMAT             = "json"
+    CHIMERA_TELEMETRY_EXPORTER     = "gcp"
     CHIMERA_VENDOR_CONNECT_TIMEOUT = tostring(var.vendor_connect_timeout)
     CHIMERA_VENDOR_READ_TIMEOUT    = tostring(var.vendor_read_timeout)
     CHIMERA_DISPATCH_DEADLINE      = tostring(var.dispatch_deadline)

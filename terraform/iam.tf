@@ -169,3 +169,23 @@ resource "google_project_iam_member" "vertex_user" {
   role    = "roles/aiplatform.user"
   member  = google_service_account.function[each.key].member
 }
+
+# --- Telemetry: every function writes its traces and metrics (shared/telemetry.py, exporter gcp) -
+# Cloud Trace and Cloud Monitoring take writes per project: there is no narrower resource to grant
+# on, and these two roles only write (no read of traces, metrics or anything else).
+
+locals {
+  telemetry_roles = ["roles/cloudtrace.agent", "roles/monitoring.metricWriter"]
+  telemetry_grants = {
+    for pair in setproduct(keys(local.functions), local.telemetry_roles) :
+    "${pair[0]}/${pair[1]}" => { function = pair[0], role = pair[1] }
+  }
+}
+
+resource "google_project_iam_member" "telemetry_writer" {
+  for_each = local.telemetry_grants
+
+  project = var.project_id
+  role    = each.value.role
+  member  = google_service_account.function[each.value.function].member
+}

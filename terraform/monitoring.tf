@@ -1,62 +1,20 @@
-# Metrics from the functions' JSON logs (CHIMERA_LOG_FORMAT=json: one JSON object per line,
-# which Cloud Logging stores as jsonPayload) and the alerts on them.
+# What an operator watches: the functions' OpenTelemetry metrics (CHIMERA_TELEMETRY_EXPORTER=gcp,
+# see functions.tf), Cloud Tasks' own queue depth, one dashboard and the alert policies.
 #
-# What the code logs (shared/logs.py puts these fields at the top level of each JSON line):
-#   - once per finished step, from a tool function: `latency_ms` and `tool` (log context);
-#   - once per run parked for a human, from the orchestrator: `outcome` = "parked" (+ run_id).
+# The metric names are the contract in shared/telemetry.py: the Cloud Monitoring exporter files
+# each under workload.googleapis.com/<name>, on the generic_task resource (a Cloud Run function,
+# named by the GCP resource detector's faas.name and faas.instance), and turns an attribute's
+# dots into underscores in its label (error.code -> metric.label.error_code).
+# tests/unit/test_terraform.py checks every name used here against that contract.
 
 locals {
-  chimera_services = "resource.type=\"cloud_run_revision\" AND resource.labels.service_name=(${join(" OR ", [for name in keys(local.functions) : "\"${name}\""])})"
+  otel_metrics = "workload.googleapis.com"
+  otel_series  = "resource.type=\"generic_task\""
 }
 
-resource "google_logging_metric" "step_latency" {
-  project     = var.project_id
-  name        = "chimera/step_latency"
-  description = "Latency of each Chimera step, by tool, from the latency_ms field of the step log."
-  filter      = "${local.chimera_services} AND jsonPayload.latency_ms:* AND jsonPayload.tool:*"
-
-  metric_descriptor {
-    metric_kind  = "DELTA"
-    value_type   = "DISTRIBUTION"
-    unit         = "ms"
-    display_name = "Chimera step latency"
-
-    labels {
-      key         = "tool"
-      value_type  = "STRING"
-      description = "The tool the step called."
-    }
-  }
-
-  value_extractor = "EXTRACT(jsonPayload.latency_ms)"
-  label_extractors = {
-    tool = "EXTRACT(jsonPayload.tool)"
-  }
-
-  # 1 ms to about 12 minutes, about 40% per bucket.
-  bucket_options {
-    exponential_buckets {
-      num_finite_buckets = 40
-      growth_factor      = 1.4
-      scale              = 1
-    }
-  }
-
-  depends_on = [google_project_service.api]
-}
-
-resource "google_logging_metric" "parked_runs" {
-  project     = var.project_id
-  name        = "chimera/parked_runs"
-  description = "Runs Chimera parked for a human (it could not go on by itself)."
-  filter      = "resource.type=\"cloud_run_revision\" AND resource.labels.service_name=\"orchestrator\" AND jsonPayload.outcome=\"parked\""
-
-  metric_descriptor {
-    metric_kind  = "DELTA"
-    value_type   = "INT64"
-    unit         = "1"
-    display_name = "Chimera parked runs"
-  }
+resource "google_monitoring_dashboard" "operations" {
+  project        = var.project_id
+  dashboard_json = templatefile("${path.module}/dashboards/operations.json.tftpl", { environment = var.environment })
 
   depends_on = [google_project_service.api]
 }
@@ -67,19 +25,19 @@ resource "google_monitoring_alert_policy" "step_latency_p99" {
   combiner     = "OR"
 
   conditions {
-    display_name = "p99 step latency above ${var.step_latency_p99_threshold_ms} ms"
+    display_name = "p99 step latency above ${var.step_latency_p99_threshold_ms} ms, by vendor"
 
     condition_threshold {
-      filter          = "metric.type=\"logging.googleapis.com/user/${google_logging_metric.step_latency.name}\" AND resource.type=\"cloud_run_revision\""
+      filter          = "metric.type=\"${local.otel_metrics}/chimera.tool.duration\" AND ${local.otel_series}"
       comparison      = "COMPARISON_GT"
-      threshold_value = var.step_latency_p99_threshold_ms
+      threshold_value = var.step_latency_p99_threshold_ms / 1000 # the histogram is in seconds
       duration        = "600s"
 
       aggregations {
         alignment_period     = "300s"
         per_series_aligner   = "ALIGN_DELTA"
         cross_series_reducer = "REDUCE_PERCENTILE_99"
-        group_by_fields      = ["metric.label.tool"]
+        group_by_fields      = ["metric.label.vendor"]
       }
 
       trigger {
@@ -90,7 +48,7 @@ resource "google_monitoring_alert_policy" "step_latency_p99" {
 
   documentation {
     mime_type = "text/markdown"
-    content   = "A Chimera tool's p99 step latency is close to the dispatch deadline (${var.dispatch_deadline}s): tasks will start to time out and retry. Check the vendor's status and the tool function's logs (label tool)."
+    content   = "A vendor's p99 step latency is close to the dispatch deadline (${var.dispatch_deadline}s): tasks will start to time out and retry. Check the vendor's status, the dashboard's vendor request latency and the tool function's logs (label vendor)."
   }
 
   alert_strategy {
@@ -98,6 +56,8 @@ resource "google_monitoring_alert_policy" "step_latency_p99" {
   }
 
   notification_channels = var.notification_channels
+
+  depends_on = [google_project_service.api]
 }
 
 resource "google_monitoring_alert_policy" "queue_backlog" {
@@ -127,9 +87,31 @@ resource "google_monitoring_alert_policy" "queue_backlog" {
     }
   }
 
+  conditions {
+    display_name = "Oldest task older than ${var.queue_oldest_task_age_threshold_s} s"
+
+    condition_threshold {
+      filter          = "metric.type=\"${local.otel_metrics}/chimera.queue.oldest_task_age\" AND ${local.otel_series}"
+      comparison      = "COMPARISON_GT"
+      threshold_value = var.queue_oldest_task_age_threshold_s
+      duration        = "300s"
+
+      aggregations {
+        alignment_period     = "60s"
+        per_series_aligner   = "ALIGN_MAX"
+        cross_series_reducer = "REDUCE_MAX"
+        group_by_fields      = ["metric.label.queue"]
+      }
+
+      trigger {
+        count = 1
+      }
+    }
+  }
+
   documentation {
     mime_type = "text/markdown"
-    content   = "A Chimera queue is backing up: its target function is failing (tasks retrying), throttled by the queue's rate limits, or a vendor is down. See the queue in Cloud Tasks and the target function's logs."
+    content   = "A Chimera queue is backing up, or a task waits too long: its target function is failing (tasks retrying), throttled by the queue's rate limits, or a vendor is down. See the queue in Cloud Tasks, the dashboard's breaker and error charts, and the target function's logs."
   }
 
   alert_strategy {
@@ -150,7 +132,7 @@ resource "google_monitoring_alert_policy" "parked_runs" {
     display_name = "A run was parked"
 
     condition_threshold {
-      filter          = "metric.type=\"logging.googleapis.com/user/${google_logging_metric.parked_runs.name}\" AND resource.type=\"cloud_run_revision\""
+      filter          = "metric.type=\"${local.otel_metrics}/chimera.runs\" AND ${local.otel_series} AND metric.label.outcome=\"parked\""
       comparison      = "COMPARISON_GT"
       threshold_value = 0
       duration        = "0s"
@@ -169,7 +151,7 @@ resource "google_monitoring_alert_policy" "parked_runs" {
 
   documentation {
     mime_type = "text/markdown"
-    content   = "A Chimera run is parked and waits for a person. Find it in Firestore (collection runs, status parked) and read its events subcollection."
+    content   = "A Chimera run is parked and waits for a person. Open the console's parked runs (`chimera ui` against this project's Firestore), or `chimera runs list --status parked`, and read the run's events."
   }
 
   alert_strategy {
@@ -177,4 +159,48 @@ resource "google_monitoring_alert_policy" "parked_runs" {
   }
 
   notification_channels = var.notification_channels
+
+  depends_on = [google_project_service.api]
+}
+
+resource "google_monitoring_alert_policy" "breaker_open" {
+  project      = var.project_id
+  display_name = "Chimera circuit breaker open (${var.environment})"
+  combiner     = "OR"
+
+  conditions {
+    display_name = "A vendor's breaker open for ${var.breaker_open_alert_after_s} s"
+
+    condition_threshold {
+      # 0 closed, 1 half-open, 2 open: above 1.5 is open (thresholds compare GT or LT only).
+      filter          = "metric.type=\"${local.otel_metrics}/chimera.breaker.state\" AND ${local.otel_series}"
+      comparison      = "COMPARISON_GT"
+      threshold_value = 1.5
+      duration        = "${var.breaker_open_alert_after_s}s"
+
+      aggregations {
+        alignment_period     = "60s"
+        per_series_aligner   = "ALIGN_MAX"
+        cross_series_reducer = "REDUCE_MAX"
+        group_by_fields      = ["metric.label.vendor"]
+      }
+
+      trigger {
+        count = 1
+      }
+    }
+  }
+
+  documentation {
+    mime_type = "text/markdown"
+    content   = "A vendor failed often enough that Chimera stopped calling it (label vendor): its steps wait and retry until the breaker closes. Check the vendor's status page and the dashboard's tool errors by code."
+  }
+
+  alert_strategy {
+    auto_close = "86400s"
+  }
+
+  notification_channels = var.notification_channels
+
+  depends_on = [google_project_service.api]
 }

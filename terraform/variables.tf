@@ -405,7 +405,7 @@ variable "notification_channels" {
 }
 
 variable "step_latency_p99_threshold_ms" {
-  description = "Alert when a tool's p99 step latency stays above this many milliseconds for 10 minutes."
+  description = "Alert when a vendor's p99 step latency (chimera.tool.duration) stays above this many milliseconds for 10 minutes."
   type        = number
   default     = 20000
 
@@ -423,6 +423,28 @@ variable "queue_backlog_threshold" {
   validation {
     condition     = var.queue_backlog_threshold > 0
     error_message = "queue_backlog_threshold must be positive."
+  }
+}
+
+variable "queue_oldest_task_age_threshold_s" {
+  description = "Alert when a queue's oldest task has waited more than this many seconds for 5 minutes (chimera.queue.oldest_task_age; a task waiting out its backoff counts). Below a tool task's retry window (about 35 min), so it fires before a step parks."
+  type        = number
+  default     = 900
+
+  validation {
+    condition     = var.queue_oldest_task_age_threshold_s > 0
+    error_message = "queue_oldest_task_age_threshold_s must be positive."
+  }
+}
+
+variable "breaker_open_alert_after_s" {
+  description = "Alert when a vendor's circuit breaker stays open this many seconds (0 alerts on the first open)."
+  type        = number
+  default     = 120
+
+  validation {
+    condition     = var.breaker_open_alert_after_s >= 0 && floor(var.breaker_open_alert_after_s) == var.breaker_open_alert_after_s
+    error_message = "breaker_open_alert_after_s must be a whole number of seconds, 0 or more."
   }
 }
 

@@ -44,6 +44,9 @@ SECRET_READERS = {
     "CHIMERA_SLACK_TOKEN": {"tool-slack"},
     "CHIMERA_GEMINI_API_KEY": {"orchestrator", "tool-sendgrid"},
 }
+# Settings another part of issue 12 adds (the telemetry part: telemetry_exporter); once merged,
+# they are fields like the others and this set can go.
+AWAITED_FIELDS = {"CHIMERA_TELEMETRY_EXPORTER"}
 EVERY_FUNCTION_ENV = {
     "CHIMERA_BACKEND",
     "CHIMERA_STATE_URL",
@@ -52,6 +55,7 @@ EVERY_FUNCTION_ENV = {
     "CHIMERA_FUNCTIONS_URL",
     "CHIMERA_TASKS_SERVICE_ACCOUNT",
     "CHIMERA_LOG_FORMAT",
+    "CHIMERA_TELEMETRY_EXPORTER",
     "CHIMERA_VENDOR_CONNECT_TIMEOUT",
     "CHIMERA_VENDOR_READ_TIMEOUT",
     "CHIMERA_DISPATCH_DEADLINE",
@@ -291,9 +295,12 @@ GRANTS = {
     ("google_storage_bucket_iam_member", "build_reader"),
     ("google_pubsub_topic_iam_member", "intake_publisher"),
     ("google_pubsub_topic_iam_member", "dead_letter_publisher"),
+    ("google_project_iam_member", "telemetry_writer"),
 }
 STATE = "roles/datastore.user on Chimera's database"
 # A task carries the tasks account's OIDC token: who enqueues one must act as that account.
+# Every function writes its traces and metrics (Cloud Trace and Monitoring grant per project).
+TELEMETRY = {"roles/cloudtrace.agent", "roles/monitoring.metricWriter"}
 REPORTS = {
     "roles/cloudtasks.enqueuer on queue orchestrator",
     "roles/iam.serviceAccountUser on chimera-tasks",
@@ -307,7 +314,8 @@ def _secret(name: str) -> str:
 def _expected_roles(vertex: bool) -> dict[str, set[str]]:
     """What each function uses, and so all its account may do."""
     model = {"roles/aiplatform.user"} if vertex else {_secret("gemini-api-key")}
-    every = {STATE, *REPORTS}  # each keeps state and reports to (or is) the orchestrator
+    # Each keeps state, reports to (or is) the orchestrator, and writes traces and metrics.
+    every = {STATE, *REPORTS, *TELEMETRY}
     return {
         "orchestrator": every
         | {f"roles/cloudtasks.enqueuer on queue tool-{t}" for t in TOOLS}
@@ -336,7 +344,15 @@ def _function_roles(vertex: bool) -> dict[str, set[str]]:
     roles: dict[str, set[str]] = {name: set() for name in functions}
     for name, body in grants.items():
         assert (body["member"] in FUNCTION_MEMBERS) == (
-            name in {"enqueuer", "tasks_act_as", "datastore_user", "vertex_user", "reader"}
+            name
+            in {
+                "enqueuer",
+                "tasks_act_as",
+                "datastore_user",
+                "vertex_user",
+                "reader",
+                "telemetry_writer",
+            }
         ), name
 
     assert grants["datastore_user"]["for_each"] == (
@@ -374,6 +390,16 @@ def _function_roles(vertex: bool) -> dict[str, set[str]]:
     for name, f in functions.items():
         if f["asks_model"] and vertex:
             roles[name].add(grants["vertex_user"]["role"])
+
+    telemetry = grants["telemetry_writer"]
+    assert telemetry["for_each"] == "${local.telemetry_grants}"
+    assert _locals()["telemetry_grants"] == (
+        "${{for pair in setproduct(keys(local.functions), local.telemetry_roles) : "
+        '"${pair[0]}/${pair[1]}" => {function = pair[0], role = pair[1]}}}'
+    )
+    assert (telemetry["role"], telemetry["project"]) == ("${each.value.role}", "${var.project_id}")
+    for name in functions:
+        roles[name] |= set(_locals()["telemetry_roles"])
 
     assert grants["reader"]["for_each"] == "${local.secret_reads}"
     assert _locals()["secret_reads"] == (
@@ -485,6 +511,7 @@ def test_environment_names_are_settings_fields() -> None:
     assert set(fixed) == EVERY_FUNCTION_ENV
     assert fixed["CHIMERA_BACKEND"] == "gcp"
     assert fixed["CHIMERA_LOG_FORMAT"] == "json"
+    assert fixed["CHIMERA_TELEMETRY_EXPORTER"] == "gcp"
     assert fixed["CHIMERA_STATE_URL"].startswith("firestore://")
     functions = _functions()
     own = {key for f in functions.values() for key in f["env"]}
@@ -494,7 +521,7 @@ def test_environment_names_are_settings_fields() -> None:
             assert "verify_task_identity" in f["env"]["CHIMERA_REQUIRE_IDENTITY"], name
     assert _variables()["verify_task_identity"]["default"] is True
     for name in (*fixed, *own, *SECRET_READERS):
-        assert name in fields, f"{name} is not a shared.settings.Settings field"
+        assert name in fields or name in AWAITED_FIELDS, f"{name} is not a Settings field"
 
 
 def test_vendor_url_defaults_are_the_vendors_documented_base_urls() -> None:
@@ -607,7 +634,7 @@ def test_queue_targets_absorb_their_concurrent_dispatches() -> None:
         assert capacity >= config.max_concurrent_dispatches, name
 
 
-def test_log_fields_the_metrics_read_are_top_level_in_json_logs() -> None:
+def test_log_fields_operators_query_are_top_level_in_json_logs() -> None:
     record = logging.LogRecord("chimera", logging.INFO, __file__, 1, "step done", None, None)
     record.tool = "jira"
     record.latency_ms = 12
@@ -615,10 +642,191 @@ def test_log_fields_the_metrics_read_are_top_level_in_json_logs() -> None:
     entry = json.loads(CloudLoggingFormatter().format(record))
     assert {"tool": "jira", "latency_ms": 12, "outcome": "parked"}.items() <= entry.items()
 
-    metrics = _resources("google_logging_metric")
-    assert "jsonPayload.latency_ms" in metrics["step_latency"]["value_extractor"]
-    assert metrics["step_latency"]["label_extractors"]["tool"] == "EXTRACT(jsonPayload.tool)"
-    assert 'jsonPayload.outcome="parked"' in metrics["parked_runs"]["filter"].replace("\\", "")
+
+# --- Monitoring: the dashboard and the alerts read exactly the telemetry contract's metrics ------
+
+# The metric contract of issue 12 (shared/telemetry.py emits these): name -> its attributes.
+METRICS = {
+    "chimera.tool.calls": {"tool", "vendor", "outcome"},
+    "chimera.tool.errors": {"tool", "vendor", "error.code"},
+    "chimera.tool.duration": {"tool", "vendor"},
+    "chimera.tool.retries": {"tool", "vendor"},
+    "chimera.vendor.request.duration": {"vendor", "http.response.status_code"},
+    "chimera.breaker.state": {"vendor"},
+    "chimera.queue.depth": {"queue"},
+    "chimera.queue.oldest_task_age": {"queue"},
+    "chimera.runs": {"outcome"},
+    "gen_ai.client.token.usage": {
+        "gen_ai.operation.name",
+        "gen_ai.request.model",
+        "gen_ai.token.type",
+    },
+    "chimera.llm.cost": {"gen_ai.request.model"},
+}
+RUN_OUTCOMES = {"succeeded", "parked", "cancelled", "waiting"}
+WORKLOAD = "workload.googleapis.com/"
+CLOUD_TASKS_DEPTH = "cloudtasks.googleapis.com/queue/depth"
+# Built-in metrics, with the labels they are grouped by.
+BUILT_IN = {CLOUD_TASKS_DEPTH: {"resource.label.queue_id"}}
+DASHBOARD = TERRAFORM / "dashboards" / "operations.json.tftpl"
+
+
+def _label(attribute: str) -> str:
+    """An attribute's label in Cloud Monitoring: the exporter makes every other character `_`."""
+    return "".join(c if c.isalnum() else "_" for c in attribute)
+
+
+def _resolved(expression: str) -> str:
+    """A filter as Cloud Monitoring gets it: string locals filled in, HCL's escapes undone."""
+    for name, value in _locals().items():
+        if isinstance(value, str) and "${" not in value:
+            expression = expression.replace(f"${{local.{name}}}", value)
+    return expression.replace('\\"', '"')
+
+
+def _metric_type(series_filter: str) -> str:
+    (metric,) = re.findall(r'metric\.type="([^"]+)"', series_filter)
+    return metric
+
+
+def _check_series(series_filter: str, group_by: list[str]) -> str:
+    """The metric a chart or condition reads, after checking it is the contract's, on the
+    resource its exporter writes, grouped and filtered by labels the metric has."""
+    metric = _metric_type(series_filter)
+    used = set(group_by) | {
+        f"metric.label.{m}" for m in re.findall(r"metric\.label\.(\w+)", series_filter)
+    }
+    if metric.startswith(WORKLOAD):
+        name = metric.removeprefix(WORKLOAD)
+        assert name in METRICS, f"{metric} is not in the metric contract"
+        assert 'resource.type="generic_task"' in series_filter, series_filter
+        assert used <= {f"metric.label.{_label(a)}" for a in METRICS[name]}, (metric, used)
+    else:
+        assert metric in BUILT_IN, metric
+        assert set(group_by) <= BUILT_IN[metric], (metric, group_by)
+    for outcome in re.findall(r'metric\.label\.outcome="(\w+)"', series_filter):
+        assert outcome in RUN_OUTCOMES, outcome
+    return metric
+
+
+def _dashboard() -> dict[str, Any]:
+    return json.loads(DASHBOARD.read_text().replace("${environment}", "test"))
+
+
+def _charts() -> dict[str, tuple[str, dict[str, Any]]]:
+    """Each chart's title -> (its filter, its aggregation)."""
+    charts = {}
+    for tile in _dashboard()["mosaicLayout"]["tiles"]:
+        widget = tile["widget"]
+        (data_set,) = widget["xyChart"]["dataSets"]
+        query = data_set["timeSeriesQuery"]["timeSeriesFilter"]
+        charts[widget["title"]] = (query["filter"], query["aggregation"])
+    return charts
+
+
+def _conditions() -> dict[str, list[dict[str, Any]]]:
+    """Each alert policy's threshold conditions."""
+    return {
+        name: [c["condition_threshold"][0] for c in policy["conditions"]]
+        for name, policy in _resources("google_monitoring_alert_policy").items()
+    }
+
+
+def test_the_dashboard_charts_every_contract_metric_and_nothing_else() -> None:
+    (dashboard,) = _resources("google_monitoring_dashboard").values()
+    assert "/dashboards/operations.json.tftpl" in dashboard["dashboard_json"]
+    assert "templatefile(" in dashboard["dashboard_json"]
+    assert "${" not in DASHBOARD.read_text().replace("${environment}", "")
+    charts = _charts()
+    read = {_check_series(f, a.get("groupByFields", [])) for f, a in charts.values()}
+    assert read == {WORKLOAD + name for name in METRICS} | set(BUILT_IN)
+    # What the issue asks to see, each in its chart.
+    by_metric = {_metric_type(f): (f, a) for f, a in charts.values() if "parked" not in f}
+    latency = by_metric[WORKLOAD + "chimera.tool.duration"][1]
+    assert latency["crossSeriesReducer"] == "REDUCE_PERCENTILE_99"
+    assert latency["groupByFields"] == ["metric.label.vendor"]
+    errors = by_metric[WORKLOAD + "chimera.tool.errors"][1]
+    assert "metric.label.error_code" in errors["groupByFields"]
+    tokens = by_metric[WORKLOAD + "gen_ai.client.token.usage"][1]
+    assert "metric.label.gen_ai_token_type" in tokens["groupByFields"]
+    parked = [f for f, _ in charts.values() if 'metric.label.outcome="parked"' in f]
+    assert [_metric_type(f) for f in parked] == [WORKLOAD + "chimera.runs"]
+    breaker = next(
+        t["widget"]["xyChart"]
+        for t in _dashboard()["mosaicLayout"]["tiles"]
+        if "chimera.breaker.state" in json.dumps(t)
+    )
+    assert [t["value"] for t in breaker["thresholds"]] == [2]  # open
+    # Tiles on the 48-column grid, none overlapping.
+    cells = set()
+    for tile in _dashboard()["mosaicLayout"]["tiles"]:
+        assert tile["xPos"] + tile["width"] <= 48
+        area = {
+            (x, y)
+            for x in range(tile["xPos"], tile["xPos"] + tile["width"])
+            for y in range(tile["yPos"], tile["yPos"] + tile["height"])
+        }
+        assert not cells & area, tile["widget"]["title"]
+        cells |= area
+
+
+def test_the_alerts_watch_latency_queues_parked_runs_and_breakers_by_contract_metric() -> None:
+    conditions = _conditions()
+    read = {
+        name: {
+            _check_series(_resolved(c["filter"]), c["aggregations"][0].get("group_by_fields", []))
+            for c in found
+        }
+        for name, found in conditions.items()
+    }
+    assert read == {
+        "step_latency_p99": {WORKLOAD + "chimera.tool.duration"},
+        "queue_backlog": {CLOUD_TASKS_DEPTH, WORKLOAD + "chimera.queue.oldest_task_age"},
+        "parked_runs": {WORKLOAD + "chimera.runs"},
+        "breaker_open": {WORKLOAD + "chimera.breaker.state"},
+    }
+    # Cloud Monitoring compares thresholds with GT or LT only.
+    assert {c["comparison"] for found in conditions.values() for c in found} == {"COMPARISON_GT"}
+    (latency,) = conditions["step_latency_p99"]
+    assert latency["aggregations"][0]["cross_series_reducer"] == "REDUCE_PERCENTILE_99"
+    assert latency["aggregations"][0]["group_by_fields"] == ["metric.label.vendor"]
+    (parked,) = conditions["parked_runs"]
+    assert 'metric.label.outcome="parked"' in _resolved(parked["filter"])
+    assert (parked["threshold_value"], parked["duration"]) == (0, "0s")  # any parked run
+    (breaker,) = conditions["breaker_open"]
+    assert 1 < breaker["threshold_value"] < 2  # open (2), not half-open (1)
+    for policy in _resources("google_monitoring_alert_policy").values():
+        assert policy["notification_channels"] == "${var.notification_channels}"
+
+
+def test_alert_thresholds_are_variables_whose_defaults_fire_before_a_step_gives_up() -> None:
+    variables = _variables()
+    conditions = _conditions()
+    (latency,) = conditions["step_latency_p99"]
+    # The histogram is in seconds, the variable in milliseconds.
+    assert latency["threshold_value"] == "${var.step_latency_p99_threshold_ms / 1000}"
+    latency_s = variables["step_latency_p99_threshold_ms"]["default"] / 1000
+    assert 0 < latency_s < variables["dispatch_deadline"]["default"]
+    depth, age = conditions["queue_backlog"]
+    assert depth["threshold_value"] == "${var.queue_backlog_threshold}"
+    assert age["threshold_value"] == "${var.queue_oldest_task_age_threshold_s}"
+    oldest = variables["queue_oldest_task_age_threshold_s"]["default"]
+    dispatch = variables["dispatch_deadline"]["default"]
+    shortest_window = min(
+        q.retry_window(dispatch) for name, q in QUEUES.items() if name != "orchestrator"
+    )
+    assert 0 < oldest < shortest_window
+    (breaker,) = conditions["breaker_open"]
+    assert breaker["duration"] == "${var.breaker_open_alert_after_s}s"
+    assert variables["breaker_open_alert_after_s"]["default"] >= 0
+
+
+def test_the_functions_export_traces_and_metrics_to_google_cloud() -> None:
+    assert _locals()["fixed_environment"]["CHIMERA_TELEMETRY_EXPORTER"] == "gcp"
+    assert {"cloudtrace.googleapis.com", "monitoring.googleapis.com"} <= set(
+        re.findall(r'"([a-z]+\.googleapis\.com)"', (TERRAFORM / "apis.tf").read_text())
+    )
+    assert set(_locals()["telemetry_roles"]) == TELEMETRY
 
 
 # --- Bundles ----------------------------------------------------------------------------------
