@@ -11,12 +11,14 @@ from typing import Any, TypeVar, cast
 from shared.errors import PermanentError
 from shared.llm import LanguageModel
 from shared.logs import configure_logging
+from shared.metrics import observe_queue
 from shared.model import LlmUsage
 from shared.queues import QUEUES
 from shared.settings import Settings, SettingsError
 from shared.state import StateStore
 from shared.state_urls import sqlite_path
 from shared.task_queue import TaskQueue
+from shared.telemetry import configure_telemetry
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,7 @@ def build_runtime(settings: Settings) -> Runtime:
         SettingsError: settings that disagree (a state URL of the other backend, say).
     """
     settings.check()
+    configure_telemetry(settings)  # once per process: the first runtime's exporter stays
     location = settings.state_location
     if settings.backend == "local":
         from shared.local_queue import LocalTaskQueue
@@ -51,6 +54,7 @@ def build_runtime(settings: Settings) -> Runtime:
         scale = settings.local_backoff_scale
         queue = LocalTaskQueue(db, {n: q.scaled(scale) for n, q in QUEUES.items()})
         store = SqliteStateStore(db, queue, event_cap=settings.event_log_cap)
+        observe_queue(queue)
         return Runtime(settings, store, queue)
     from shared.cloud_tasks_queue import CloudTasksQueue
     from shared.firestore_state import FirestoreStateStore
@@ -59,6 +63,7 @@ def build_runtime(settings: Settings) -> Runtime:
     firestore = FirestoreStateStore.from_url(
         location, cloud_tasks, retention=settings.retention, event_cap=settings.event_log_cap
     )
+    observe_queue(cloud_tasks)
     return Runtime(settings, firestore, cloud_tasks)
 
 
