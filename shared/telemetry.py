@@ -15,7 +15,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import INVALID_SPAN_CONTEXT, Span, SpanKind, Status, StatusCode
@@ -46,6 +46,10 @@ class Telemetry:
     tracer_provider: trace.TracerProvider
     meter_provider: metrics.MeterProvider
     flushes: bool = False
+    # What the providers export through (None for `none`): what a test checks.
+    span_processor: SpanProcessor | None = None
+    span_exporter: SpanExporter | None = None
+    metric_reader: MetricReader | None = None
 
     def flush(self) -> None:
         if self.flushes and isinstance(self.tracer_provider, TracerProvider):
@@ -83,10 +87,16 @@ def build_telemetry(
             TracerProvider(resource=resource, sampler=ALWAYS_OFF), metrics.NoOpMeterProvider()
         )
     spans, reader = _exporters(exporter, settings, gcp_clients)
+    processor = BatchSpanProcessor(spans)
     tracer_provider = TracerProvider(resource=resource)
-    tracer_provider.add_span_processor(BatchSpanProcessor(spans))
+    tracer_provider.add_span_processor(processor)
     return Telemetry(
-        tracer_provider, MeterProvider(resource=resource, metric_readers=[reader]), flushes=True
+        tracer_provider,
+        MeterProvider(resource=resource, metric_readers=[reader]),
+        flushes=True,
+        span_processor=processor,
+        span_exporter=spans,
+        metric_reader=reader,
     )
 
 
