@@ -119,6 +119,7 @@ def observe_queue(queue: object) -> None:
     """Report `queue`'s depth and oldest task age (read when metrics are collected)."""
     with _lock:
         _observed[:] = [queue]
+    instruments()  # the gauges exist from now on, before anything is recorded
 
 
 def _stats() -> Iterable[Any]:
@@ -136,11 +137,8 @@ def _queue_depths(options: CallbackOptions) -> Iterable[Observation]:
 
 
 def _oldest_task_ages(options: CallbackOptions) -> Iterable[Observation]:
-    return [
-        Observation(s.oldest_age_s or 0.0, {"queue": s.queue})
-        for s in _stats()
-        if s.oldest_age_s is not None or s.depth == 0
-    ]
+    # An empty queue's oldest task is none: 0 s, so an age alert clears.
+    return [Observation(s.oldest_age_s or 0.0, {"queue": s.queue}) for s in _stats()]
 
 
 def tool_attempt(

@@ -121,3 +121,34 @@ def test_one_onboarding_is_one_trace_covering_every_hop_and_vendor_request(start
     # The model calls carry the GenAI conventions.
     chats = [s for s in in_trace if s.attributes.get("gen_ai.operation.name") == "chat"]
     assert chats and all(s.attributes["gen_ai.usage.input_tokens"] > 0 for s in chats)
+
+
+def test_one_onboarding_is_measured_once_by_outcome_with_its_retries(start_stack):
+    with recorded() as recording:
+        stack = start_stack("jira.error=0.4,slack.error=0.5,seed=11", local_backoff_scale=0.01)
+        run_id = submit(stack, body())[1]["run_id"]
+        run = wait_until_settled(stack, [run_id])[run_id]
+        assert run.status is RunStatus.SUCCEEDED, run.reason
+        _settled_spans(stack, recording, run_id)
+
+    def total(name: str, **where: object) -> float:
+        return sum(
+            p.value
+            for a, p in recording.points(name)
+            if all(a.get(k) == v for k, v in where.items())
+        )
+
+    assert total("chimera.runs", outcome="succeeded") == 1
+    assert total("chimera.runs") == 1
+    retried = total("chimera.tool.retries")
+    assert retried > 0 and total("chimera.tool.calls", outcome="retry") == retried
+    assert total("chimera.tool.calls", outcome="ok") == len(run.steps)
+    assert total("chimera.tool.errors", **{"error.code": "unavailable"}) == retried
+    statuses = {a.get("http.response.status_code") for a, _ in recording.points(
+        "chimera.vendor.request.duration"
+    )}
+    assert 200 in statuses and statuses & {500, 503}
+    assert {a["gen_ai.token.type"] for a, _ in recording.points("gen_ai.client.token.usage")} == {
+        "input",
+        "output",
+    }
