@@ -61,9 +61,7 @@ def _settled_spans(stack, recording, run_id: str) -> tuple[Counter, list]:
 def test_one_onboarding_is_one_trace_covering_every_hop_and_vendor_request(start_stack, tmp_path):
     with recorded() as recording:
         # Seeded vendor errors: some steps fail and are retried by the queue.
-        stack = start_stack(
-            "jira.error=0.4,slack.error=0.5,seed=11", local_backoff_scale=0.01
-        )
+        stack = start_stack("jira.error=0.4,slack.error=0.5,seed=11", local_backoff_scale=0.01)
         status, answer = submit(stack, body())
         assert status == 202
         run_id = answer["run_id"]
@@ -144,9 +142,10 @@ def test_one_onboarding_is_measured_once_by_outcome_with_its_retries(start_stack
     assert retried > 0 and total("chimera.tool.calls", outcome="retry") == retried
     assert total("chimera.tool.calls", outcome="ok") == len(run.steps)
     assert total("chimera.tool.errors", **{"error.code": "unavailable"}) == retried
-    statuses = {a.get("http.response.status_code") for a, _ in recording.points(
-        "chimera.vendor.request.duration"
-    )}
+    statuses = {
+        a.get("http.response.status_code")
+        for a, _ in recording.points("chimera.vendor.request.duration")
+    }
     assert 200 in statuses and statuses & {500, 503}
     assert {a["gen_ai.token.type"] for a, _ in recording.points("gen_ai.client.token.usage")} == {
         "input",

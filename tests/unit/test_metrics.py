@@ -12,7 +12,9 @@ from tests.telemetry_recorder import recorded
 
 def _sum(recording, name: str, **attributes) -> float:
     return sum(
-        p.value for a, p in recording.points(name) if all(a.get(k) == v for k, v in attributes.items())
+        p.value
+        for a, p in recording.points(name)
+        if all(a.get(k) == v for k, v in attributes.items())
     )
 
 
@@ -26,7 +28,9 @@ def test_a_tool_attempt_counts_its_call_error_retry_and_latency():
     assert _sum(recording, "chimera.tool.calls", **where, outcome="ok") == 1
     assert _sum(recording, "chimera.tool.retries", **where) == 1
     assert _sum(recording, "chimera.tool.errors", **where, **{"error.code": "unavailable"}) == 1
-    assert _sum(recording, "chimera.tool.errors", vendor="slack", **{"error.code": "auth_failed"}) == 1
+    assert (
+        _sum(recording, "chimera.tool.errors", vendor="slack", **{"error.code": "auth_failed"}) == 1
+    )
     assert _sum(recording, "chimera.tool.retries", vendor="slack") == 0
     durations = {tuple(sorted(a.items())): p for a, p in recording.points("chimera.tool.duration")}
     jira = durations[tuple(sorted(where.items()))]
@@ -69,11 +73,16 @@ def test_runs_are_counted_by_outcome_and_only_the_contracts_outcomes():
 def test_a_model_call_records_its_tokens_by_type_and_its_cost():
     with recorded() as recording:
         metrics.model_call("gemini-2.5-flash", 120, 30, 0.0001)
-    tokens = {a["gen_ai.token.type"]: (a, p) for a, p in recording.points("gen_ai.client.token.usage")}
+    tokens = {
+        a["gen_ai.token.type"]: (a, p) for a, p in recording.points("gen_ai.client.token.usage")
+    }
     assert tokens["input"][1].sum == 120 and tokens["output"][1].sum == 30
     assert tokens["input"][0]["gen_ai.operation.name"] == "chat"
     assert tokens["input"][0]["gen_ai.request.model"] == "gemini-2.5-flash"
-    assert _sum(recording, "chimera.llm.cost", **{"gen_ai.request.model": "gemini-2.5-flash"}) == 0.0001
+    assert (
+        _sum(recording, "chimera.llm.cost", **{"gen_ai.request.model": "gemini-2.5-flash"})
+        == 0.0001
+    )
     units = recording.units()
     assert units["gen_ai.client.token.usage"] == "{token}" and units["chimera.llm.cost"] == "USD"
 

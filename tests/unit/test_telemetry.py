@@ -75,7 +75,9 @@ def test_gcp_uses_cloud_trace_and_cloud_monitoring():
         MetricServiceClient(credentials=AnonymousCredentials()),
     )
     built = telemetry.build_telemetry(
-        Settings(telemetry_exporter="gcp", gcp_project="acme-prod"), "orchestrator", gcp_clients=clients
+        Settings(telemetry_exporter="gcp", gcp_project="acme-prod"),
+        "orchestrator",
+        gcp_clients=clients,
     )
     spans, measures = _exporters(built)
     assert isinstance(spans, CloudTraceSpanExporter) and spans.project_id == "acme-prod"
@@ -145,7 +147,11 @@ def urls_with_keys(draw):
 
 
 @settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(url=urls_with_keys(), method=st.sampled_from(["GET", "post", "PUT"]), status=st.integers(200, 599))
+@given(
+    url=urls_with_keys(),
+    method=st.sampled_from(["GET", "post", "PUT"]),
+    status=st.integers(200, 599),
+)
 def test_no_key_reaches_a_vendor_request_span_when_the_url_carries_one(url, method, status):
     with recorded() as recording, http_request("jira", method, url) as exchange:
         exchange.answered(status)
@@ -160,9 +166,9 @@ def test_no_key_reaches_a_vendor_request_span_when_the_url_carries_one(url, meth
 def test_a_request_with_no_answer_marks_its_span_failed():
     from shared.errors import VendorTimeout
 
-    with recorded() as recording, pytest.raises(VendorTimeout):
-        with http_request("slack", "POST", "https://slack.com/api/chat.postMessage"):
-            raise VendorTimeout("Slack did not answer")
+    url = "https://slack.com/api/chat.postMessage"
+    with recorded() as recording, pytest.raises(VendorTimeout), http_request("slack", "POST", url):
+        raise VendorTimeout("Slack did not answer")
     (span,) = recording.spans()
     assert not span.status.is_ok and span.attributes["error.type"] == "timeout"
     assert "http.response.status_code" not in span.attributes
