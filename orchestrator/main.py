@@ -212,12 +212,13 @@ def intake_pubsub(event: CloudEvent) -> None:
         return
     try:
         service.submit(rt, onboarding, source="pubsub")
-        telemetry.flush()
     except service.RequestKeyReused as exc:
         log.error("pubsub message %s rejected: %s", message_id, exc)
         rt.store.record_rejection(
             Rejection(source="pubsub", reason=str(exc), excerpt=json.dumps(message)[:500])
         )
+    finally:
+        telemetry.flush()  # the run's root span leaves before the answer
 
 
 @functions_framework.http

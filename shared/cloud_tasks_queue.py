@@ -20,6 +20,7 @@ from shared.settings import Settings
 from shared.task_queue import QueueStats
 
 MAX_TASK_ID = 500
+STATS_TIMEOUT_S = 5.0
 
 
 class QueueUnavailable(RetryableError):
@@ -125,7 +126,10 @@ class CloudTasksQueue:
             queue = client.get_queue(
                 request=tasks_v2beta3.GetQueueRequest(
                     name=self.path_of(name), read_mask=FieldMask(paths=["stats"])
-                )
+                ),
+                # A collection must not wait on a sick API: this point is missed instead.
+                retry=None,
+                timeout=STATS_TIMEOUT_S,
             )
             oldest = queue.stats.oldest_estimated_arrival_time if queue.stats else None
             age = (now - oldest).total_seconds() if oldest and oldest.timestamp() > 0 else None

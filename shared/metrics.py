@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,7 +101,8 @@ def _instruments_of(meter: metrics.Meter) -> Instruments:
 
 _lock = threading.Lock()
 _built: dict[int, Instruments] = {}
-_observed: list[Any] = []  # the queue whose stats the gauges read (one per process)
+# Where the gauges find the queue to read (the installed runtime's), at each collection.
+_queue_source: list[Callable[[], object | None]] = []
 
 
 def instruments() -> Instruments:
@@ -115,19 +116,20 @@ def instruments() -> Instruments:
         return _built[key]
 
 
-def observe_queue(queue: object) -> None:
-    """Report `queue`'s depth and oldest task age (read when metrics are collected)."""
+def observe_queues(source: Callable[[], object | None]) -> None:
+    """Report the depth and oldest task age of the queue `source` gives when metrics are
+    collected (None: no queue now)."""
     with _lock:
-        _observed[:] = [queue]
+        _queue_source[:] = [source]
     instruments()  # the gauges exist from now on, before anything is recorded
 
 
 def _stats() -> Iterable[Any]:
     with _lock:
-        observed = list(_observed)
-    for queue in observed:
+        sources = list(_queue_source)
+    for source in sources:
         try:
-            yield from queue_stats(queue)
+            yield from queue_stats(source())
         except Exception:  # a queue that cannot say this time is missing from one point
             log.warning("could not read the queues' stats", exc_info=True)
 

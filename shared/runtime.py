@@ -11,7 +11,7 @@ from typing import Any, TypeVar, cast
 from shared.errors import PermanentError
 from shared.llm import LanguageModel
 from shared.logs import configure_logging
-from shared.metrics import observe_queue
+from shared.metrics import observe_queues
 from shared.model import LlmUsage
 from shared.queues import QUEUES
 from shared.settings import Settings, SettingsError
@@ -44,6 +44,7 @@ def build_runtime(settings: Settings) -> Runtime:
     """
     settings.check()
     configure_telemetry(settings)  # once per process: the first runtime's exporter stays
+    observe_queues(_installed_queue)
     location = settings.state_location
     if settings.backend == "local":
         from shared.local_queue import LocalTaskQueue
@@ -54,7 +55,6 @@ def build_runtime(settings: Settings) -> Runtime:
         scale = settings.local_backoff_scale
         queue = LocalTaskQueue(db, {n: q.scaled(scale) for n, q in QUEUES.items()})
         store = SqliteStateStore(db, queue, event_cap=settings.event_log_cap)
-        observe_queue(queue)
         return Runtime(settings, store, queue)
     from shared.cloud_tasks_queue import CloudTasksQueue
     from shared.firestore_state import FirestoreStateStore
@@ -63,7 +63,6 @@ def build_runtime(settings: Settings) -> Runtime:
     firestore = FirestoreStateStore.from_url(
         location, cloud_tasks, retention=settings.retention, event_cap=settings.event_log_cap
     )
-    observe_queue(cloud_tasks)
     return Runtime(settings, firestore, cloud_tasks)
 
 
@@ -133,6 +132,12 @@ def runtime() -> Runtime:
             configure_logging(settings.log_format, secrets=settings.secret_values())
             _current = build_runtime(settings)
         return _current
+
+
+def _installed_queue() -> TaskQueue | None:
+    """The queue of the runtime in use, for the queue gauges (never one built for them)."""
+    current = _current
+    return current.queue if current is not None else None
 
 
 def install(new: Runtime | None) -> None:

@@ -221,9 +221,10 @@ class FakeQueueStats:
         self.found = found
         self.requests: list = []
 
-    def get_queue(self, *, request):  # type: ignore[no-untyped-def]
+    def get_queue(self, *, request, retry, timeout):  # type: ignore[no-untyped-def]
         from google.cloud import tasks_v2beta3
 
+        assert retry is None and 0 < timeout <= 10  # a collection never waits long
         self.requests.append(request)
         name = request.name.rsplit("/", 1)[1]
         count, oldest = self.found.get(name, (0, None))

@@ -92,9 +92,23 @@ def test_the_queue_gauges_read_the_observed_queues_stats(tmp_path):
     for n in range(3):
         queue.enqueue(Task(queue="tool-jira", name=f"t-{n}", payload={}))
     with recorded() as recording:
-        metrics.observe_queue(queue)
+        metrics.observe_queues(lambda: queue)
         depth = {a["queue"]: p.value for a, p in recording.points("chimera.queue.depth")}
         age = {a["queue"]: p.value for a, p in recording.points("chimera.queue.oldest_task_age")}
     assert depth == {name: (3 if name == "tool-jira" else 0) for name in QUEUES}
     assert age["tool-jira"] >= 0 and age["orchestrator"] == 0
     assert recording.units()["chimera.queue.depth"] == "{task}"
+
+
+def test_the_queue_gauges_read_the_installed_runtimes_queue_and_nothing_else(tmp_path):
+    from shared.runtime import build_runtime, install
+    from shared.settings import Settings
+
+    with recorded() as recording:
+        built = build_runtime(Settings(home=tmp_path / "home"))
+        assert recording.points("chimera.queue.depth") == []  # built, not installed
+        install(built)
+        built.queue.enqueue(Task(queue="orchestrator", name="t-1", payload={}))
+        depth = {a["queue"]: p.value for a, p in recording.points("chimera.queue.depth")}
+        install(None)
+    assert depth["orchestrator"] == 1 and set(depth) == set(QUEUES)
