@@ -15,6 +15,7 @@ from pydantic import Field, ValidationError
 
 import shared.runtime
 from orchestrator import service
+from shared import telemetry
 from shared.callers import Caller, intake_caller, refused
 from shared.errors import Conflict
 from shared.fields import ActionReason
@@ -36,6 +37,7 @@ from shared.tasks_http import answer, attempt_of, refuse, retry_later
 from shared.validation_errors import field_errors, one_line
 
 log = logging.getLogger(__name__)
+telemetry.serve_as("orchestrator")
 
 RUN_PATH = re.compile(
     r"^/runs/(?P<run_id>[A-Za-z0-9_-]+)(?::(?P<action>resume|cancel|approve|reject))?$"
@@ -51,6 +53,13 @@ def intake_http(request: flask.Request) -> flask.Response:
     """POST /runs starts a run; GET /runs and GET /runs/{id} read them; POST /runs/{id}:action
     acts on one. Every route needs an authenticated caller (shared/callers.py); reads and
     actions, an operator: runs hold clients' personal data."""
+    try:
+        return _intake(request)
+    finally:
+        telemetry.flush()  # the run's root span leaves before the answer
+
+
+def _intake(request: flask.Request) -> flask.Response:
     rt = runtime()
     # Who calls first (headers only), so a stranger cannot make us read a body.
     caller = intake_caller(request, rt.settings, Keys(rt.store, rt.settings.home))
@@ -208,6 +217,8 @@ def intake_pubsub(event: CloudEvent) -> None:
         rt.store.record_rejection(
             Rejection(source="pubsub", reason=str(exc), excerpt=json.dumps(message)[:500])
         )
+    finally:
+        telemetry.flush()  # the run's root span leaves before the answer
 
 
 @functions_framework.http
@@ -224,12 +235,26 @@ def handle_task(request: flask.Request) -> flask.Response:
         happening = OrchestratorTask.model_validate_json(raw)
     except ValidationError as exc:
         return refuse(rt.store, attempt, ORCHESTRATOR_QUEUE, one_line(exc), raw)
-    with log_context(run_id=happening.run_id, step_id=happening.step_id, attempt=attempt.number):
+    with (
+        log_context(run_id=happening.run_id, step_id=happening.step_id, attempt=attempt.number),
+        telemetry.delivery(
+            f"orchestrator {happening.kind}",
+            request.headers,
+            fallback=telemetry.stored_trace(rt.store, happening.run_id),
+            attributes={
+                "chimera.run_id": happening.run_id,
+                "chimera.step_id": happening.step_id,
+                **telemetry.attempt_attributes(attempt),
+            },
+        ) as span,
+    ):
         try:
             model = reasoning_model() if rt.settings.agent_reasoning else None
             result = service.take(rt, happening, model)
         except Conflict as exc:
+            telemetry.failed(span, exc)
             return retry_later(exc)
+        span.set_attribute("chimera.decision", result)
     return answer(200, {"status": result})
 
 

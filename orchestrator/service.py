@@ -6,8 +6,13 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
+
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, SpanKind
 
 from orchestrator import agent, core, tasks
+from shared import metrics, telemetry
 from shared.errors import Conflict
 from shared.llm import LanguageModel
 from shared.model import (
@@ -38,8 +43,34 @@ def submit(
     rt: Runtime, request: OnboardingRequest, *, source: str, actor: str = ""
 ) -> tuple[RunState, bool]:
     """Create the run for `request` (once, however often it is submitted) and queue its start;
-    `actor` is the verified caller who asked, when the source knows one."""
-    run = RunState(run_id=request.run_id(), request_key=request.idempotency_key(), request=request)
+    `actor` is the verified caller who asked, when the source knows one.
+
+    A new run opens its onboarding's trace: the root span's context is stored with the run, in
+    the write that creates it and its start task. A request for a run that exists continues
+    that run's trace.
+    """
+    existing = rt.store.load(request.run_id())
+    parent = telemetry.run_context(existing) if existing else Context()  # Context(): a new trace
+    with telemetry.span(
+        f"intake {source}",
+        kind=SpanKind.SERVER,
+        parent=parent,
+        attributes={"chimera.run_id": request.run_id(), "chimera.source": source},
+    ) as root:
+        stored, created = _create(rt, request, source, actor, telemetry.traceparent_of(root))
+        root.set_attribute("chimera.created", created)
+    return stored, created
+
+
+def _create(
+    rt: Runtime, request: OnboardingRequest, source: str, actor: str, traceparent: str
+) -> tuple[RunState, bool]:
+    run = RunState(
+        run_id=request.run_id(),
+        request_key=request.idempotency_key(),
+        request=request,
+        traceparent=traceparent,
+    )
     created_event = Event(
         run_id=run.run_id,
         kind="run.created",
@@ -115,19 +146,22 @@ def resume(rt: Runtime, run_id: str, actor: str = "orchestrator") -> str:
         if step.status is StepStatus.FAILED:
             # Forget the failure so the step's next generation can record its own outcome.
             rt.store.discard_outcome(run_id, step.step_id)
-    return _apply(rt, run, lambda run, outcomes: core.resume(run, outcomes, utcnow(), actor))
+    with _action_span("resume", run, actor):
+        return _apply(rt, run, lambda run, outcomes: core.resume(run, outcomes, utcnow(), actor))
 
 
 def approve(rt: Runtime, run_id: str, actor: str) -> str:
     """A person approves the step the run waits for (the welcome email): it is dispatched."""
     run = _waiting(rt, run_id)
-    return _apply(rt, run, lambda run, outcomes: core.approve(run, actor, outcomes, utcnow()))
+    with _action_span("approve", run, actor):
+        return _apply(rt, run, lambda run, outcomes: core.approve(run, actor, outcomes, utcnow()))
 
 
 def reject(rt: Runtime, run_id: str, actor: str, reason: str) -> str:
     """A person rejects the step the run waits for: the run is cancelled, the email unsent."""
     run = _waiting(rt, run_id)
-    return _apply(rt, run, lambda run, _: core.reject(run, actor, reason, utcnow()))
+    with _action_span("reject", run, actor):
+        return _apply(rt, run, lambda run, _: core.reject(run, actor, reason, utcnow()))
 
 
 def _waiting(rt: Runtime, run_id: str) -> RunState:
@@ -142,7 +176,17 @@ def cancel(rt: Runtime, run_id: str, reason: str = "", actor: str = "orchestrato
     run = _existing(rt, run_id)
     if run.status.terminal:
         raise NotAllowed(f"run {run_id} is already {run.status.value}")
-    return _apply(rt, run, lambda run, _: core.cancel(run, reason, utcnow(), actor))
+    with _action_span("cancel", run, actor):
+        return _apply(rt, run, lambda run, _: core.cancel(run, reason, utcnow(), actor))
+
+
+def _action_span(action: str, run: RunState, actor: str) -> AbstractContextManager[Span]:
+    """A person's action on a run, in the run's trace: what it dispatches joins it too."""
+    return telemetry.span(
+        f"orchestrator {action}",
+        parent=telemetry.run_context(run),
+        attributes={"chimera.run_id": run.run_id, "chimera.actor": actor},
+    )
 
 
 def _watchdogs_for(calls: list[ToolTask], dispatch_deadline: float) -> list[Task]:
@@ -210,6 +254,9 @@ def _apply(rt: Runtime, loaded: RunState, decide: Decide) -> str:
         except Conflict:
             time.sleep(random.uniform(0, 0.01 * 2**attempt))
             continue
+        if decision.run.status is not run.status:
+            # Counted by the transition that made it so: a redelivery changes nothing.
+            metrics.run_entered(decision.run.status.value)
         if decision.run.status is RunStatus.PARKED:
             # One line per parked run: the log-based metric behind the parked-runs alert.
             log.error(

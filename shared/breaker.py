@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
+from shared import metrics
 from shared.errors import (
     ChimeraError,
     CircuitOpen,
@@ -274,6 +275,8 @@ class CircuitBreaker:
         with self._lock:
             if self._generation == generation:  # nothing newer was adopted meanwhile
                 self._adopt(state)
+            seen = self._shared.state
+        metrics.breaker_state(self.name, seen)
 
     def _write(self, expected: BreakerState, new: BreakerState) -> None:
         """Write one state change (with `_changing` set); on a lost race, adopt the winner's."""
@@ -292,6 +295,8 @@ class CircuitBreaker:
             self._changing = False
             self._adopt(current)
             self._read_at = self.clock()
+            seen = self._shared.state
+        metrics.breaker_state(self.name, seen)
         if won:
             self._announce(expected, current)
 

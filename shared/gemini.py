@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import logging
 import re
+import types as pytypes
 from typing import Any
 
 from google import genai
 from google.auth.credentials import Credentials as GoogleCredentials
 from google.genai import errors as genai_errors
 from google.genai import types
+from opentelemetry.semconv._incubating.attributes.gen_ai_attributes import (
+    GEN_AI_OPERATION_NAME,
+    GEN_AI_PROVIDER_NAME,
+    GEN_AI_REQUEST_MODEL,
+    GEN_AI_USAGE_INPUT_TOKENS,
+    GEN_AI_USAGE_OUTPUT_TOKENS,
+)
+from opentelemetry.trace import SpanKind
 
+from shared import metrics, telemetry
 from shared.errors import AuthFailed, BadVendorReply, ChimeraError
 from shared.model import LlmUsage
 from shared.run_header import RUN_ID_HEADER
 from shared.settings import Settings
 from shared.vendor_errors import answer_message, error_for_status, transport_error
+from shared.vendor_requests import http_request
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +83,7 @@ class GeminiLanguageModel:
         self._model = settings.gemini_model
         self._price_in = settings.gemini_price_in
         self._price_out = settings.gemini_price_out
-        vertexai = settings.gemini_vertexai
+        vertexai = self._vertexai = settings.gemini_vertexai
         http_options = types.HttpOptions(
             base_url=settings.vendor_url("gemini"),
             api_version=VERTEX_API_VERSION if vertexai else GEMINI_API_VERSION,
@@ -79,7 +91,8 @@ class GeminiLanguageModel:
             timeout=int(settings.vendor_read_timeout * 1000),
             # One attempt: the queue owns retries.
             retry_options=types.HttpRetryOptions(attempts=1),
-            client_args={"transport": transport} if transport is not None else None,
+            # Every request through a traced transport: one CLIENT span per HTTP request.
+            client_args={"transport": traced_transport(transport)},
         )
         if vertexai:
             project = settings.gemini_project or settings.gcp_project
@@ -110,6 +123,32 @@ class GeminiLanguageModel:
         self, *, system: str, prompt: str, schema: dict[str, Any], run_id: str
     ) -> tuple[dict[str, Any], LlmUsage]:
         """One JSON object satisfying `schema`, at temperature 0, and what it cost."""
+        with telemetry.span(
+            f"chat {self._model}",
+            kind=SpanKind.CLIENT,
+            attributes={
+                GEN_AI_OPERATION_NAME: "chat",
+                GEN_AI_PROVIDER_NAME: "gcp.vertex_ai" if self._vertexai else "gcp.gemini",
+                GEN_AI_REQUEST_MODEL: self._model,
+                "chimera.run_id": run_id,
+            },
+        ) as span:
+            answer, usage = self._generate(
+                system=system, prompt=prompt, schema=schema, run_id=run_id
+            )
+            span.set_attributes(
+                {
+                    GEN_AI_USAGE_INPUT_TOKENS: usage.input_tokens,
+                    GEN_AI_USAGE_OUTPUT_TOKENS: usage.output_tokens,
+                    "chimera.llm.cost_usd": usage.cost_usd,
+                }
+            )
+        metrics.model_call(self._model, usage.input_tokens, usage.output_tokens, usage.cost_usd)
+        return answer, usage
+
+    def _generate(
+        self, *, system: str, prompt: str, schema: dict[str, Any], run_id: str
+    ) -> tuple[dict[str, Any], LlmUsage]:
         config = types.GenerateContentConfig(
             system_instruction=system or None,
             temperature=0,
@@ -155,6 +194,47 @@ class GeminiLanguageModel:
             output_tokens=output_tokens,
             cost_usd=round(cost, 8),
         )
+
+
+@functools.cache
+def _traced_transport_class(flavour: pytypes.ModuleType) -> type:
+    """A transport of `flavour` (httpx or httpx2: the SDK picks its client by the transport's
+    class) tracing each request it hands to the transport it wraps."""
+
+    class TracedTransport(flavour.BaseTransport):  # type: ignore[name-defined,misc]
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def handle_request(self, request: Any) -> Any:
+            with http_request("gemini", request.method, str(request.url)) as exchange:
+                response = self.inner.handle_request(request)
+                exchange.answered(response.status_code)
+                return response
+
+        def close(self) -> None:
+            self.inner.close()
+
+    return TracedTransport
+
+
+def traced_transport(transport: Any = None) -> Any:
+    """`transport` (a test's recorder; by default the network's), each request traced."""
+    flavour = _httpx_flavour(transport)
+    if transport is None:
+        transport = flavour.HTTPTransport()
+    return _traced_transport_class(flavour)(transport)
+
+
+def _httpx_flavour(transport: Any) -> pytypes.ModuleType:
+    """The httpx flavour `transport` is of; without one, httpx2 where installed (the SDK's
+    default), else httpx."""
+    packages = [cls.__module__.split(".")[0] for cls in type(transport).__mro__]
+    for name in [p for p in packages if p in ("httpx", "httpx2")] + ["httpx2", "httpx"]:
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            continue
+    raise ImportError("google-genai needs httpx or httpx2")
 
 
 def _parse_answer(response: types.GenerateContentResponse) -> dict[str, Any]:

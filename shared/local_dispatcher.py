@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
@@ -99,6 +100,15 @@ class Housekeeping:
                 pruned.counts(),
             )
         return pruned
+
+
+def _task_headers(row: sqlite3.Row) -> dict[str, str]:
+    """The headers a task was queued with (none for a task from before they were kept)."""
+    try:
+        headers = json.loads(row["headers"] or "{}")
+    except (IndexError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in headers.items()} if isinstance(headers, dict) else {}
 
 
 class LocalDispatcher:
@@ -252,6 +262,8 @@ class LocalDispatcher:
             task_name=row["name"],
             body=body,
             headers={
+                # The task's own (its trace context) first: the queue's headers win.
+                **_task_headers(row),
                 # Signed at each delivery, so a redelivery carries its own time.
                 **self.signer.headers(body, row["name"]),
                 "X-CloudTasks-QueueName": queue_name,

@@ -28,7 +28,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     last_status INTEGER,
     last_error TEXT,
     created_at REAL NOT NULL,
-    finished_at REAL
+    finished_at REAL,
+    headers TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS tasks_due ON tasks (state, queue, due_at);
 CREATE INDEX IF NOT EXISTS tasks_finished ON tasks (state, finished_at);
@@ -55,7 +56,20 @@ class LocalTaskQueue:
         self.wakeup = threading.Event()
         self._inserted = threading.local()
         db.ensure_schema(SCHEMA)
+        self._add_headers_column()
         db.on_commit(self._wake_if_inserted)
+
+    def _add_headers_column(self) -> None:
+        # A database from before tasks carried their trace context: its tasks have none (a
+        # delivery without one continues its run's stored trace).
+        columns = {r["name"] for r in self.db.connection().execute("PRAGMA table_info(tasks)")}
+        if "headers" not in columns:
+            try:
+                with self.db.transaction() as conn:
+                    conn.execute("ALTER TABLE tasks ADD COLUMN headers TEXT NOT NULL DEFAULT '{}'")
+            except sqlite3.OperationalError as exc:
+                if "duplicate column" not in str(exc):  # another process migrated it first
+                    raise
 
     def _wake_if_inserted(self) -> None:
         # Only a commit that queued a task wakes the dispatcher; its own commits must not,
@@ -77,9 +91,18 @@ class LocalTaskQueue:
         self._inserted.flag = True
         return (
             conn.execute(
-                "INSERT OR IGNORE INTO tasks (name, queue, payload, due_at, state, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (task.name, task.queue, json.dumps(task.payload), due, QUEUED, now),
+                "INSERT OR IGNORE INTO tasks"
+                " (name, queue, payload, due_at, state, created_at, headers)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    task.name,
+                    task.queue,
+                    json.dumps(task.payload),
+                    due,
+                    QUEUED,
+                    now,
+                    json.dumps(task.headers),
+                ),
             ).rowcount
             == 1
         )

@@ -25,6 +25,7 @@ from shared.fields import (
 CHANNEL_RE = re.compile(r"^#?[a-z0-9][a-z0-9._-]{0,79}$")
 DEFAULT_GOAL = "Welcome the client and get their onboarding project started."
 ATTENTION_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+TRACEPARENT_RE = re.compile(r"^00-(?P<trace>[0-9a-f]{32})-(?P<span>[0-9a-f]{16})-[0-9a-f]{2}$")
 
 
 def utcnow() -> datetime:
@@ -242,6 +243,15 @@ class RunState(Model):
     version: int = 0
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+    # The onboarding's trace (W3C traceparent of its root span), stored with the run before
+    # its first task: a task that carries no context continues it. "" before tracing.
+    traceparent: str = ""
+
+    @property
+    def trace_id(self) -> str:
+        """The run's trace id (32 hex digits), or "" when it has none."""
+        match = TRACEPARENT_RE.match(self.traceparent)
+        return match["trace"] if match else ""
 
     @field_validator("attention", mode="before")
     @classmethod
@@ -360,6 +370,8 @@ class Task(Model):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,500}$")
     payload: dict[str, Any]
     schedule_time: datetime | None = None
+    # Sent with each delivery: the W3C trace context of the dispatch (traceparent, tracestate).
+    headers: dict[str, str] = Field(default_factory=dict)
 
 
 class OrchestratorTask(Model):

@@ -11,12 +11,14 @@ from typing import Any, TypeVar, cast
 from shared.errors import PermanentError
 from shared.llm import LanguageModel
 from shared.logs import configure_logging
+from shared.metrics import observe_queues
 from shared.model import LlmUsage
 from shared.queues import QUEUES
 from shared.settings import Settings, SettingsError
 from shared.state import StateStore
 from shared.state_urls import sqlite_path
 from shared.task_queue import TaskQueue
+from shared.telemetry import configure_telemetry
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,8 @@ def build_runtime(settings: Settings) -> Runtime:
         SettingsError: settings that disagree (a state URL of the other backend, say).
     """
     settings.check()
+    configure_telemetry(settings)  # once per process: the first runtime's exporter stays
+    observe_queues(_installed_queue)
     location = settings.state_location
     if settings.backend == "local":
         from shared.local_queue import LocalTaskQueue
@@ -132,6 +136,12 @@ def runtime() -> Runtime:
             )
             _current = build_runtime(settings)
         return _current
+
+
+def _installed_queue() -> TaskQueue | None:
+    """The queue of the runtime in use, for the queue gauges (never one built for them)."""
+    current = _current
+    return current.queue if current is not None else None
 
 
 def install(new: Runtime | None) -> None:

@@ -168,6 +168,11 @@ class Settings(BaseSettings):
 
     dev_port: int = Field(default=8080, ge=0, le=65535)
     log_format: Literal["text", "json"] = "text"
+    # Where traces and metrics go (shared/telemetry.py): none (ids only, nothing exported),
+    # console (stderr), otlp (OTEL_EXPORTER_OTLP_* say where), gcp (Cloud Trace, Monitoring).
+    telemetry_exporter: Literal["none", "console", "otlp", "gcp"] = "none"
+    # A link to a run's trace, `{trace_id}` filled in (Cloud Trace's, Jaeger's); empty: none.
+    trace_url: str = ""
 
     def __init__(self, **values: Any) -> None:
         try:
@@ -219,6 +224,8 @@ class Settings(BaseSettings):
         problems += self._breaker_problems()
         problems += self._enrichment_problems()
         problems += self._state_problems()
+        if self.trace_url and "{trace_id}" not in self.trace_url:
+            problems.append(f"{PREFIX}TRACE_URL must contain {{trace_id}}, where the id goes")
         return problems
 
     @property

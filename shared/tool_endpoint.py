@@ -9,8 +9,10 @@ import time
 from collections.abc import Callable, Mapping
 
 import flask
+from opentelemetry import trace
 from pydantic import ValidationError
 
+from shared import metrics, telemetry
 from shared.breaker import BreakerPolicy, ConcurrencyLimit, breaker_for
 from shared.errors import ChimeraError, InvalidInput, PermanentError, RetryableError
 from shared.identity import task_caller_denied
@@ -34,6 +36,7 @@ from shared.registry import TOOLS
 from shared.retry_outlook import RetryOutlook
 from shared.runtime import Runtime, runtime
 from shared.tasks_http import answer, attempt_of, refuse, retry_later
+from shared.telemetry import dispatched
 from shared.validation_errors import one_line
 
 log = logging.getLogger(__name__)
@@ -43,12 +46,14 @@ ToolFunction = Callable[[ToolCall, Attempt], StepResult]
 
 def report_task(outcome: StepOutcome) -> Task:
     """The task that tells the orchestrator a step finished; named so it is sent once."""
-    return Task(
-        queue=ORCHESTRATOR_QUEUE,
-        name=f"{outcome.run_id}-{outcome.step_id}-g{outcome.generation}-done",
-        payload=OrchestratorTask(
-            run_id=outcome.run_id, kind="step_finished", step_id=outcome.step_id
-        ).model_dump(mode="json"),
+    return dispatched(
+        Task(
+            queue=ORCHESTRATOR_QUEUE,
+            name=f"{outcome.run_id}-{outcome.step_id}-g{outcome.generation}-done",
+            payload=OrchestratorTask(
+                run_id=outcome.run_id, kind="step_finished", step_id=outcome.step_id
+            ).model_dump(mode="json"),
+        )
     )
 
 
@@ -62,6 +67,7 @@ def tool_endpoint(
     disagrees with the store is refused and recorded, and reaches no vendor.
     """
     actor = tool_queue(function)
+    telemetry.serve_as(actor)
 
     def handle(request: flask.Request) -> flask.Response:
         rt = runtime()
@@ -76,8 +82,20 @@ def tool_endpoint(
             return refuse(rt.store, attempt, actor, one_line(exc), raw)
         if task.tool not in tools:
             return refuse(rt.store, attempt, actor, f"{actor} does not run {task.tool!r}", raw)
-        with log_context(
-            run_id=task.run_id, step_id=task.step_id, tool=task.tool, attempt=attempt.number
+        with (
+            log_context(run_id=task.run_id, step_id=task.step_id, tool=task.tool, attempt=attempt.number),
+            telemetry.delivery(
+                f"tool {task.tool}",
+                request.headers,
+                fallback=telemetry.stored_trace(rt.store, task.run_id),
+                attributes={
+                    "chimera.run_id": task.run_id,
+                    "chimera.step_id": task.step_id,
+                    "chimera.tool": task.tool,
+                    "chimera.generation": task.generation,
+                    **telemetry.attempt_attributes(attempt),
+                },
+            ),
         ):
             return _take(rt, actor, task, attempt, tools[task.tool], raw)
 
@@ -162,7 +180,9 @@ def _run(
         error: ChimeraError | None = None
     except RetryableError as exc:
         error = exc
+        telemetry.failed(trace.get_current_span(), exc)
         if not attempt.last:
+            _measure(call, vendor, "retry", clock, exc)
             log.warning(
                 "attempt %d failed, will retry: %s %s", attempt.number, exc.code, exc.message
             )
@@ -188,7 +208,9 @@ def _run(
         log.error("attempt %d was the last, giving up: %s", attempt.number, exc.code)
     except PermanentError as exc:
         error = exc
+        telemetry.failed(trace.get_current_span(), exc)
         log.error("failed for good: %s %s", exc.code, exc.message)
+    _measure(call, vendor, "ok" if error is None else "failed", clock, error)
 
     latency_ms = round((time.perf_counter() - clock) * 1000)
     if error is None:
@@ -235,6 +257,15 @@ def _run(
         },
     )
     return answer(200, {"status": "done", "ok": stored.ok})
+
+
+def _measure(
+    call: ToolCall, vendor: str, outcome: str, clock: float, error: ChimeraError | None
+) -> None:
+    """One attempt's outcome, on its span and in the tool metrics."""
+    trace.get_current_span().set_attribute("chimera.outcome", outcome)
+    code = error.code if error is not None else None
+    metrics.tool_attempt(call.tool, vendor, outcome, time.perf_counter() - clock, code)
 
 
 _limits: dict[str, ConcurrencyLimit] = {}

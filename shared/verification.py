@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 import flask
 from pydantic import ValidationError
 
+from shared import telemetry
 from shared.breaker import BreakerPolicy, breaker_for
 from shared.errors import ChimeraError, PermanentError, RetryableError
 from shared.identity import task_caller_denied
@@ -36,6 +37,7 @@ from shared.queues import ORCHESTRATOR_QUEUE, tool_queue
 from shared.registry import TOOLS
 from shared.runtime import Runtime, runtime
 from shared.tasks_http import answer, attempt_of, retry_later
+from shared.telemetry import dispatched
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +68,17 @@ def unverifiable(reason: str) -> VerificationResult:
 
 def report_task(call: VerificationCall) -> Task:
     """Tells the orchestrator the verification is in; named so it is sent once."""
-    return Task(
-        queue=ORCHESTRATOR_QUEUE,
-        name=f"{call.run_id}-{call.step_id}-g{call.generation}-verified",
-        payload=OrchestratorTask(
-            run_id=call.run_id, kind="verified", step_id=call.step_id, generation=call.generation
-        ).model_dump(mode="json"),
+    return dispatched(
+        Task(
+            queue=ORCHESTRATOR_QUEUE,
+            name=f"{call.run_id}-{call.step_id}-g{call.generation}-verified",
+            payload=OrchestratorTask(
+                run_id=call.run_id,
+                kind="verified",
+                step_id=call.step_id,
+                generation=call.generation,
+            ).model_dump(mode="json"),
+        )
     )
 
 
@@ -88,8 +95,22 @@ def with_verifiers(function: str, tools: Handler, verifiers: Mapping[str, Verifi
         denied = task_caller_denied(request, rt.settings, actor)
         if denied is not None:
             return denied
-        with log_context(run_id=call.run_id, step_id=call.step_id):
-            return _verify(rt, actor, call, attempt_of(request, actor), verifiers)
+        attempt = attempt_of(request, actor)
+        with (
+            log_context(run_id=call.run_id, step_id=call.step_id),
+            telemetry.delivery(
+                f"verify {call.step_id}",
+                request.headers,
+                fallback=telemetry.stored_trace(rt.store, call.run_id),
+                attributes={
+                    "chimera.run_id": call.run_id,
+                    "chimera.step_id": call.step_id,
+                    "chimera.generation": call.generation,
+                    **telemetry.attempt_attributes(attempt),
+                },
+            ),
+        ):
+            return _verify(rt, actor, call, attempt, verifiers)
 
     handle.__name__ = "run_tool"  # the Functions Framework registers targets by name
     return handle

@@ -192,3 +192,64 @@ def test_task_is_delivered_to_its_function_when_enqueued_on_the_emulator(tasks_p
     assert delivery.headers["X-Cloudtasks-Taskname"] == task_id(start.name)
     assert delivery.headers["X-Cloudtasks-Taskretrycount"] == "0"
     assert json.loads(delivery.body) == start.payload
+
+
+def test_the_create_task_request_carries_the_tasks_trace_context():
+    client = FakeCloudTasks()
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    headers = {"traceparent": traceparent, "tracestate": "vendor=opaque"}
+    assert _queue(client).enqueue(_task(headers=headers)) is True
+    (request,) = client.requests
+    # Cloud Tasks forwards a task's own headers; it propagates no context by itself.
+    assert dict(request.task.http_request.headers) == {
+        **headers,
+        "Content-Type": "application/json",
+    }
+
+
+def test_a_task_cannot_change_the_content_type_through_its_headers():
+    client = FakeCloudTasks()
+    _queue(client).enqueue(_task(headers={"Content-Type": "text/plain"}))
+    (request,) = client.requests
+    assert request.task.http_request.headers["Content-Type"] == "application/json"
+
+
+class FakeQueueStats:
+    """GetQueue (v2beta3) with read_mask stats: each queue's count and oldest arrival."""
+
+    def __init__(self, found: dict) -> None:
+        self.found = found
+        self.requests: list = []
+
+    def get_queue(self, *, request, retry, timeout):  # type: ignore[no-untyped-def]
+        from google.cloud import tasks_v2beta3
+
+        assert retry is None and 0 < timeout <= 10  # a collection never waits long
+        self.requests.append(request)
+        name = request.name.rsplit("/", 1)[1]
+        count, oldest = self.found.get(name, (0, None))
+        stats = tasks_v2beta3.QueueStats(tasks_count=count)
+        if oldest is not None:
+            stats.oldest_estimated_arrival_time = oldest
+        return tasks_v2beta3.Queue(name=request.name, stats=stats)
+
+
+def test_stats_read_each_queues_depth_and_oldest_task_through_get_queue():
+    oldest = datetime.now(UTC) - timedelta(minutes=5)
+    stats_client = FakeQueueStats({"tool-jira": (7, oldest)})
+    queue = CloudTasksQueue(
+        FakeCloudTasks(),
+        "acme-prod",
+        "us-central1",
+        FUNCTIONS_URL,
+        ACCOUNT,
+        30.0,
+        stats_client=lambda: stats_client,
+    )
+    found = {s.queue: s for s in queue.stats()}
+    assert set(found) == set(queue.queues)
+    assert found["tool-jira"].depth == 7 and 299 < found["tool-jira"].oldest_age_s < 400
+    assert found["orchestrator"].depth == 0 and found["orchestrator"].oldest_age_s is None
+    paths = {tuple(r.read_mask.paths) for r in stats_client.requests}
+    assert paths == {("stats",)}
+    assert stats_client.requests[0].name.startswith("projects/acme-prod/locations/us-central1/")

@@ -236,3 +236,66 @@ def test_local_queue_stats_count_waiting_and_leased_tasks_per_queue(tmp_path):
     assert stats["work"].depth == 2
     assert stats["work"].oldest_age_s is not None and stats["work"].oldest_age_s >= 60
     assert stats["other"].depth == 0 and stats["other"].oldest_age_s is None
+
+
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def test_each_delivery_carries_the_tasks_trace_headers_beneath_the_queues_own(tmp_path):
+    q = _local(tmp_path)
+    target = Recorder(503, 200)
+    # A task's header never overrides what the queue says of the delivery.
+    headers = {"traceparent": TRACEPARENT, "X-CloudTasks-TaskRetryCount": "99"}
+    q.enqueue(Task(queue="work", name="t-1", payload={}, headers=headers))
+    d = LocalDispatcher(q, {"work": target}, poll_interval=0.01, signer=SIGNER).start()
+    try:
+        assert _wait(lambda: q.get("t-1")["state"] == DONE)
+    finally:
+        d.stop()
+    assert [x.headers["traceparent"] for x in target.deliveries] == [TRACEPARENT] * 2
+    assert [x.headers["X-CloudTasks-TaskRetryCount"] for x in target.deliveries] == ["0", "1"]
+
+
+OLD_SCHEMA = """
+CREATE TABLE tasks (
+    name TEXT PRIMARY KEY,
+    queue TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    due_at REAL NOT NULL,
+    state TEXT NOT NULL,
+    retry_count INTEGER NOT NULL DEFAULT 0,
+    execution_count INTEGER NOT NULL DEFAULT 0,
+    lease_owner TEXT,
+    lease_until REAL,
+    last_status INTEGER,
+    last_error TEXT,
+    created_at REAL NOT NULL,
+    finished_at REAL
+);
+"""
+
+
+def test_a_database_from_before_trace_headers_gets_the_column_and_keeps_its_tasks(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "q.db"
+    with sqlite3.connect(path) as old:
+        old.executescript(OLD_SCHEMA)
+        old.execute(
+            "INSERT INTO tasks (name, queue, payload, due_at, state, created_at)"
+            " VALUES ('old-1', 'work', '{}', 0, 'queued', 0)"
+        )
+    q = LocalTaskQueue(SqliteDatabase(path), FAST)
+    assert q.get("old-1")["headers"] == "{}"
+    q.enqueue(Task(queue="work", name="new-1", payload={}, headers={"traceparent": TRACEPARENT}))
+    # A second process opening the same file finds the column there.
+    LocalTaskQueue(SqliteDatabase(path), FAST)
+    target = Recorder()
+    d = LocalDispatcher(q, {"work": target}, poll_interval=0.01, signer=SIGNER).start()
+    try:
+        assert _wait(lambda: q.get("old-1")["state"] == q.get("new-1")["state"] == DONE)
+    finally:
+        d.stop()
+    by_name = {x.task_name: x.headers for x in target.deliveries}
+    assert "traceparent" not in by_name["old-1"]
+    assert by_name["new-1"]["traceparent"] == TRACEPARENT

@@ -175,12 +175,8 @@ def test_a_deliverys_lines_name_their_run_step_and_attempt(onboarded):
 
 
 def test_a_deliverys_lines_carry_the_runs_trace(onboarded):
-    traced = {run_id: getattr(run, "trace_id", "") for run_id, run in onboarded.runs.items()}
-    if not all(traced.values()):
-        pytest.skip(
-            "runs carry no trace id yet (RunState.trace_id comes with the telemetry part's "
-            "spans): the trace fields' shape is checked above and with SDK spans in unit tests"
-        )
+    traced = {run_id: run.trace_id for run_id, run in onboarded.runs.items()}
+    assert all(traced.values()), traced
     seen: dict[str, set[str]] = defaultdict(set)
     for entry in onboarded.entries:
         if "attempt" in entry:

@@ -44,9 +44,6 @@ SECRET_READERS = {
     "CHIMERA_SLACK_TOKEN": {"tool-slack"},
     "CHIMERA_GEMINI_API_KEY": {"orchestrator", "tool-sendgrid"},
 }
-# Settings another part of issue 12 adds (the telemetry part: telemetry_exporter); once merged,
-# they are fields like the others and this set can go.
-AWAITED_FIELDS = {"CHIMERA_TELEMETRY_EXPORTER"}
 EVERY_FUNCTION_ENV = {
     "CHIMERA_BACKEND",
     "CHIMERA_STATE_URL",
@@ -521,7 +518,7 @@ def test_environment_names_are_settings_fields() -> None:
             assert "verify_task_identity" in f["env"]["CHIMERA_REQUIRE_IDENTITY"], name
     assert _variables()["verify_task_identity"]["default"] is True
     for name in (*fixed, *own, *SECRET_READERS):
-        assert name in fields or name in AWAITED_FIELDS, f"{name} is not a Settings field"
+        assert name in fields, f"{name} is not a Settings field"
 
 
 def test_vendor_url_defaults_are_the_vendors_documented_base_urls() -> None:

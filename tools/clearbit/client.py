@@ -12,6 +12,7 @@ from shared.errors import BadVendorReply, RetryableError
 from shared.retry_after import retry_after
 from shared.run_header import RUN_ID_HEADER
 from shared.settings import Settings
+from shared.traced_http import trace_session
 from shared.vendor_errors import error_for_status, transport_error
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ class ClearbitDirectory:
         transport = adapter or HTTPAdapter(max_retries=0)
         self._session.mount("https://", transport)
         self._session.mount("http://", transport)
+        trace_session(self._session, "clearbit")
         self._session.headers.update(
             {"Authorization": f"Bearer {settings.clearbit_key}", "Accept": "application/json"}
         )

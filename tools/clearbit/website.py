@@ -37,6 +37,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from shared.errors import InvalidInput, PermanentError, VendorTimeout, VendorUnavailable
 from shared.run_header import RUN_ID_HEADER
 from shared.settings import Settings
+from shared.traced_http import trace_session
 from shared.vendor_errors import error_for_status, transport_error
 from shared.vendor_urls import WEBSITE_PLACEHOLDER
 from tools.clearbit.address_guard import (
@@ -87,6 +88,7 @@ class WebsiteDirectory:
         transport = adapter or PeerCheckingAdapter(self._guard)
         self._session.mount("https://", transport)
         self._session.mount("http://", transport)
+        trace_session(self._session, "website")
         self._session.headers.update(
             {"User-Agent": USER_AGENT, "Accept": "text/html,application/xhtml+xml;q=0.9"}
         )

@@ -14,6 +14,7 @@ from requests.adapters import BaseAdapter
 from shared.errors import BadVendorReply, ChimeraError, InvalidInput, NotFound
 from shared.jira_keys import ProjectTaken
 from shared.settings import Settings
+from shared.traced_http import trace_session
 from shared.vendor_errors import answer_message, error_for_status, transport_error
 from shared.vendor_requests import counted_request
 
@@ -60,6 +61,7 @@ class JiraClient:
         if adapter is not None:
             self._jira._session.mount("https://", adapter)
             self._jira._session.mount("http://", adapter)
+        trace_session(self._jira._session, "jira")
         self._lead_account_id = settings.jira_lead_account_id
 
     def find_project(self, key: str) -> dict[str, Any] | None:

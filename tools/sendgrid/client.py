@@ -18,7 +18,7 @@ from shared.errors import BadVendorReply, InvalidInput
 from shared.run_header import RUN_ID_HEADER
 from shared.settings import Settings
 from shared.vendor_errors import error_for_status, transport_error
-from shared.vendor_requests import counted_request
+from shared.vendor_requests import counted_request, http_request
 
 logger = logging.getLogger(__name__)
 
@@ -143,9 +143,7 @@ class SendGridMailer:
             "version": 3,
             "timeout": self._timeout,
         }
-        if self._opener is None:
-            return python_http_client.Client(**options)
-        return _OpenerClient(self._opener, **options)
+        return _TracedClient(self._opener, **options)
 
     @counted_request  # each request weighs in the vendor's circuit breaker
     def _call(self, action: str, work: Callable[[], T]) -> T:
@@ -161,16 +159,17 @@ class SendGridMailer:
             raise transport_error("SendGrid", action, exc) from None
 
 
-class _OpenerClient(python_http_client.Client):
-    """python_http_client's Client sending through one given urllib opener instead of a fresh
-    default one per request; the clients it builds for each path segment keep the opener."""
+class _TracedClient(python_http_client.Client):
+    """python_http_client's Client with each request traced, sending through one given urllib
+    opener (a test's recorder) or, without one, a fresh default one per request; the clients
+    it builds for each path segment keep both."""
 
-    def __init__(self, opener: OpenerDirector, **options: Any) -> None:
+    def __init__(self, opener: OpenerDirector | None, **options: Any) -> None:
         super().__init__(**options)
         self._opener = opener
 
     def _build_client(self, name: str | None = None) -> python_http_client.Client:
-        return _OpenerClient(
+        return _TracedClient(
             self._opener,
             host=self.host,
             version=self._version,
@@ -182,4 +181,11 @@ class _OpenerClient(python_http_client.Client):
 
     def _make_request(self, opener: OpenerDirector, request: Request, timeout: Any = None) -> Any:
         # The SDK's own seam ("separated into its own function, so we can mock it").
-        return super()._make_request(self._opener, request, timeout=timeout)
+        with http_request("sendgrid", request.get_method(), request.full_url) as exchange:
+            try:
+                response = super()._make_request(self._opener or opener, request, timeout=timeout)
+            except HTTPError as exc:
+                exchange.answered(exc.status_code)
+                raise
+            exchange.answered(response.getcode())
+            return response

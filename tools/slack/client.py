@@ -5,8 +5,10 @@ from __future__ import annotations
 import http.client
 import logging
 import re
+import urllib.error
 from collections.abc import Callable
 from typing import Any
+from urllib.request import Request
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -25,7 +27,7 @@ from shared.errors import (
 from shared.retry_after import retry_after
 from shared.settings import Settings
 from shared.vendor_errors import error_for_status, transport_error
-from shared.vendor_requests import counted_request
+from shared.vendor_requests import counted_request, http_request
 
 logger = logging.getLogger(__name__)
 
@@ -68,11 +70,25 @@ INPUT_ERRORS = frozenset(
 _ERROR_CODE_RE = re.compile(r"^[a-z0-9_]+$")
 
 
+class _TracedWebClient(WebClient):
+    """The SDK's client with each HTTP request traced, at its one place of sending."""
+
+    def _perform_urllib_http_request_internal(self, url: str, req: Request) -> dict[str, Any]:
+        with http_request("slack", req.get_method(), url) as exchange:
+            try:
+                answer = super()._perform_urllib_http_request_internal(url, req)
+            except urllib.error.HTTPError as exc:  # a 4xx or 5xx: the SDK reads it upstairs
+                exchange.answered(exc.code)
+                raise
+            exchange.answered(int(answer["status"]))
+            return answer
+
+
 class SlackChat:
     """Posts messages with metadata and finds them again. Built once per instance."""
 
     def __init__(self, settings: Settings) -> None:
-        self._client = WebClient(
+        self._client = _TracedWebClient(
             token=settings.slack_token,
             # https://slack.com/api/ (the SDK's own default) or the sandbox's <sandbox>/slack/api/:
             # the SDK appends only the method name.
