@@ -3,10 +3,9 @@ rides on the run and on each task (docs/decisions/0012t-one-trace-per-onboarding
 
 from __future__ import annotations
 
-import uuid
-
 import logging
 import threading
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass

@@ -83,7 +83,9 @@ def tool_endpoint(
         if task.tool not in tools:
             return refuse(rt.store, attempt, actor, f"{actor} does not run {task.tool!r}", raw)
         with (
-            log_context(run_id=task.run_id, step_id=task.step_id, tool=task.tool, attempt=attempt.number),
+            log_context(
+                run_id=task.run_id, step_id=task.step_id, tool=task.tool, attempt=attempt.number
+            ),
             telemetry.delivery(
                 f"tool {task.tool}",
                 request.headers,
