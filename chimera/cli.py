@@ -29,8 +29,9 @@ from orchestrator import service
 from sandbox.faults import FaultPlan
 from sandbox.records import RecordStore
 from shared.logs import configure_logging
-from shared.model import Attention, RunFilter, RunState, RunStatus, StepStatus
+from shared.model import Attention, RunState, RunStatus, StepStatus
 from shared.registry import TOOLS
+from shared.run_filter import RunFilter
 from shared.runtime import Runtime, build_runtime
 from shared.settings import Settings
 
