@@ -140,7 +140,7 @@ def change_mark(run_ref: Any, events: str) -> tuple[int, str] | None:
     if not snapshot.exists:
         return None
     # By time: Firestore scans document ids in ascending order only. An append is the newest
-    # event, and a fold rewrites its summary with the newest time it folded.
+    # event (a fold keeps the newest retry as it was).
     newest = run_ref.collection(events).order_by("at", direction=firestore.Query.DESCENDING)
     last = next(iter(newest.limit(1).select([]).stream()), None)
     return int(snapshot.get("version")), last.id if last is not None else ""
