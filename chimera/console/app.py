@@ -40,7 +40,8 @@ SECURITY_HEADERS = {
     ),
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # Not no-referrer: with it, browsers send `Origin: null` on the console's own form posts.
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 
