@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Type-checked by `make lint`: every production module (sandbox/ and chimera/ are not deployed).
 MYPY_TARGETS := shared orchestrator tools sandbox chimera bench terraform/build_bundles.py
 
-.PHONY: demo test test-emulators lint format bench-speed bench-torture bench-soak clean
+.PHONY: demo test test-emulators lint format bench-speed bench-torture bench-soak bench-console browser-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,17 @@ demo: $(STAMP)
 		--goal "Roll out the analytics suite to the finance team" \
 		--slack-channel "#client-onboarding" --request-id "demo-$$(date +%s)"
 
-test: lint
+test: lint browser-deps
 	RUN_CHECKOV=1 $(BIN)/pytest -q
+
+# The console's browser test (tests/browser) drives Debian's headless Chromium: installed here
+# when missing and we can (root, apt-get); otherwise those tests skip, naming what is missing.
+browser-deps:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && apt-get install -y -qq chromium chromium-driver; \
+	else echo "chromium and chromium-driver are missing and cannot be installed here" \
+		"(not root, or no apt-get): the browser tests will skip"; fi
 
 # Only the tests that need a Google Cloud emulator. Each missing one is skipped with its reason,
 # unless CHIMERA_REQUIRE_EMULATORS=1 (as Cloud Build sets it): then it fails.
@@ -43,6 +52,10 @@ format: $(STAMP)
 
 bench-speed: $(STAMP)
 	$(BIN)/python bench/speed.py
+
+# The console's render times with 10,000 runs in a fresh SQLite home (bench/results/).
+bench-console: $(STAMP)
+	$(BIN)/python bench/console.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .chimera .pytest_cache .ruff_cache .mypy_cache

@@ -38,8 +38,9 @@ sys.path.insert(0, str(ROOT))  # the client generator lives with the tests that 
 
 from sandbox.effects import side_effects  # noqa: E402
 from sandbox.records import RecordStore  # noqa: E402
-from shared.model import Attention, RunFilter  # noqa: E402
+from shared.model import Attention  # noqa: E402
 from shared.registry import TOOLS  # noqa: E402
+from shared.run_filter import RunFilter  # noqa: E402
 from shared.runtime import build_runtime  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 from tests.strategies import sample_requests  # noqa: E402

@@ -31,7 +31,8 @@ import requests
 from support import chimera_dev, free_port, onboarding, percentile, signed_in, wait_for
 
 from sandbox.effects import side_effects
-from shared.model import RunFilter, RunStatus
+from shared.model import RunStatus
+from shared.run_filter import RunFilter
 from shared.runtime import build_runtime
 from shared.settings import Settings
 

@@ -17,6 +17,7 @@ from rich.live import Live
 from werkzeug.test import Client
 
 from chimera import render
+from chimera.console.command import cmd_ui
 from chimera.housekeeping_commands import (
     cmd_keys_create,
     cmd_keys_list,
@@ -29,8 +30,9 @@ from orchestrator import service
 from sandbox.faults import FaultPlan
 from sandbox.records import RecordStore
 from shared.logs import configure_logging
-from shared.model import Attention, RunFilter, RunState, RunStatus, StepStatus
+from shared.model import Attention, RunState, RunStatus, StepStatus
 from shared.registry import TOOLS
+from shared.run_filter import RunFilter
 from shared.runtime import Runtime, build_runtime
 from shared.settings import Settings
 
@@ -149,6 +151,9 @@ def _parser() -> argparse.ArgumentParser:
         "--http", action="store_true", help="deliver tasks over loopback HTTP instead of in process"
     )
     dev.set_defaults(handler=cmd_dev)
+    ui = commands.add_parser("ui", help="serve the console alone against CHIMERA_STATE_URL")
+    ui.add_argument("--port", type=int, default=None, help="default CHIMERA_CONSOLE_PORT, 8090")
+    ui.set_defaults(handler=cmd_ui)
 
     keys = commands.add_parser("keys", help="bearer keys for chimera dev's intake").add_subparsers(
         title="keys"

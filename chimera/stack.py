@@ -18,6 +18,7 @@ from werkzeug.wrappers import Request, Response
 
 import orchestrator
 import tools
+from chimera.console import FORM_PREFIXES, create_app
 from sandbox.server import SandboxServer
 from shared.keys import SESSION_COOKIE, SESSION_MAX_AGE_S, Keys, local_credential
 from shared.local_dispatcher import Housekeeping, LocalDispatcher
@@ -25,7 +26,7 @@ from shared.local_queue import LocalTaskQueue
 from shared.local_targets import HttpTarget, Target, WsgiTarget
 from shared.queues import ORCHESTRATOR_QUEUE, tool_queue
 from shared.registry import FUNCTIONS
-from shared.request_guard import CLOUD_EVENT_TYPES, LocalServerGuard, bound_hosts
+from shared.request_guard import CLOUD_EVENT_TYPES, FORM_TYPES, LocalServerGuard, bound_hosts
 from shared.runtime import Runtime, build_runtime, install
 from shared.settings import Settings
 from shared.task_signing import TaskSigner, signer_for
@@ -70,9 +71,6 @@ class ConsoleSignIn:
         request = Request(environ)
         if request.method in ("GET", "HEAD") and "token" in request.args:
             return self._sign_in(request)(environ, start_response)
-        if request.method in ("GET", "HEAD") and request.path == "/":
-            # Until the console is served here, the runs are its page.
-            return Response(status=303, headers={"Location": "/runs"})(environ, start_response)
         return self.app(environ, start_response)
 
     def _sign_in(self, request: Request) -> Response:
@@ -104,6 +102,38 @@ class ConsoleSignIn:
         response.headers["Cache-Control"] = "no-store"
         response.headers["Referrer-Policy"] = "no-referrer"
         return response
+
+
+class IntakeOrConsole:
+    """`/runs...` to the intake (its API), every other path to the console's pages."""
+
+    def __init__(self, intake: Any, console: Any) -> None:
+        self.intake = intake
+        self.console = console
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        path = str(environ.get("PATH_INFO", ""))
+        app = self.intake if path == "/runs" or path.startswith("/runs/") else self.console
+        return app(environ, start_response)
+
+
+def serve_local(
+    app: Any, port: int, limit: int, types_by_prefix: dict[str, frozenset[str]] | None = None
+) -> BaseWSGIServer:
+    """`app` served on 127.0.0.1:`port` in threads, behind the local guard: only requests for
+    this server (DNS rebinding), only JSON bodies (cross-site forms) but the console's own
+    form posts, capped at `limit` bytes."""
+    server: BaseWSGIServer | None = None
+    types = {prefix: FORM_TYPES for prefix in FORM_PREFIXES} | (types_by_prefix or {})
+    wsgi = LocalServerGuard(
+        app,
+        hosts=lambda: bound_hosts(server.server_port if server else port),
+        limit=limit,
+        types_by_prefix=types,
+    )
+    server = make_server("127.0.0.1", port, wsgi, threaded=True)
+    threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
+    return server
 
 
 def with_bearer(app: Any, token: str) -> Any:
@@ -197,18 +227,18 @@ class LocalStack:
         return {n: WsgiTarget(self.apps[n]) for n in names}
 
     def _serve(self, port: int) -> None:
+        assert self.runtime is not None
         mounts = {f"/functions/{name}": app for name, app in self.apps.items()}
-        routes = DispatcherMiddleware(self.apps["orchestrator-intake"], mounts)
-        # Only requests for this server (DNS rebinding), only JSON (cross-site forms), capped;
-        # then the console's sign-in by URL.
-        wsgi = LocalServerGuard(
-            ConsoleSignIn(routes, self.keys),
-            hosts=lambda: bound_hosts(self._server.server_port if self._server else port),
-            limit=self.base_settings.max_body_bytes,
-            types_by_prefix={"/functions/orchestrator-pubsub": CLOUD_EVENT_TYPES},
+        console = create_app(self.runtime)
+        routes = DispatcherMiddleware(
+            IntakeOrConsole(self.apps["orchestrator-intake"], console), mounts
         )
-        self._server = make_server("127.0.0.1", port, wsgi, threaded=True)
-        threading.Thread(target=self._server.serve_forever, name="http", daemon=True).start()
+        self._server = serve_local(
+            ConsoleSignIn(routes, self.keys),
+            port,
+            self.base_settings.max_body_bytes,
+            {"/functions/orchestrator-pubsub": CLOUD_EVENT_TYPES},
+        )
 
     def keys(self) -> Keys:
         if self.runtime is None:

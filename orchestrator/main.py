@@ -27,11 +27,11 @@ from shared.model import (
     OnboardingRequest,
     OrchestratorTask,
     Rejection,
-    RunFilter,
     RunStatus,
 )
 from shared.queues import ORCHESTRATOR_QUEUE
 from shared.request_guard import body_refused
+from shared.run_filter import RunFilter
 from shared.runtime import per_runtime, runtime
 from shared.tasks_http import answer, attempt_of, refuse, retry_later
 from shared.validation_errors import field_errors, one_line

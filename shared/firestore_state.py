@@ -14,6 +14,7 @@ from google.api_core import exceptions
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
+from shared import firestore_queries
 from shared.errors import Conflict
 from shared.history import EVENT_LOG_CAP, RETRIES_FOLDED, RETRY, expiry, fold_retries
 from shared.keys import ApiKey
@@ -21,13 +22,13 @@ from shared.model import (
     BreakerState,
     Event,
     Rejection,
-    RunFilter,
     RunState,
     RunStatus,
     StepOutcome,
     Task,
     utcnow,
 )
+from shared.run_filter import RunFilter
 from shared.state import Pruned
 from shared.state_urls import firestore_location
 from shared.task_queue import TaskQueue, enqueue_all
@@ -83,8 +84,14 @@ def _fields(model: Any, expire_at: datetime | None = None) -> dict[str, Any]:
 def _data(snapshot: Any) -> dict[str, Any]:
     """A document's fields as the model has them: the TTL field is the store's own."""
     data = dict(snapshot.to_dict() or {})
-    data.pop(EXPIRE_AT, None)
+    for name in (EXPIRE_AT, *firestore_queries.QUERY_FIELDS):
+        data.pop(name, None)
     return data
+
+
+def _run_fields(run: RunState, expire_at: datetime | None) -> dict[str, Any]:
+    """A run document: the run, and the arrays the console's queries filter on."""
+    return {**_fields(run, expire_at), **firestore_queries.query_fields(run)}
 
 
 def document_bytes(path: str, fields: Mapping[str, Any]) -> int:
@@ -216,7 +223,7 @@ class FirestoreStateStore:
             snapshot = ref.get(transaction=transaction)
             if snapshot.exists:
                 return _run_of(snapshot), False
-            transaction.create(ref, _fields(stored, expire_at))
+            transaction.create(ref, _run_fields(stored, expire_at))
             self._write_events(transaction, events, expire_at)
             return stored, True
 
@@ -251,7 +258,7 @@ class FirestoreStateStore:
             if not snapshot.exists or snapshot.get("version") != expected_version:
                 raise Conflict(f"run {run.run_id} is not at version {expected_version}")
             under = self._under(ref, transaction) if expire_at is not None else []
-            transaction.set(ref, _fields(stored, expire_at))
+            transaction.set(ref, _run_fields(stored, expire_at))
             self._write_events(transaction, events, expire_at)
             for doc in under[:STAMPS_PER_COMMIT]:
                 transaction.update(doc, {EXPIRE_AT: expire_at})
@@ -364,17 +371,16 @@ class FirestoreStateStore:
         return total
 
     def list_runs(self, query: RunFilter | None = None) -> list[RunState]:
-        query = query or RunFilter()
-        runs: Any = self._runs
-        if query.status is not None:
-            # Needs the composite index (status ASC, created_at DESC) on `runs`.
-            runs = runs.where(filter=FieldFilter("status", "==", query.status.value))
-        if query.attention is not None:
-            # Needs the composite index (attention CONTAINS, created_at DESC), and with a
-            # status (status ASC, attention CONTAINS, created_at DESC).
-            runs = runs.where(filter=FieldFilter("attention", "array_contains", query.attention))
-        runs = runs.order_by("created_at", direction=firestore.Query.DESCENDING)
-        return [_run_of(doc) for doc in runs.limit(query.limit).stream()]
+        return firestore_queries.list_runs(self._runs, query or RunFilter(), _run_of)
+
+    def count_runs(self, query: RunFilter | None = None) -> dict[str, int]:
+        return firestore_queries.count_runs(self._runs, query or RunFilter(), _run_of)
+
+    def recent_runs(self, since: datetime, limit: int = 500) -> list[RunState]:
+        return firestore_queries.recent_runs(self._runs, since, limit, _run_of)
+
+    def change_mark(self, run_id: str) -> tuple[int, str] | None:
+        return firestore_queries.change_mark(self._runs.document(run_id), EVENTS)
 
     def record_rejection(self, rejection: Rejection) -> None:
         self._rejections.document(_ids.next()).create(_fields(rejection))

@@ -476,19 +476,6 @@ class BreakerState(Model):
     version: int = 0
 
 
-class RunFilter(Model):
-    status: RunStatus | None = None
-    # Only runs carrying this attention flag (RunState.attention).
-    attention: str | None = Field(default=None, pattern=ATTENTION_RE.pattern)
-    limit: int = Field(default=50, ge=1, le=1000)
-
-    def matches(self, run: RunState) -> bool:
-        """Whether `run` passes the filter's conditions (the limit aside)."""
-        return self.status in (None, run.status) and (
-            self.attention is None or self.attention in run.attention
-        )
-
-
 class Rejection(Model):
     """An input that could not be accepted: kept, so nothing is dropped silently."""
 

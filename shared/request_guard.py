@@ -16,6 +16,9 @@ from werkzeug.exceptions import RequestEntityTooLarge
 JSON_TYPES = frozenset({"application/json"})
 # A Pub/Sub push through Eventarc arrives as a CloudEvent: binary (JSON) or structured mode.
 CLOUD_EVENT_TYPES = frozenset({"application/json", "application/cloudevents+json"})
+# The console's own forms: let through to its POST routes only, which check a CSRF token bound
+# to the session and the exact Origin before changing anything (chimera/console/auth.py).
+FORM_TYPES = frozenset({"application/x-www-form-urlencoded"})
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 StartResponse = Callable[..., Any]

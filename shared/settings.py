@@ -167,6 +167,8 @@ class Settings(BaseSettings):
     verify_max_lag: float = Field(default=0.0, ge=0)
 
     dev_port: int = Field(default=8080, ge=0, le=65535)
+    # `chimera ui`: the console alone, on 127.0.0.1, against any CHIMERA_STATE_URL.
+    console_port: int = Field(default=8090, ge=0, le=65535)
     log_format: Literal["text", "json"] = "text"
     # Where traces and metrics go (shared/telemetry.py): none (ids only, nothing exported),
     # console (stderr), otlp (OTEL_EXPORTER_OTLP_* say where), gcp (Cloud Trace, Monitoring).

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
+from shared import sqlite_queries
 from shared.errors import Conflict
 from shared.history import EVENT_LOG_CAP, RETRIES_FOLDED, RETRY, fold_retries
 from shared.keys import ApiKey
@@ -16,13 +17,13 @@ from shared.model import (
     BreakerState,
     Event,
     Rejection,
-    RunFilter,
     RunState,
     RunStatus,
     StepOutcome,
     Task,
     utcnow,
 )
+from shared.run_filter import RunFilter
 from shared.sqlite_db import SqliteDatabase
 from shared.state import Pruned
 from shared.task_queue import TaskQueue, TransactionalQueue, enqueue_all
@@ -101,6 +102,7 @@ class SqliteStateStore:
             queue if isinstance(queue, TransactionalQueue) and queue.db is db else None
         )
         db.ensure_schema(SCHEMA)
+        sqlite_queries.ensure_query_columns(db)
 
     def _emit(self, conn: sqlite3.Connection, tasks: Sequence[Task]) -> list[Task]:
         """Queue tasks inside the transaction if we can; return those left for after it."""
@@ -131,7 +133,7 @@ class SqliteStateStore:
             stored = run.evolve(version=1, updated_at=utcnow())
             conn.execute(
                 "INSERT INTO runs (run_id, request_key, status, version, doc, created_at,"
-                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                " updated_at, search_keys, current_tools) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     stored.run_id,
                     stored.request_key,
@@ -140,6 +142,7 @@ class SqliteStateStore:
                     stored.model_dump_json(),
                     stored.created_at.isoformat(),
                     stored.updated_at.isoformat(),
+                    *sqlite_queries.row_columns(stored).values(),
                 ),
             )
             self._insert_events(conn, events)
@@ -170,13 +173,14 @@ class SqliteStateStore:
         self._before_commit(watchdogs)
         with self.db.transaction() as conn:
             changed = conn.execute(
-                "UPDATE runs SET status = ?, version = ?, doc = ?, updated_at = ?"
-                " WHERE run_id = ? AND version = ?",
+                "UPDATE runs SET status = ?, version = ?, doc = ?, updated_at = ?,"
+                " current_tools = ? WHERE run_id = ? AND version = ?",
                 (
                     stored.status.value,
                     stored.version,
                     stored.model_dump_json(),
                     stored.updated_at.isoformat(),
+                    sqlite_queries.row_columns(stored)["current_tools"],
                     stored.run_id,
                     expected_version,
                 ),
@@ -328,24 +332,16 @@ class SqliteStateStore:
             conn.execute("COMMIT")
 
     def list_runs(self, query: RunFilter | None = None) -> list[RunState]:
-        query = query or RunFilter()
-        conditions, params = [], list[object]()
-        if query.status is not None:
-            conditions.append("status = ?")
-            params.append(query.status.value)
-        if query.attention is not None:
-            # The flags live in the document only: few runs carry any, so no column of its own.
-            conditions.append(
-                "EXISTS (SELECT 1 FROM json_each(runs.doc, '$.attention') WHERE value = ?)"
-            )
-            params.append(query.attention)
-        sql = "SELECT doc FROM runs"
-        if conditions:
-            sql += " WHERE " + " AND ".join(conditions)
-        sql += " ORDER BY created_at DESC, run_id LIMIT ?"
-        params.append(query.limit)
-        rows = self.db.connection().execute(sql, params).fetchall()
-        return [RunState.model_validate_json(r["doc"]) for r in rows]
+        return sqlite_queries.list_runs(self.db.connection(), query or RunFilter())
+
+    def count_runs(self, query: RunFilter | None = None) -> dict[str, int]:
+        return sqlite_queries.count_runs(self.db.connection(), query or RunFilter())
+
+    def recent_runs(self, since: datetime, limit: int = 500) -> list[RunState]:
+        return sqlite_queries.recent_runs(self.db.connection(), since, limit)
+
+    def change_mark(self, run_id: str) -> tuple[int, str] | None:
+        return sqlite_queries.change_mark(self.db.connection(), run_id)
 
     def record_rejection(self, rejection: Rejection) -> None:
         with self.db.transaction() as conn:

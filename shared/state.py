@@ -8,7 +8,8 @@ from datetime import datetime
 from typing import Protocol
 
 from shared.keys import ApiKey
-from shared.model import BreakerState, Event, Rejection, RunFilter, RunState, StepOutcome, Task
+from shared.model import BreakerState, Event, Rejection, RunState, StepOutcome, Task
+from shared.run_filter import RunFilter
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,21 @@ class StateStore(Protocol):
         ...
 
     def list_runs(self, query: RunFilter | None = None) -> list[RunState]:
-        """Runs, newest first."""
+        """The filter's page of runs, newest first (created_at, then run id, descending)."""
+        ...
+
+    def count_runs(self, query: RunFilter | None = None) -> dict[str, int]:
+        """How many runs pass the filter in each status (the filter's status and paging aside),
+        every status listed."""
+        ...
+
+    def recent_runs(self, since: datetime, limit: int = 500) -> list[RunState]:
+        """Runs changed at or after `since`, the latest change first, at most `limit`."""
+        ...
+
+    def change_mark(self, run_id: str) -> tuple[int, str] | None:
+        """What changes whenever the run or its trail does: its version and its newest event's
+        key. One cheap read, for live views to poll; None when there is no such run."""
         ...
 
     def record_rejection(self, rejection: Rejection) -> None: ...

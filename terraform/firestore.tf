@@ -117,3 +117,55 @@ resource "google_firestore_index" "runs_by_status_and_updated" {
     order      = "ASCENDING"
   }
 }
+
+# The console's search (shared/firestore_queries.py): runs by a business key or company word,
+# newest first.
+resource "google_firestore_index" "runs_by_search_key" {
+  project    = var.project_id
+  database   = google_firestore_database.state.name
+  collection = "runs"
+
+  fields {
+    field_path   = "search_keys"
+    array_config = "CONTAINS"
+  }
+  fields {
+    field_path = "created_at"
+    order      = "DESCENDING"
+  }
+}
+
+# The console's tool filter: runs whose current step is a tool, newest first; with a status too.
+resource "google_firestore_index" "runs_by_current_tool" {
+  project    = var.project_id
+  database   = google_firestore_database.state.name
+  collection = "runs"
+
+  fields {
+    field_path   = "current_tools"
+    array_config = "CONTAINS"
+  }
+  fields {
+    field_path = "created_at"
+    order      = "DESCENDING"
+  }
+}
+
+resource "google_firestore_index" "runs_by_status_and_current_tool" {
+  project    = var.project_id
+  database   = google_firestore_database.state.name
+  collection = "runs"
+
+  fields {
+    field_path = "status"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path   = "current_tools"
+    array_config = "CONTAINS"
+  }
+  fields {
+    field_path = "created_at"
+    order      = "DESCENDING"
+  }
+}

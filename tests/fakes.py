@@ -17,12 +17,12 @@ from shared.model import (
     Event,
     LlmUsage,
     Rejection,
-    RunFilter,
     RunState,
     StepOutcome,
     Task,
     utcnow,
 )
+from shared.run_filter import RunFilter, newest_first, status_counts
 from shared.state import Pruned
 
 
@@ -155,9 +155,22 @@ class FakeStateStore:
 
     def list_runs(self, query: RunFilter | None = None) -> list[RunState]:
         query = query or RunFilter()
-        runs = [r for r in self.runs.values() if query.matches(r)]
-        runs.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
-        return runs[: query.limit]
+        return query.page(newest_first(r for r in self.runs.values() if query.matches(r)))
+
+    def count_runs(self, query: RunFilter | None = None) -> dict[str, int]:
+        every = (query or RunFilter()).without_status()
+        return status_counts(r for r in self.runs.values() if every.matches(r))
+
+    def recent_runs(self, since: datetime, limit: int = 500) -> list[RunState]:
+        recent = [r for r in self.runs.values() if r.updated_at >= since]
+        return sorted(recent, key=lambda r: r.updated_at, reverse=True)[:limit]
+
+    def change_mark(self, run_id: str) -> tuple[int, str] | None:
+        run = self.runs.get(run_id)
+        if run is None:
+            return None
+        seqs = [seq for seq, e in self._events if e.run_id == run_id]
+        return run.version, str(max(seqs, default=-1))
 
     def record_rejection(self, rejection: Rejection) -> None:
         self._rejections.append(rejection)

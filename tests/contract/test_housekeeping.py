@@ -12,8 +12,9 @@ from datetime import timedelta
 from shared.local_dispatcher import Housekeeping, LocalDispatcher
 from shared.local_queue import DEDUP_WINDOW_S, DONE, LocalTaskQueue
 from shared.local_targets import Delivery, DeliveryResult
-from shared.model import RunFilter, RunStatus, Task
+from shared.model import RunStatus, Task
 from shared.queues import QueueConfig
+from shared.run_filter import RunFilter
 from shared.sqlite_db import SqliteDatabase
 from shared.sqlite_state import SqliteStateStore
 from shared.task_signing import TaskSigner

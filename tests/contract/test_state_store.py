@@ -17,13 +17,13 @@ from shared.model import (
     BreakerState,
     Event,
     Rejection,
-    RunFilter,
     RunStatus,
     StepError,
     StepOutcome,
     Task,
     utcnow,
 )
+from shared.run_filter import RunFilter
 from shared.sqlite_db import SqliteDatabase
 from shared.sqlite_state import SqliteStateStore
 from shared.state import StateStore

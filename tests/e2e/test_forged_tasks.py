@@ -14,7 +14,8 @@ from chimera.stack import LocalStack
 from sandbox.effects import side_effects
 from sandbox.records import RecordStore
 from shared.local_targets import Delivery, DeliveryResult, Target
-from shared.model import RunFilter, RunStatus
+from shared.model import RunStatus
+from shared.run_filter import RunFilter
 from shared.settings import Settings
 from shared.task_signing import SIGNATURE_HEADER
 from tests.e2e.conftest import ONE_ONBOARDING, body, submit, wait_until_settled

@@ -12,11 +12,11 @@ from shared.model import (
     Attention,
     GuardNote,
     OrchestratorTask,
-    RunFilter,
     RunStatus,
     StepOutcome,
     utcnow,
 )
+from shared.run_filter import RunFilter
 from tests.conftest import make_request, make_run
 from tests.unit.test_reasoning import plan_answer
 
