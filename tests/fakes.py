@@ -159,6 +159,9 @@ class FakeStateStore:
         runs.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
         return runs[: query.limit]
 
+    def run_ids_with_prefix(self, prefix: str, limit: int) -> list[str]:
+        return sorted(r for r in self.runs if r.startswith(prefix))[:limit]
+
     def record_rejection(self, rejection: Rejection) -> None:
         self._rejections.append(rejection)
 
