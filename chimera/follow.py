@@ -89,7 +89,7 @@ class Follower:
                 self.sleep(self.poll_s)
                 run, events = self._moved(run)
                 # Redrawn each read, so that "next attempt in 4 s" counts down.
-                live.update(self._view(run, events))
+                live.update(self._view(run, events), refresh=True)
         return run
 
     def _view(self, run: RunState, events: list[Event]) -> Group:

@@ -18,17 +18,16 @@ DEFAULT_HOME = Settings.model_fields["home"].default
 def program(argv0: str | None = None, cwd: Path | None = None) -> str:
     """`chimera` when that is what the shell finds, else the script's path as it was called
     (relative to `cwd` when under it); `chimera` too when run another way (python -m)."""
-    called = Path(argv0 if argv0 is not None else sys.argv[0])
+    here = Path(os.path.abspath(cwd or Path.cwd()))
+    called = Path(os.path.normpath(here / (argv0 if argv0 is not None else sys.argv[0])))
     if called.name != PROGRAM or not called.is_file():
         return PROGRAM
     found = shutil.which(PROGRAM)
     if found and os.path.samefile(found, called):
         return PROGRAM
-    absolute = Path(os.path.abspath(called))
-    here = Path(os.path.abspath(cwd or Path.cwd()))
-    if not absolute.is_relative_to(here):
-        return str(absolute)
-    relative = absolute.relative_to(here)
+    if not called.is_relative_to(here):
+        return str(called)
+    relative = called.relative_to(here)
     return str(relative) if relative.parent != Path(".") else f"./{relative}"
 
 
