@@ -20,7 +20,8 @@ class AmbiguousRunId(LookupError):
         shown = ", ".join(candidates[:CANDIDATES_SHOWN])
         more = " and more" if len(candidates) > CANDIDATES_SHOWN else ""
         super().__init__(
-            f"{prefix!r} is the start of several runs: {shown}{more}; give more of the id"
+            f"{prefix!r} is ambiguous, the start of several runs: {shown}{more}; "
+            "give more of the id"
         )
         self.candidates = candidates
 

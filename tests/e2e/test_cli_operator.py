@@ -162,7 +162,10 @@ def test_each_run_command_takes_a_unique_prefix_and_refuses_an_ambiguous_or_unkn
     for command in taking("run-"):
         assert main(command) == 1, command
         said = " ".join(capsys.readouterr().out.split())
-        assert "'run-' is the start of several runs:" in said and "give more of the id" in said
+        assert (
+            "'run-' is ambiguous, the start of several runs:" in said
+            and "give more of the id" in said
+        )
         assert sum(run_id in said for run_id in every) == len(every)
     for command in taking("run-ffffffffffff0000"):
         assert main(command) == 1, command
