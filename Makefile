@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --no-deps 'gcloud-tasks-emulator>=0.6,<0.7'
 	touch $(STAMP)
 
+# In the default home (.chimera, or CHIMERA_HOME), where a bare `chimera runs list` looks; a new
+# request id each time, so every demo is a new run. It ends with the commands that show it.
 demo: $(STAMP)
-	CHIMERA_HOME=$${CHIMERA_HOME:-.chimera/demo} $(BIN)/chimera onboard \
+	$(BIN)/chimera onboard \
 		--company "Acme Corp" --domain acme.example \
 		--contact-name "Ada Lovelace" --contact-email ada@acme.example \
 		--goal "Roll out the analytics suite to the finance team" \

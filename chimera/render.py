@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
-from rich.console import Group, RenderableType
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.table import Table
 from rich.text import Text
 
 from shared.model import (
-    Attention,
     Event,
     RunState,
     RunStatus,
     StepStatus,
     Verification,
     VerificationStatus,
+    utcnow,
 )
+from shared.retry_outlook import RetryOutlook
 
 STATUS_STYLE = {
     RunStatus.SUCCEEDED: "bold green",
@@ -37,11 +41,35 @@ def styled(status: Any) -> Text:
     return Text(status.value, style=STATUS_STYLE.get(status, ""))
 
 
-def steps_table(run: RunState, events: list[Event] | None = None) -> Table:
-    """One row per step; a step still out shows its latest failed attempt, from `events`."""
+class ByWidth:
+    """A renderable laid out for the width it is given (a terminal's, or a test's)."""
+
+    def __init__(self, build: Callable[[int], RenderableType]) -> None:
+        self.build = build
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield self.build(options.max_width)
+
+
+# From this width on, the steps table also names each step's tool (the step id says most).
+WIDE_STEPS_TABLE = 120
+
+
+def steps_table(
+    run: RunState, events: list[Event] | None = None, now: datetime | None = None
+) -> ByWidth:
+    """One row per step; a step still out shows its latest failed attempt, from `events`, and
+    when (seen from `now`) the next one comes and the step gives up."""
+    return ByWidth(lambda width: _steps_table(run, events, now, wide=width >= WIDE_STEPS_TABLE))
+
+
+def _steps_table(
+    run: RunState, events: list[Event] | None, now: datetime | None, *, wide: bool
+) -> Table:
     retries = {e.step_id: e for e in events or () if e.kind == "step.retry"}
     table = Table(box=None, pad_edge=False, show_edge=False)
-    for column in ("step", "tool", "status", "attempts", "latency", "verified", "result"):
+    columns = ("step", "tool", "status", "attempts", "latency", "verified", "result")
+    for column in columns if wide else (c for c in columns if c != "tool"):
         table.add_column(column, no_wrap=column != "result")
     for plan_step in run.plan:
         step = run.steps[plan_step.step_id]
@@ -52,9 +80,13 @@ def steps_table(run: RunState, events: list[Event] | None = None) -> Table:
             retry = retries[step.step_id].detail
             attempts = str(retry.get("attempt", ""))
             result = f"retrying after {retry.get('code')}: {retry.get('message')}"
+            outlook = RetryOutlook.from_detail(retry)
+            if outlook is not None:
+                attempts = f"{outlook.attempt}/{outlook.max_attempts}"
+                result += "\n" + outlook.says(now or utcnow())
         table.add_row(
             step.step_id,
-            step.tool,
+            *((step.tool,) if wide else ()),
             styled(step.status),
             attempts,
             f"{step.latency_ms} ms" if step.latency_ms is not None else "",
@@ -149,8 +181,23 @@ def reasoning_table(run: RunState) -> Table:
     return table
 
 
-def live_view(run: RunState, events: list[Event] | None = None) -> Group:
-    return Group(run_header(run), steps_table(run, events))
+def live_view(
+    run: RunState, events: list[Event] | None = None, now: datetime | None = None
+) -> Group:
+    return Group(run_header(run), steps_table(run, events, now))
+
+
+def event_line(event: Event) -> str:
+    """One event as one plain line (time UTC, step, kind, detail), for a log or a pipe."""
+    outlook = RetryOutlook.from_detail(event.detail) if event.kind == "step.retry" else None
+    if outlook is not None:  # seen from when it was written: the line stays true in a log
+        detail = f"{event.detail.get('code')}: {event.detail.get('message')}; "
+        detail += outlook.says(event.at)
+    else:
+        detail = _detail(event)
+    at = f"{event.at:%H:%M:%S}.{event.at.microsecond // 1000:03d}"
+    line = f"{at}  {event.step_id or '-':<6}  {event.kind:<17}  {' '.join(detail.split())}"
+    return line.rstrip()
 
 
 def timeline(run: RunState, events: list[Event]) -> Group:
@@ -214,21 +261,102 @@ def _verification_detail(kind: str, d: dict[str, Any]) -> str:
     return text
 
 
-def runs_table(runs: list[RunState]) -> Table:
+def id_column(table: Table, header: str, ids: list[str]) -> None:
+    """A column that shows ids whole: as wide as the widest, and never the one that shrinks
+    (rich narrows columns that may wrap first; the others here do, with ellipsis or folding)."""
+    width = max((cell_len(i) for i in ids), default=0)
+    table.add_column(header, width=max(width, cell_len(header)), no_wrap=True, overflow="fold")
+
+
+# From this width on, the runs list also has each run's steps and attempts, and the year.
+WIDE_RUNS_TABLE = 110
+
+
+def runs_table(runs: list[RunState]) -> ByWidth:
+    """The runs list: at 80 columns every run id is whole, the company is cut with an
+    ellipsis and the attention flags fold, one flag a line."""
+    return ByWidth(lambda width: _runs_table(runs, width))
+
+
+def _runs_table(runs: list[RunState], width: int) -> Table:
+    wide = width >= WIDE_RUNS_TABLE
+    headers = ["run", "status", *(("steps", "attempts") if wide else ())]
+    headers += ["company", "attention", "created (UTC)" if wide else "created"]
+    rows = [_run_row(run, wide) for run in runs]
+    widest = [
+        max([cell_len(h), *(_cell_width(row[i]) for row in rows)]) for i, h in enumerate(headers)
+    ]
+    # The company and the flags share what the other columns leave (two spaces apart).
+    left = width - 2 * (len(headers) - 1) - sum(widest) + widest[-3] + widest[-2]
+    company, attention = _share(left, widest[-3], widest[-2])
     table = Table(box=None, pad_edge=False, show_edge=False)
-    for column in ("run", "status", "company", "steps", "attempts"):
-        table.add_column(column)
-    # One flag a line, never cut: it is what an operator scans the list for.
-    table.add_column("attention", min_width=max(len(a) for a in Attention), overflow="fold")
-    table.add_column("created")
-    for run in runs:
+    id_column(table, "run", [r.run_id for r in runs])
+    for header in headers[1:-3]:
+        table.add_column(header, no_wrap=True)
+    table.add_column("company", overflow="ellipsis", width=company)
+    table.add_column("attention", overflow="fold", width=attention)
+    table.add_column(headers[-1], no_wrap=True)
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def _run_row(run: RunState, wide: bool) -> list[Any]:
+    totals = run.totals
+    counts = [f"{totals.steps_succeeded}/{totals.steps}", str(totals.attempts)]
+    return [
+        run.run_id,
+        styled(run.status),
+        *(counts if wide else ()),
+        Text(run.request.company_name, overflow="ellipsis", no_wrap=True),
+        Text("\n".join(run.attention), style="magenta"),
+        run.created_at.strftime("%Y-%m-%d %H:%M" if wide else "%m-%d %H:%M"),
+    ]
+
+
+def _cell_width(cell: str | Text) -> int:
+    text = cell.plain if isinstance(cell, Text) else cell
+    return max(cell_len(line) for line in text.split("\n"))
+
+
+# The company keeps at least this much (or a third of the room) when the flags need it.
+COMPANY_MIN = 10
+
+
+def _share(left: int, company: int, attention: int) -> tuple[int | None, int | None]:
+    """The company's and the flags' widths in `left` cells: what they need when it fits
+    (None: as measured), else the flags as whole as the company's share lets them be."""
+    if company + attention <= left or left < 2:
+        return None, None
+    kept = min(company, max(COMPANY_MIN, left - attention, left // 3))
+    flags = max(1, min(attention, left - kept))
+    return max(1, left - flags), flags
+
+
+def records_table(records: list[dict[str, Any]]) -> Table:
+    """`chimera sandbox records`: every call the vendors got, run ids whole at 80 columns."""
+    table = Table(box=None, pad_edge=False, show_edge=False)
+    table.add_column("at", no_wrap=True)
+    table.add_column("vendor", overflow="ellipsis")
+    table.add_column("action", overflow="fold")
+    table.add_column("status", no_wrap=True)
+    id_column(table, "run", [r.get("run_id") or "" for r in records])
+    table.add_column("fault", overflow="fold")
+    for r in records:
         table.add_row(
-            run.run_id,
-            styled(run.status),
-            run.request.company_name,
-            f"{run.totals.steps_succeeded}/{run.totals.steps}",
-            str(run.totals.attempts),
-            Text("\n".join(run.attention), style="magenta"),
-            run.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            _clock(str(r["at"])),
+            r["vendor"],
+            r["action"],
+            str(r["status"]),
+            r.get("run_id") or "",
+            r.get("fault") or "",
         )
     return table
+
+
+def _clock(at: str) -> str:
+    """A record's time, short: month, day and time to the second, UTC."""
+    try:
+        return f"{datetime.fromisoformat(at):%m-%d %H:%M:%S}"
+    except ValueError:
+        return at

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from google.api_core import exceptions
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
+from google.cloud.firestore_v1.field_path import FieldPath
 
 from shared import firestore_queries
 from shared.errors import Conflict
@@ -29,7 +30,7 @@ from shared.model import (
     utcnow,
 )
 from shared.run_filter import RunFilter
-from shared.state import Pruned
+from shared.state import Pruned, prefix_end
 from shared.state_urls import firestore_location
 from shared.task_queue import TaskQueue, enqueue_all
 
@@ -235,6 +236,21 @@ class FirestoreStateStore:
     def load(self, run_id: str) -> RunState | None:
         snapshot = self._runs.document(run_id).get()
         return _run_of(snapshot) if snapshot.exists else None
+
+    def run_ids_with_prefix(self, prefix: str, limit: int) -> list[str]:
+        # A range on the document id; Firestore answers it from its built-in key index.
+        if "/" in prefix:
+            return []  # never in a document id
+        key = FieldPath.document_id()
+        ids: Any = self._runs.order_by(key)
+        if prefix:
+            ids = ids.where(filter=FieldFilter(key, ">=", self._runs.document(prefix)))
+        end = prefix_end(prefix)
+        if end is not None:
+            # "a." ends at "a/", which is a path, not an id; no id has a "/", so "a0" is as good.
+            end = end[:-1] + "0" if end.endswith("/") else end
+            ids = ids.where(filter=FieldFilter(key, "<", self._runs.document(end)))
+        return [doc.id for doc in ids.select([key]).limit(limit).stream()]
 
     def transition(
         self,

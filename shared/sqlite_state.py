@@ -25,7 +25,7 @@ from shared.model import (
 )
 from shared.run_filter import RunFilter
 from shared.sqlite_db import SqliteDatabase
-from shared.state import Pruned
+from shared.state import Pruned, prefix_end
 from shared.task_queue import TaskQueue, TransactionalQueue, enqueue_all
 
 SCHEMA = """
@@ -81,6 +81,16 @@ class FinishedTasks(Protocol):
     def forget_finished(
         self, conn: sqlite3.Connection, run_ids: Sequence[str], *, dry_run: bool = False
     ) -> int: ...
+
+
+def prefix_query(prefix: str, limit: int) -> tuple[str, tuple[object, ...]]:
+    """The ids starting with `prefix`: a range on the primary key, which its index answers
+    however many runs there are (BINARY collation compares UTF-8 bytes, in code point order)."""
+    end = prefix_end(prefix)
+    if end is None:
+        return "SELECT run_id FROM runs WHERE run_id >= ? ORDER BY run_id LIMIT ?", (prefix, limit)
+    sql = "SELECT run_id FROM runs WHERE run_id >= ? AND run_id < ? ORDER BY run_id LIMIT ?"
+    return sql, (prefix, end, limit)
 
 
 class SqliteStateStore:
@@ -159,6 +169,10 @@ class SqliteStateStore:
             .fetchone()
         )
         return RunState.model_validate_json(row["doc"]) if row else None
+
+    def run_ids_with_prefix(self, prefix: str, limit: int) -> list[str]:
+        rows = self.db.connection().execute(*prefix_query(prefix, limit)).fetchall()
+        return [r["run_id"] for r in rows]
 
     def transition(
         self,

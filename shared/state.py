@@ -41,6 +41,20 @@ class Pruned:
         }
 
 
+def prefix_end(prefix: str) -> str | None:
+    """The least string above every string that starts with `prefix`, in code point order
+    (which UTF-8 byte order, SQLite's and Firestore's, keeps); None when there is none, as
+    for "" (every string starts with it)."""
+    while prefix:
+        last = ord(prefix[-1]) + 1
+        if last == 0xD800:  # surrogates cannot be encoded: the next code point is past them
+            last = 0xE000
+        if last <= 0x10FFFF:
+            return prefix[:-1] + chr(last)
+        prefix = prefix[:-1]
+    return None
+
+
 class StateStore(Protocol):
     """Where runs live. Every write is keyed, so a redelivered message cannot double it."""
 
@@ -129,6 +143,12 @@ class StateStore(Protocol):
     def change_mark(self, run_id: str) -> tuple[int, str] | None:
         """What changes whenever the run or its trail does: its version and its newest event's
         key. One cheap read, for live views to poll; None when there is no such run."""
+        ...
+
+    def run_ids_with_prefix(self, prefix: str, limit: int) -> list[str]:
+        """The ids of runs that start with `prefix`, in id order, at most `limit` of them: a
+        range on the key (`prefix` to `prefix_end(prefix)`), never a scan, so that a person
+        can name a run by a few characters of its id, as git does with commits."""
         ...
 
     def record_rejection(self, rejection: Rejection) -> None: ...

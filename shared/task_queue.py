@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from shared.model import Task
+from shared.queues import QUEUES, QueueConfig
 from shared.sqlite_db import SqliteDatabase
 
 
@@ -38,6 +39,14 @@ class ObservableQueue(Protocol):
     def stats(self) -> list[QueueStats]:
         """One entry per named queue, every queue listed even when empty."""
         ...
+
+
+def schedule_of(queue: object, name: str) -> QueueConfig:
+    """The retry schedule `queue` delivers the named queue's tasks by: its own (the local
+    queue's backoffs may be scaled, CHIMERA_LOCAL_BACKOFF_SCALE), else the declared one."""
+    own = getattr(queue, "queues", None)
+    config = own.get(name) if isinstance(own, Mapping) else None
+    return config if isinstance(config, QueueConfig) else QUEUES[name]
 
 
 def queue_stats(queue: object) -> list[QueueStats]:

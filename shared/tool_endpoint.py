@@ -31,10 +31,11 @@ from shared.model import (
     ToolTask,
     utcnow,
 )
-from shared.queues import ORCHESTRATOR_QUEUE, QUEUES, tool_queue
+from shared.queues import ORCHESTRATOR_QUEUE, tool_queue
 from shared.registry import TOOLS
 from shared.retry_outlook import RetryOutlook
 from shared.runtime import Runtime, runtime
+from shared.task_queue import schedule_of
 from shared.tasks_http import answer, attempt_of, refuse, retry_later
 from shared.telemetry import dispatched
 from shared.validation_errors import one_line
@@ -197,7 +198,7 @@ def _run(
                     detail={
                         **exc.as_dict(),
                         **RetryOutlook.after_failure(
-                            QUEUES.get(attempt.queue) or QUEUES[actor],
+                            schedule_of(rt.queue, actor),
                             attempt.number,
                             utcnow(),
                             getattr(exc, "retry_after", None),

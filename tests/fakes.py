@@ -172,6 +172,9 @@ class FakeStateStore:
         seqs = [seq for seq, e in self._events if e.run_id == run_id]
         return run.version, str(max(seqs, default=-1))
 
+    def run_ids_with_prefix(self, prefix: str, limit: int) -> list[str]:
+        return sorted(r for r in self.runs if r.startswith(prefix))[:limit]
+
     def record_rejection(self, rejection: Rejection) -> None:
         self._rejections.append(rejection)
 

@@ -25,7 +25,7 @@ from shared.model import (
 )
 from shared.run_filter import RunFilter
 from shared.sqlite_db import SqliteDatabase
-from shared.sqlite_state import SqliteStateStore
+from shared.sqlite_state import SqliteStateStore, prefix_query
 from shared.state import StateStore
 from tests.conftest import make_request, make_run
 from tests.emulators import firestore_store_under_test
@@ -303,3 +303,56 @@ def test_concurrent_creates_of_one_key_name_have_one_winner(sut):
         t.join()
     assert sorted(results) == [False] * 4 + [True]
     assert len(sut.store.list_keys()) == 1
+
+
+# Ids that share prefixes at every length, with characters at the edges of the code point
+# order (the ASCII end, a BMP character before the surrogates, the last code point).
+PREFIXED_IDS = (
+    "run-0a1b",
+    "run-0a1c",
+    "run-0a1",
+    "run-0b",
+    "run-1",
+    "run-z",
+    "run-~",
+    "run-\ud7ff",
+    "run-\ud7ffx",
+    "run-\ue000",
+    "run-\U0010ffff",
+    "run-\U0010ffffa",
+    "run.",
+    "rum-9",
+)
+
+
+def _with_id(run_id: str):  # type: ignore[no-untyped-def]
+    run = make_run(request=make_request(request_id=run_id))
+    return run.model_copy(update={"run_id": run_id})
+
+
+def test_run_ids_with_prefix_are_the_ids_in_range_in_order_when_ids_share_prefixes(sut):
+    for run_id in PREFIXED_IDS:
+        sut.store.create_run(_with_id(run_id))
+    prefixes = {run_id[:n] for run_id in PREFIXED_IDS for n in range(len(run_id) + 1)}
+    prefixes |= {"run-0a1bc", "run-2", "run-\ud7fe", "x", "run-\U0010ffffb", "run/", "a/b"}
+    for prefix in sorted(prefixes):
+        everything = sorted(r for r in PREFIXED_IDS if r.startswith(prefix))
+        assert sut.store.run_ids_with_prefix(prefix, 100) == everything, prefix
+        assert sut.store.run_ids_with_prefix(prefix, 2) == everything[:2], prefix
+
+
+def test_run_ids_with_prefix_finds_the_whole_id_alone_when_no_other_extends_it(sut):
+    run = make_run()
+    sut.store.create_run(run)
+    assert sut.store.run_ids_with_prefix(run.run_id, 5) == [run.run_id]
+    assert sut.store.run_ids_with_prefix(run.run_id[:7], 5) == [run.run_id]
+    assert sut.store.run_ids_with_prefix(run.run_id + "0", 5) == []
+
+
+def test_run_ids_with_prefix_reads_a_range_of_the_primary_key_on_sqlite_when_prefixed(tmp_path):
+    db = SqliteDatabase(tmp_path / "state.db")
+    SqliteStateStore(db, LocalTaskQueue(db))
+    for prefix in ("", "run-", "run-\U0010ffff"):
+        sql, params = prefix_query(prefix, 5)
+        plan = " ".join(r[3] for r in db.connection().execute("EXPLAIN QUERY PLAN " + sql, params))
+        assert "SEARCH runs USING COVERING INDEX sqlite_autoindex_runs_1 (run_id>" in plan, plan

@@ -50,3 +50,17 @@ def test_the_penultimate_failure_gives_up_right_after_the_last_attempt():
 
 def test_events_written_before_the_outlook_have_none():
     assert RetryOutlook.from_detail({"attempt": 2, "code": "timeout"}) is None
+
+
+def test_the_outlook_follows_the_schedule_the_queue_delivers_by(tmp_path):
+    # The local queue's backoffs may be scaled (demos, tests): the views must say its times.
+    from shared.runtime import build_runtime
+    from shared.settings import Settings
+    from shared.task_queue import schedule_of
+
+    scaled = build_runtime(Settings(home=tmp_path, local_backoff_scale=0.01)).queue
+    name = tool_queue("jira")
+    assert schedule_of(scaled, name).min_backoff == JIRA.min_backoff * 0.01
+    outlook = RetryOutlook.after_failure(schedule_of(scaled, name), 1, NOW)
+    assert outlook.next_attempt_at - NOW == timedelta(seconds=JIRA.min_backoff * 0.01)
+    assert schedule_of(object(), name) == JIRA  # a queue that keeps no schedule of its own
