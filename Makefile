@@ -34,7 +34,9 @@ test: lint browser-deps
 browser-deps:
 	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get update -qq && apt-get install -y -qq chromium chromium-driver; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			chromium chromium-driver; } || echo "could not install chromium and" \
+			"chromium-driver with apt-get: the browser tests will skip"; \
 	else echo "chromium and chromium-driver are missing and cannot be installed here" \
 		"(not root, or no apt-get): the browser tests will skip"; fi
 
