@@ -138,22 +138,27 @@ class LocalTaskQueue:
         return int(row[0])
 
     def stats(self) -> list[QueueStats]:
-        """Depth (queued and leased tasks) and the oldest one's age, per named queue."""
+        """Per named queue: its queued and leased tasks, those scheduled for later, and how
+        long the oldest due one has waited past its due time."""
         now = time.time()
         rows = self.db.connection().execute(
-            "SELECT queue, COUNT(*) AS depth, MIN(created_at) AS oldest FROM tasks"
-            " WHERE state IN (?, ?) GROUP BY queue",
-            (QUEUED, LEASED),
+            "SELECT queue, COUNT(*) AS depth,"
+            " SUM(state = ? AND due_at > ?) AS scheduled,"
+            " MIN(CASE WHEN due_at <= ? THEN due_at END) AS oldest_due"
+            " FROM tasks WHERE state IN (?, ?) GROUP BY queue",
+            (QUEUED, now, now, QUEUED, LEASED),
         )
         found = {r["queue"]: r for r in rows}
-        return [
-            QueueStats(
-                name,
-                int(found[name]["depth"]) if name in found else 0,
-                max(0.0, now - found[name]["oldest"]) if name in found else None,
-            )
-            for name in self.queues
-        ]
+        stats = []
+        for name in self.queues:
+            row = found.get(name)
+            if row is None:
+                stats.append(QueueStats(name, 0, None, 0))
+                continue
+            oldest = row["oldest_due"]
+            age = max(0.0, now - oldest) if oldest is not None else None
+            stats.append(QueueStats(name, int(row["depth"]), age, int(row["scheduled"] or 0)))
+        return stats
 
     def dead(self) -> list[dict[str, Any]]:
         rows = self.db.connection().execute("SELECT * FROM tasks WHERE state = ?", (DEAD,))

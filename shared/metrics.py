@@ -55,7 +55,7 @@ def _instruments_of(meter: metrics.Meter) -> Instruments:
         "chimera.queue.oldest_task_age",
         callbacks=[_oldest_task_ages],
         unit="s",
-        description="How long the oldest task of each queue has waited",
+        description="How long the oldest due task of each queue has waited past its time (its lag)",
     )
     return Instruments(
         tool_calls=meter.create_counter(
@@ -139,7 +139,7 @@ def _queue_depths(options: CallbackOptions) -> Iterable[Observation]:
 
 
 def _oldest_task_ages(options: CallbackOptions) -> Iterable[Observation]:
-    # An empty queue's oldest task is none: 0 s, so an age alert clears.
+    # No task due (none, or all scheduled for later): 0 s, so an age alert clears.
     return [Observation(s.oldest_age_s or 0.0, {"queue": s.queue}) for s in _stats()]
 
 

@@ -24,12 +24,16 @@ class TaskQueue(Protocol):
 
 @dataclass(frozen=True)
 class QueueStats:
-    """What an operator asks of a queue: how many tasks wait or run, and since when the
-    oldest of them has been waiting (None when it is empty, or the queue cannot tell)."""
+    """What an operator asks of a queue: how many tasks wait or run (`depth`; of them
+    `scheduled` wait for a later time, a backoff or a watchdog, None when the queue cannot
+    tell), and how long the oldest task that is due has waited past its time (None when none
+    is due, or the queue cannot tell): the queue's lag, as Cloud Tasks' oldest estimated
+    arrival time measures it."""
 
     queue: str
     depth: int
     oldest_age_s: float | None = None
+    scheduled: int | None = None
 
 
 @runtime_checkable

@@ -219,23 +219,29 @@ def test_backoff_follows_cloud_tasks_schedule():
     assert [config.backoff(n) for n in range(1, 9)] == [10, 20, 40, 80, 160, 240, 300, 300]
 
 
-def test_local_queue_stats_count_waiting_and_leased_tasks_per_queue(tmp_path):
+def test_local_queue_stats_count_waiting_and_leased_tasks_and_the_lag_of_due_ones(tmp_path):
     queues = {**FAST, "other": dataclasses.replace(FAST["work"], name="other")}
     local = LocalTaskQueue(SqliteDatabase(tmp_path / "q.db"), queues)
-    assert {s.queue: (s.depth, s.oldest_age_s) for s in local.stats()} == {
-        "work": (0, None),
-        "other": (0, None),
+    assert {s.queue: (s.depth, s.oldest_age_s, s.scheduled) for s in local.stats()} == {
+        "work": (0, None, 0),
+        "other": (0, None, 0),
     }
+    later = utcnow() + timedelta(hours=1)
     for n in range(3):
         local.enqueue(Task(queue="work", name=f"t{n}", payload={}))
+    local.enqueue(Task(queue="work", name="watchdog", payload={}, schedule_time=later))
+    local.enqueue(Task(queue="other", name="backoff", payload={}, schedule_time=later))
     with local.db.transaction() as conn:
         conn.execute("UPDATE tasks SET state = ? WHERE name = 't0'", (LEASED,))
         conn.execute("UPDATE tasks SET state = ? WHERE name = 't1'", (DONE,))
-        conn.execute("UPDATE tasks SET created_at = created_at - 60 WHERE name = 't0'")
+        conn.execute("UPDATE tasks SET due_at = due_at - 60 WHERE name = 't2'")
     stats = {s.queue: s for s in local.stats()}
-    assert stats["work"].depth == 2
+    # t0 (being delivered), t2 (due a minute ago) and the watchdog wait; t1 is done.
+    assert (stats["work"].depth, stats["work"].scheduled) == (3, 1)
     assert stats["work"].oldest_age_s is not None and stats["work"].oldest_age_s >= 60
-    assert stats["other"].depth == 0 and stats["other"].oldest_age_s is None
+    # A task scheduled for later is in the depth, and no lag: nothing there is due.
+    assert (stats["other"].depth, stats["other"].scheduled) == (1, 1)
+    assert stats["other"].oldest_age_s is None
 
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
