@@ -3,14 +3,19 @@ requests, percentiles."""
 
 from __future__ import annotations
 
+import json
 import socket
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import requests
 
 from shared.keys import local_credential
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
 
 
 def chimera_dev(port: int, *options: str) -> list[str]:
@@ -59,3 +64,31 @@ def onboarding(i: int, tag: str, who: str = "Bench") -> dict[str, str]:
         "goal": f"Survive the {slug} benchmark",
         "request_id": f"{tag}-{i}",
     }
+
+
+def save_results(name: str, results: Any) -> Path:
+    """Write `results` as bench/results/<name>-<time>.json; the path, as printed."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(results, indent=2, default=str))
+    print(f"(results: {path.relative_to(ROOT)})")
+    return path
+
+
+class Table:
+    """A plain text table for a benchmark's summary: a title, a header, aligned rows."""
+
+    def __init__(self, title: str, header: list[str]) -> None:
+        self.title = title
+        self.rows = [header]
+
+    def row(self, *cells: object) -> None:
+        self.rows.append([str(c) for c in cells])
+
+    def print(self) -> None:
+        widths = [max(len(r[i]) for r in self.rows) for i in range(len(self.rows[0]))]
+        print(f"\n{self.title}")
+        for n, row in enumerate(self.rows):
+            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+            if n == 0:
+                print("  ".join("-" * w for w in widths))

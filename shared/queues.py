@@ -6,6 +6,7 @@ The Terraform in terraform/queues.tf mirrors these numbers; a test keeps the two
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 ORCHESTRATOR_QUEUE = "orchestrator"
@@ -39,6 +40,10 @@ class QueueConfig:
         return dataclasses.replace(
             self, min_backoff=self.min_backoff * factor, max_backoff=self.max_backoff * factor
         )
+
+    def unlimited(self) -> QueueConfig:
+        """The same queue without a dispatch rate (its concurrency limit stays)."""
+        return dataclasses.replace(self, max_dispatches_per_second=math.inf)
 
     def retry_window(self, dispatch_deadline: float) -> float:
         """The longest a task can live: every attempt's deadline plus every backoff."""

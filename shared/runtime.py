@@ -53,7 +53,10 @@ def build_runtime(settings: Settings) -> Runtime:
 
         db = SqliteDatabase(sqlite_path(location))
         scale = settings.local_backoff_scale
-        queue = LocalTaskQueue(db, {n: q.scaled(scale) for n, q in QUEUES.items()})
+        queues = {n: q.scaled(scale) for n, q in QUEUES.items()}
+        if not settings.queue_rate_limits:
+            queues = {n: q.unlimited() for n, q in queues.items()}
+        queue = LocalTaskQueue(db, queues)
         store = SqliteStateStore(db, queue, event_cap=settings.event_log_cap)
         return Runtime(settings, store, queue)
     from shared.cloud_tasks_queue import CloudTasksQueue

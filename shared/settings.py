@@ -139,6 +139,9 @@ class Settings(BaseSettings):
     vendor_concurrency: int = Field(default=20, ge=1)
     # The local queue's backoffs times this (demos and tests; Retry-After is kept in full).
     local_backoff_scale: float = Field(default=1.0, ge=0)
+    # The local queues' dispatch rates (max_dispatches_per_second); off lifts them, to measure
+    # the engine rather than the shaping (bench/engine.py). On gcp Terraform sets the queues'.
+    queue_rate_limits: bool = True
     # A side effect whose outcome is unknown and cannot be looked up: park or repeat.
     unknown_outcome: Literal["park", "repeat"] = "park"
 

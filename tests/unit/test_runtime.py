@@ -120,3 +120,16 @@ def test_misconfigured_reasoning_model_answers_every_question_with_its_problem()
     assert refused.value.code == "misconfigured" and not refused.value.retryable
     with pytest.raises(ValueError, match="CHIMERA_GEMINI_PROJECT"):
         language_model(Settings(gemini_vertexai=True))  # the tools' model fails, not falls back
+
+
+def test_queue_rate_limits_off_lifts_the_local_dispatch_rates_and_keeps_the_rest(tmp_path):
+    limited = build_runtime(Settings(home=tmp_path / "a")).queue
+    lifted = build_runtime(
+        Settings.from_env({"CHIMERA_QUEUE_RATE_LIMITS": "off"}).replace(home=tmp_path / "b")
+    ).queue
+    assert isinstance(limited, LocalTaskQueue) and isinstance(lifted, LocalTaskQueue)
+    for name, config in limited.queues.items():
+        assert config.max_dispatches_per_second < float("inf")
+        assert lifted.queues[name].max_dispatches_per_second == float("inf")
+        assert lifted.queues[name].max_concurrent_dispatches == config.max_concurrent_dispatches
+        assert lifted.queues[name].max_attempts == config.max_attempts

@@ -39,3 +39,9 @@ def test_a_full_burst_is_granted_after_an_idle_second(rate, wanted):
     bucket.take(wanted)  # drained
     clock.now += 1.0
     assert bucket.take(wanted) == min(wanted, int(rate))
+
+
+@given(wanted=st.lists(st.integers(0, 10_000), max_size=20))
+def test_an_infinite_rate_grants_everything_asked(wanted):
+    bucket = TokenBucket(float("inf"), clock=Clock())
+    assert [bucket.take(w) for w in wanted] == wanted
