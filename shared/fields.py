@@ -8,6 +8,7 @@ separators, bidirectional overrides), with the field named in the error.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from typing import Annotated
@@ -66,6 +67,7 @@ def text(max_length: int, *, min_length: int = 0, multiline: bool = False):
     ]
 
 
+@functools.lru_cache(maxsize=4096)
 def ascii_domain(value: str) -> str:
     """The domain as DNS and HTTP see it: lower case, punycode for internationalised names.
 

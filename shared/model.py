@@ -76,6 +76,29 @@ class OnboardingRequest(Model):
         return "run-" + stable_hash(self.idempotency_key(), 20)
 
 
+_PARSED_REQUESTS: dict[str, OnboardingRequest] = {}
+PARSED_REQUESTS_KEPT = 1024
+
+
+def parsed_request(value: Any) -> Any:
+    """The request a stored run carries, parsed once per process for each distinct one.
+
+    Every load of a run parses its document again, and checking its address and domain
+    (email_validator, IDNA) was most of that: the same input always parses to the same frozen
+    request, so a parsed one is kept and shared. What is not a dict is left to pydantic.
+    """
+    if not isinstance(value, dict):
+        return value
+    key = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    found = _PARSED_REQUESTS.get(key)
+    if found is None:
+        found = OnboardingRequest.model_validate(value)
+        if len(_PARSED_REQUESTS) >= PARSED_REQUESTS_KEPT:
+            _PARSED_REQUESTS.clear()  # a crude bound: a process sees few runs at a time
+        _PARSED_REQUESTS[key] = found
+    return found
+
+
 class RunStatus(StrEnum):
     """Where a run is. A run never fails for good: a failed step parks it for a person to
     resume or cancel, so only success and a cancel end it."""
@@ -252,6 +275,11 @@ class RunState(Model):
         """The run's trace id (32 hex digits), or "" when it has none."""
         match = TRACEPARENT_RE.match(self.traceparent)
         return match["trace"] if match else ""
+
+    @field_validator("request", mode="before")
+    @classmethod
+    def _request(cls, value: Any) -> Any:
+        return parsed_request(value)
 
     @field_validator("attention", mode="before")
     @classmethod

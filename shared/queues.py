@@ -6,6 +6,7 @@ The Terraform in terraform/queues.tf mirrors these numbers; a test keeps the two
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 
@@ -47,7 +48,7 @@ class QueueConfig:
 
     def retry_window(self, dispatch_deadline: float) -> float:
         """The longest a task can live: every attempt's deadline plus every backoff."""
-        backoffs = sum(self.backoff(n) for n in range(1, self.max_attempts))
+        backoffs = _total_backoff(self)
         return backoffs + self.max_attempts * dispatch_deadline
 
 
@@ -72,3 +73,9 @@ QUEUES: dict[str, QueueConfig] = {
         QueueConfig(tool_queue("slack"), "tool-slack", 40, 1, 60, 5, 20, 10),
     )
 }
+
+
+@functools.lru_cache(maxsize=64)
+def _total_backoff(config: QueueConfig) -> float:
+    # Asked for each watchdog a dispatch schedules: the sum of up to 100 backoffs, once.
+    return sum(config.backoff(n) for n in range(1, config.max_attempts))

@@ -174,7 +174,16 @@ def current() -> Telemetry:
 
 
 def tracer() -> trace.Tracer:
-    return current().tracer_provider.get_tracer("chimera")
+    """The tracer of the telemetry in use, made once per telemetry (asked for on every span)."""
+    global _tracer
+    found = current()
+    made = _tracer
+    if made is None or made[0] is not found:
+        made = _tracer = (found, found.tracer_provider.get_tracer("chimera"))
+    return made[1]
+
+
+_tracer: tuple[Telemetry, trace.Tracer] | None = None
 
 
 def flush() -> None:
