@@ -30,7 +30,7 @@ from shared.model import (
     utcnow,
 )
 from shared.run_filter import RunFilter
-from shared.state import Pruned, prefix_end
+from shared.state import Pruned, no_tasks, prefix_end
 from shared.state_urls import firestore_location
 from shared.task_queue import TaskQueue, enqueue_all
 
@@ -331,7 +331,9 @@ class FirestoreStateStore:
         docs = self._runs.document(run_id).collection(EVENTS).stream()
         return [Event.model_validate(_data(doc)) for doc in docs]
 
-    def record_outcome(self, outcome: StepOutcome) -> StepOutcome:
+    def record_outcome(
+        self, outcome: StepOutcome, *, then: Callable[[StepOutcome], Sequence[Task]] = no_tasks
+    ) -> StepOutcome:
         ref = self._runs.document(outcome.run_id).collection(STEPS).document(outcome.step_id)
 
         def record(transaction: Any) -> StepOutcome:
@@ -342,7 +344,9 @@ class FirestoreStateStore:
             transaction.create(ref, _fields(outcome, expire_at))
             return outcome
 
-        return self._in_transaction(record, f"step {outcome.run_id}/{outcome.step_id}")
+        stored = self._in_transaction(record, f"step {outcome.run_id}/{outcome.step_id}")
+        enqueue_all(self.queue, then(stored))  # Cloud Tasks joins no transaction: after it
+        return stored
 
     def outcome(self, run_id: str, step_id: str) -> StepOutcome | None:
         snapshot = self._runs.document(run_id).collection(STEPS).document(step_id).get()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
@@ -25,7 +25,7 @@ from shared.model import (
 )
 from shared.run_filter import RunFilter
 from shared.sqlite_db import SqliteDatabase
-from shared.state import Pruned, prefix_end
+from shared.state import Pruned, no_tasks, prefix_end
 from shared.task_queue import TaskQueue, TransactionalQueue, enqueue_all
 
 SCHEMA = """
@@ -246,17 +246,25 @@ class SqliteStateStore:
         )
         return [Event.model_validate_json(r["doc"]) for r in rows]
 
-    def record_outcome(self, outcome: StepOutcome) -> StepOutcome:
+    def record_outcome(
+        self, outcome: StepOutcome, *, then: Callable[[StepOutcome], Sequence[Task]] = no_tasks
+    ) -> StepOutcome:
         with self.db.transaction() as conn:
-            conn.execute(
+            created = conn.execute(
                 "INSERT OR IGNORE INTO step_outcomes (run_id, step_id, doc) VALUES (?, ?, ?)",
                 (outcome.run_id, outcome.step_id, outcome.model_dump_json()),
-            )
-            row = conn.execute(
-                "SELECT doc FROM step_outcomes WHERE run_id = ? AND step_id = ?",
-                (outcome.run_id, outcome.step_id),
-            ).fetchone()
-        return StepOutcome.model_validate_json(row["doc"])
+            ).rowcount
+            if created:
+                stored = outcome
+            else:
+                row = conn.execute(
+                    "SELECT doc FROM step_outcomes WHERE run_id = ? AND step_id = ?",
+                    (outcome.run_id, outcome.step_id),
+                ).fetchone()
+                stored = StepOutcome.model_validate_json(row["doc"])
+            left = self._emit(conn, then(stored))
+        enqueue_all(self.queue, left)
+        return stored
 
     def outcome(self, run_id: str, step_id: str) -> StepOutcome | None:
         row = (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -55,6 +55,10 @@ def prefix_end(prefix: str) -> str | None:
     return None
 
 
+def no_tasks(_outcome: StepOutcome) -> Sequence[Task]:
+    return ()
+
+
 class StateStore(Protocol):
     """Where runs live. Every write is keyed, so a redelivered message cannot double it."""
 
@@ -105,8 +109,15 @@ class StateStore(Protocol):
         """The run's audit trail, oldest first."""
         ...
 
-    def record_outcome(self, outcome: StepOutcome) -> StepOutcome:
-        """Record a step's outcome once; a second record returns the first, unchanged."""
+    def record_outcome(
+        self, outcome: StepOutcome, *, then: Callable[[StepOutcome], Sequence[Task]] = no_tasks
+    ) -> StepOutcome:
+        """Record a step's outcome once; a second record returns the first, unchanged.
+
+        `then` gives the tasks that follow from the stored outcome (the report to the
+        orchestrator): enqueued with the record, atomically where the queue shares the store,
+        otherwise right after it, so a write and a hop are one transaction locally.
+        """
         ...
 
     def outcome(self, run_id: str, step_id: str) -> StepOutcome | None: ...

@@ -247,8 +247,8 @@ def _run(
             finished_at=utcnow(),
             generation=call.generation,
         )
-    stored = store.record_outcome(outcome)
-    rt.queue.enqueue(report_task(stored))
+    # The report goes with the record: one write locally, and never one without the other.
+    stored = store.record_outcome(outcome, then=lambda recorded: [report_task(recorded)])
     log.info(
         "step %s in %d ms",
         "done" if stored.ok else "failed",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +23,7 @@ from shared.model import (
     utcnow,
 )
 from shared.run_filter import RunFilter, newest_first, status_counts
-from shared.state import Pruned
+from shared.state import Pruned, no_tasks
 
 
 class FakeTaskQueue:
@@ -140,9 +140,13 @@ class FakeStateStore:
                 self._outcomes = {k: o for k, o in self._outcomes.items() if k[0] not in ids}
             return pruned
 
-    def record_outcome(self, outcome: StepOutcome) -> StepOutcome:
+    def record_outcome(
+        self, outcome: StepOutcome, *, then: Callable[[StepOutcome], Sequence[Task]] = no_tasks
+    ) -> StepOutcome:
         with self._lock:
-            return self._outcomes.setdefault((outcome.run_id, outcome.step_id), outcome)
+            stored = self._outcomes.setdefault((outcome.run_id, outcome.step_id), outcome)
+            self._emit(then(stored))
+            return stored
 
     def outcome(self, run_id: str, step_id: str) -> StepOutcome | None:
         return self._outcomes.get((run_id, step_id))

@@ -159,6 +159,22 @@ def test_record_outcome_keeps_the_first_when_recorded_twice(sut):
     assert sut.store.outcomes("r1") == {"jira": first}
 
 
+def test_record_outcome_queues_what_follows_from_the_stored_one(sut):
+    first = StepOutcome(run_id="r1", step_id="jira", tool="create_jira_project", ok=True)
+    told = []
+
+    def report(stored: StepOutcome) -> list[Task]:
+        told.append(stored)
+        return [_task(f"report-{len(told)}")]
+
+    assert sut.store.record_outcome(first, then=report) == first
+    assert sut.queued("report-1")
+    # Recorded again: what follows is worked out from the first outcome, which is kept.
+    again = first.model_copy(update={"ok": False, "error": StepError(code="x", message="y")})
+    assert sut.store.record_outcome(again, then=report) == first
+    assert told == [first, first] and sut.queued("report-2")
+
+
 def test_discard_outcome_lets_a_step_be_recorded_again(sut):
     failed = StepOutcome(
         run_id="r1", step_id="jira", tool="t", ok=False, error=StepError(code="x", message="y")
