@@ -152,6 +152,8 @@ class LocalDispatcher:
             for name in self.targets
         }
         self._in_flight: dict[str, int] = {name: 0 for name in self.targets}
+        # Deliveries done, whose results the loop records with its next lease.
+        self._finished: list[tuple[sqlite3.Row, QueueConfig, DeliveryResult]] = []
         self._limits = {
             name: TokenBucket(queue.queues[name].max_dispatches_per_second) for name in self.targets
         }
@@ -173,6 +175,7 @@ class LocalDispatcher:
             self._thread.join(timeout=5)
         for pool in self._pools.values():
             pool.shutdown(wait=True, cancel_futures=False)
+        self.flush_finished()
         with self.db.transaction() as conn:
             conn.execute("DELETE FROM dispatchers WHERE owner = ?", (self.owner,))
 
@@ -224,35 +227,75 @@ class LocalDispatcher:
             )
 
     def dispatch_due(self) -> int:
-        """Lease and hand to workers every due task the queues' limits allow now."""
+        """Record the deliveries that finished, then lease and hand to workers every due task
+        the queues' limits allow now: one write transaction for both, and none at all when
+        there is nothing to record and nothing due (a read says so without the write lock)."""
         now = self.clock()
+        finished = self._take_finished()
+        rooms = self._rooms()
+        if not finished and not (rooms and self._anything_due(now, list(rooms))):
+            return 0
         leased: list[tuple[str, sqlite3.Row]] = []
-        with self.db.transaction() as conn:
-            for name, config in self.queue.queues.items():
-                if name not in self.targets:
-                    continue
-                with self._lock:
-                    room = config.max_concurrent_dispatches - self._in_flight[name]
-                if room <= 0:
-                    continue
-                rows = conn.execute(
-                    "SELECT * FROM tasks WHERE state = ? AND queue = ? AND due_at <= ?"
-                    " ORDER BY due_at LIMIT ?",
-                    (QUEUED, name, now, room),
-                ).fetchall()
-                granted = self._limits[name].take(len(rows)) if rows else 0
-                for row in rows[:granted]:
-                    conn.execute(
-                        "UPDATE tasks SET state = ?, lease_owner = ?, lease_until = ?"
-                        " WHERE name = ?",
-                        (LEASED, self.owner, now + self.dispatch_deadline + 5, row["name"]),
-                    )
-                    leased.append((name, row))
+        try:
+            with self.db.transaction() as conn:
+                for row, config, result in finished:
+                    self._settle_in(conn, row, config, result, now)
+                for name, room in rooms.items():
+                    rows = conn.execute(
+                        "SELECT * FROM tasks WHERE state = ? AND queue = ? AND due_at <= ?"
+                        " ORDER BY due_at LIMIT ?",
+                        (QUEUED, name, now, room),
+                    ).fetchall()
+                    granted = self._limits[name].take(len(rows)) if rows else 0
+                    for row in rows[:granted]:
+                        conn.execute(
+                            "UPDATE tasks SET state = ?, lease_owner = ?, lease_until = ?"
+                            " WHERE name = ?",
+                            (LEASED, self.owner, now + self.dispatch_deadline + 5, row["name"]),
+                        )
+                        leased.append((name, row))
+        except BaseException:
+            self._requeue_finished(finished)  # recorded at the next turn instead
+            raise
         for name, row in leased:
             with self._lock:
                 self._in_flight[name] += 1
             self._pools[name].submit(self._deliver, name, row)
-        return len(leased)
+        return len(leased) + len(finished)
+
+    def _rooms(self) -> dict[str, int]:
+        """How many more tasks each served queue may have in flight now (those with room)."""
+        with self._lock:
+            rooms = {
+                name: self.queue.queues[name].max_concurrent_dispatches - self._in_flight[name]
+                for name in self.targets
+                if name in self.queue.queues
+            }
+        return {name: room for name, room in rooms.items() if room > 0}
+
+    def _anything_due(self, now: float, queues: list[str]) -> bool:
+        marks = ",".join("?" * len(queues))
+        row = (
+            self.db.connection()
+            .execute(
+                f"SELECT 1 FROM tasks WHERE state = ? AND queue IN ({marks}) AND due_at <= ?"
+                " LIMIT 1",
+                (QUEUED, *queues, now),
+            )
+            .fetchone()
+        )
+        return row is not None
+
+    def _take_finished(self) -> list[tuple[sqlite3.Row, QueueConfig, DeliveryResult]]:
+        with self._lock:
+            finished, self._finished = self._finished, []
+        return finished
+
+    def _requeue_finished(
+        self, finished: list[tuple[sqlite3.Row, QueueConfig, DeliveryResult]]
+    ) -> None:
+        with self._lock:
+            self._finished[:0] = finished
 
     def _deliver(self, queue_name: str, row: sqlite3.Row) -> None:
         config = self.queue.queues[queue_name]
@@ -282,44 +325,58 @@ class LocalDispatcher:
         finally:
             with self._lock:
                 self._in_flight[queue_name] -= 1
-        try:
-            self._settle(row, config, result)
-        except Exception:
-            # The lease stays and is reclaimed later: the task is delivered again, not lost.
-            log.exception("task %s: could not record its result", row["name"])
+        # Recorded by the loop with its next lease, in one transaction. Until then the lease
+        # stands: if this process dies first, the lease is reclaimed and the task delivered
+        # again (at least once, as Cloud Tasks: every target is idempotent).
+        with self._lock:
+            self._finished.append((row, config, result))
         self.queue.wakeup.set()
 
-    def _settle(self, row: sqlite3.Row, config: QueueConfig, result: DeliveryResult) -> None:
-        now = self.clock()
-        with self.db.transaction() as conn:
-            current = conn.execute(
-                "SELECT state, lease_owner FROM tasks WHERE name = ?", (row["name"],)
-            ).fetchone()
-            mine = current is not None and current["lease_owner"] == self.owner
-            if not mine or current["state"] != LEASED:
-                return  # reclaimed meanwhile; whoever holds it now settles it
-            if result.status is not None and 200 <= result.status < 300:
-                conn.execute(
-                    "UPDATE tasks SET state = ?, execution_count = execution_count + 1,"
-                    " last_status = ?, finished_at = ?, lease_owner = NULL WHERE name = ?",
-                    (DONE, result.status, now, row["name"]),
-                )
-                return
-            if result.status is not None:
-                conn.execute(
-                    "UPDATE tasks SET execution_count = execution_count + 1 WHERE name = ?",
-                    (row["name"],),
-                )
-            self._fail(
-                conn,
-                row["name"],
-                config,
-                row["retry_count"],
-                status=result.status,
-                error=result.error,
-                retry_after=retry_after(result.headers),
-                now=now,
+    def flush_finished(self) -> None:
+        """Record the finished deliveries now (at stop)."""
+        finished = self._take_finished()
+        if finished:
+            now = self.clock()
+            with self.db.transaction() as conn:
+                for row, config, result in finished:
+                    self._settle_in(conn, row, config, result, now)
+
+    def _settle_in(
+        self,
+        conn: sqlite3.Connection,
+        row: sqlite3.Row,
+        config: QueueConfig,
+        result: DeliveryResult,
+        now: float,
+    ) -> None:
+        current = conn.execute(
+            "SELECT state, lease_owner FROM tasks WHERE name = ?", (row["name"],)
+        ).fetchone()
+        mine = current is not None and current["lease_owner"] == self.owner
+        if not mine or current["state"] != LEASED:
+            return  # reclaimed meanwhile; whoever holds it now settles it
+        if result.status is not None and 200 <= result.status < 300:
+            conn.execute(
+                "UPDATE tasks SET state = ?, execution_count = execution_count + 1,"
+                " last_status = ?, finished_at = ?, lease_owner = NULL WHERE name = ?",
+                (DONE, result.status, now, row["name"]),
             )
+            return
+        if result.status is not None:
+            conn.execute(
+                "UPDATE tasks SET execution_count = execution_count + 1 WHERE name = ?",
+                (row["name"],),
+            )
+        self._fail(
+            conn,
+            row["name"],
+            config,
+            row["retry_count"],
+            status=result.status,
+            error=result.error,
+            retry_after=retry_after(result.headers),
+            now=now,
+        )
 
     def _fail(
         self,
