@@ -57,7 +57,7 @@ def main() -> None:
     table = Table("floor: durable SQLite commits", ["synchronous", "commits/s", "µs/commit"])
     for s, r in results.items():
         table.row(s, f"{r['commits_per_s']:.0f}", f"{r['us_per_commit']:.0f}")
-    ratio = results["NORMAL"]["commits_per_s"] / results["FULL"]["commits_per_s"]
+    ratio = median(rates["NORMAL"]) / median(rates["FULL"])
     table.row("NORMAL / FULL", f"{ratio:.2f}x", "")
     table.print()
     save_results("floor", {"commits": args.commits, "rounds": args.rounds, **results})

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from shared.history import PRUNE_BATCH
 from shared.local_queue import DEAD, DEDUP_WINDOW_S, DONE, LEASED, QUEUED, LocalTaskQueue
@@ -37,6 +38,9 @@ HEARTBEAT_S = 1.0
 STALE_AFTER_S = 4.0
 # How often housekeeping runs when it has caught up; with a backlog, a batch per loop.
 HOUSEKEEPING_S = 30.0
+# How long a finished delivery may wait to be recorded with another write on the database
+# before the loop records it in a transaction of its own.
+SETTLE_GRACE_S = 0.25
 
 
 class Housekeeping:
@@ -102,11 +106,11 @@ class Housekeeping:
         return pruned
 
 
-def _task_headers(row: sqlite3.Row) -> dict[str, str]:
+def _task_headers(row: Mapping[str, Any] | sqlite3.Row) -> dict[str, str]:
     """The headers a task was queued with (none for a task from before they were kept)."""
     try:
         headers = json.loads(row["headers"] or "{}")
-    except (IndexError, ValueError):
+    except (IndexError, KeyError, ValueError):
         return {}
     return {str(k): str(v) for k, v in headers.items()} if isinstance(headers, dict) else {}
 
@@ -153,7 +157,8 @@ class LocalDispatcher:
         }
         self._in_flight: dict[str, int] = {name: 0 for name in self.targets}
         # Deliveries done, whose results the loop records with its next lease.
-        self._finished: list[tuple[sqlite3.Row, QueueConfig, DeliveryResult]] = []
+        self._finished: list[tuple[Mapping[str, Any], QueueConfig, DeliveryResult]] = []
+        self._finished_at: list[float] = []  # time.monotonic() of each
         self._limits = {
             name: TokenBucket(queue.queues[name].max_dispatches_per_second) for name in self.targets
         }
@@ -164,12 +169,16 @@ class LocalDispatcher:
 
     def start(self) -> LocalDispatcher:
         self._heartbeat(force=True)
+        self.db.before_commit(self._record_finished)
+        self.queue.handoff = self
         self._thread = threading.Thread(target=self._loop, name="dispatcher", daemon=True)
         self._thread.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
+        if self.queue.handoff is self:
+            self.queue.handoff = None
         self.queue.wakeup.set()
         if self._thread:
             self._thread.join(timeout=5)
@@ -231,15 +240,18 @@ class LocalDispatcher:
         the queues' limits allow now: one write transaction for both, and none at all when
         there is nothing to record and nothing due (a read says so without the write lock)."""
         now = self.clock()
-        finished = self._take_finished()
         rooms = self._rooms()
-        if not finished and not (rooms and self._anything_due(now, list(rooms))):
+        due = bool(rooms) and self._anything_due(now, list(rooms))
+        # With nothing to lease, a finished delivery waits a moment for the next write on the
+        # database (its handler's successor, most often) to record it, sparing a transaction.
+        finished = self._take_finished(older_than=None if due else SETTLE_GRACE_S)
+        if not finished and not due:
             return 0
-        leased: list[tuple[str, sqlite3.Row]] = []
+        leased: list[tuple[str, Mapping[str, Any]]] = []
         try:
             with self.db.transaction() as conn:
-                for row, config, result in finished:
-                    self._settle_in(conn, row, config, result, now)
+                for done, config, result in finished:
+                    self._settle_in(conn, done, config, result, now)
                 for name, room in rooms.items():
                     rows = conn.execute(
                         "SELECT * FROM tasks WHERE state = ? AND queue = ? AND due_at <= ?"
@@ -253,15 +265,50 @@ class LocalDispatcher:
                             " WHERE name = ?",
                             (LEASED, self.owner, now + self.dispatch_deadline + 5, row["name"]),
                         )
-                        leased.append((name, row))
+                        leased.append((name, dict(row)))
         except BaseException:
             self._requeue_finished(finished)  # recorded at the next turn instead
             raise
-        for name, row in leased:
+        for name, task in leased:
             with self._lock:
                 self._in_flight[name] += 1
-            self._pools[name].submit(self._deliver, name, row)
+            self._pools[name].submit(self._deliver, name, task)
         return len(leased) + len(finished)
+
+    def claim(self, queue: str) -> tuple[str, float] | None:
+        """Handoff: a lease on one more task of `queue` if its limits allow it now."""
+        if queue not in self.targets or self._stop.is_set():
+            return None
+        config = self.queue.queues[queue]
+        with self._lock:
+            if self._in_flight[queue] >= config.max_concurrent_dispatches:
+                return None
+            if self._limits[queue].take(1) != 1:
+                return None
+            self._in_flight[queue] += 1
+        return self.owner, self.clock() + self.dispatch_deadline + 5
+
+    def deliver(self, queue: str, row: Mapping[str, Any]) -> None:
+        """Handoff: deliver a claimed task, its transaction committed."""
+        self._pools[queue].submit(self._deliver, queue, row)
+
+    def release(self, queue: str) -> None:
+        with self._lock:
+            self._in_flight[queue] -= 1
+
+    def _record_finished(self, conn: sqlite3.Connection) -> None:
+        """Before any write on this database commits: record the deliveries that finished,
+        in that same transaction (one write fewer per task). Never fails the transaction."""
+        finished = self._take_finished()
+        if not finished:
+            return
+        now = self.clock()
+        try:
+            for row, config, result in finished:
+                self._settle_in(conn, row, config, result, now)
+        except sqlite3.Error:
+            log.warning("could not record finished deliveries; next time", exc_info=True)
+            self._requeue_finished(finished)
 
     def _rooms(self) -> dict[str, int]:
         """How many more tasks each served queue may have in flight now (those with room)."""
@@ -286,18 +333,26 @@ class LocalDispatcher:
         )
         return row is not None
 
-    def _take_finished(self) -> list[tuple[sqlite3.Row, QueueConfig, DeliveryResult]]:
+    def _take_finished(
+        self, older_than: float | None = None
+    ) -> list[tuple[Mapping[str, Any], QueueConfig, DeliveryResult]]:
+        """The finished deliveries to record (all, or those finished over `older_than` s ago)."""
         with self._lock:
-            finished, self._finished = self._finished, []
+            if older_than is not None and not any(
+                time.monotonic() - at >= older_than for at in self._finished_at
+            ):
+                return []
+            finished, self._finished, self._finished_at = self._finished, [], []
         return finished
 
     def _requeue_finished(
-        self, finished: list[tuple[sqlite3.Row, QueueConfig, DeliveryResult]]
+        self, finished: list[tuple[Mapping[str, Any], QueueConfig, DeliveryResult]]
     ) -> None:
         with self._lock:
             self._finished[:0] = finished
+            self._finished_at[:0] = [time.monotonic()] * len(finished)
 
-    def _deliver(self, queue_name: str, row: sqlite3.Row) -> None:
+    def _deliver(self, queue_name: str, row: Mapping[str, Any]) -> None:
         config = self.queue.queues[queue_name]
         body = row["payload"].encode()
         delivery = Delivery(
@@ -330,6 +385,7 @@ class LocalDispatcher:
         # again (at least once, as Cloud Tasks: every target is idempotent).
         with self._lock:
             self._finished.append((row, config, result))
+            self._finished_at.append(time.monotonic())
         self.queue.wakeup.set()
 
     def flush_finished(self) -> None:
@@ -344,7 +400,7 @@ class LocalDispatcher:
     def _settle_in(
         self,
         conn: sqlite3.Connection,
-        row: sqlite3.Row,
+        row: Mapping[str, Any],
         config: QueueConfig,
         result: DeliveryResult,
         now: float,

@@ -7,7 +7,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from shared.model import Task
 from shared.queues import QUEUES, QueueConfig
@@ -42,6 +42,22 @@ QUEUED, LEASED, DONE, DEAD = "queued", "leased", "done", "dead"
 DEDUP_WINDOW_S = 24 * 3600
 
 
+class Handoff(Protocol):
+    """A dispatcher in this process, offered each new task that is due now."""
+
+    def claim(self, queue: str) -> tuple[str, float] | None:
+        """A lease (owner, until) if it can deliver one more task of `queue` now, else None."""
+        ...
+
+    def deliver(self, queue: str, row: Mapping[str, Any]) -> None:
+        """Deliver the claimed task (after its transaction committed)."""
+        ...
+
+    def release(self, queue: str) -> None:
+        """Give a claim back (its task was not written)."""
+        ...
+
+
 class LocalTaskQueue:
     """Durable named tasks in the `tasks` table: an enqueued task survives a crash.
 
@@ -55,6 +71,9 @@ class LocalTaskQueue:
         # Set when a commit queued a task; the dispatcher waits on it between polls.
         self.wakeup = threading.Event()
         self._inserted = threading.local()
+        # The dispatcher that takes this queue's new due tasks straight from the transaction
+        # that makes them (LocalDispatcher sets itself while it runs).
+        self.handoff: Handoff | None = None
         db.ensure_schema(SCHEMA)
         self._add_headers_column()
         db.on_commit(self._wake_if_inserted)
@@ -83,29 +102,49 @@ class LocalTaskQueue:
             return self.insert(conn, task)
 
     def insert(self, conn: sqlite3.Connection, task: Task) -> bool:
-        """Queue `task` inside the caller's transaction; False if the name is taken."""
+        """Queue `task` inside the caller's transaction; False if the name is taken.
+
+        A task due now, for a queue whose dispatcher in this process has room for it
+        (`handoff`), is written leased to that dispatcher and handed to it once the
+        transaction commits: no separate write to lease it, and no wait for the next poll.
+        """
         if task.queue not in self.queues:
             raise ValueError(f"unknown queue {task.queue!r}")
         now = time.time()
         due = task.schedule_time.timestamp() if task.schedule_time else now
-        self._inserted.flag = True
-        return (
+        handoff = self.handoff if due <= now else None
+        lease = handoff.claim(task.queue) if handoff else None
+        row = {
+            "name": task.name,
+            "queue": task.queue,
+            "payload": json.dumps(task.payload),
+            "due_at": due,
+            "state": LEASED if lease else QUEUED,
+            "created_at": now,
+            "headers": json.dumps(task.headers),
+            "lease_owner": lease[0] if lease else None,
+            "lease_until": lease[1] if lease else None,
+            "retry_count": 0,
+            "execution_count": 0,
+        }
+        inserted = (
             conn.execute(
-                "INSERT OR IGNORE INTO tasks"
-                " (name, queue, payload, due_at, state, created_at, headers)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    task.name,
-                    task.queue,
-                    json.dumps(task.payload),
-                    due,
-                    QUEUED,
-                    now,
-                    json.dumps(task.headers),
-                ),
+                "INSERT OR IGNORE INTO tasks (name, queue, payload, due_at, state, created_at,"
+                " headers, lease_owner, lease_until) VALUES (:name, :queue, :payload, :due_at,"
+                " :state, :created_at, :headers, :lease_owner, :lease_until)",
+                row,
             ).rowcount
             == 1
         )
+        if handoff and lease:
+            if inserted:
+                self.db.after_this_commit(lambda: handoff.deliver(task.queue, row))
+                self.db.if_rolled_back(lambda: handoff.release(task.queue))
+            else:
+                handoff.release(task.queue)
+        elif inserted:
+            self._inserted.flag = True
+        return inserted
 
     def forget_finished(
         self, conn: sqlite3.Connection, run_ids: Sequence[str], *, dry_run: bool = False

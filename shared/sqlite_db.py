@@ -24,6 +24,7 @@ class SqliteDatabase:
         self._schemas: set[str] = set()
         self._schema_lock = threading.Lock()
         self._commit_hooks: list[Callable[[], None]] = []
+        self._before_commit: list[Callable[[sqlite3.Connection], None]] = []
 
     def connection(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -47,20 +48,49 @@ class SqliteDatabase:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction; nested calls join the outer one."""
+        """A write transaction; nested calls join the outer one.
+
+        Just before it commits, the `before_commit` hooks add their writes to it (the
+        dispatcher records finished deliveries so, on whatever write comes next); after it
+        commits, what `after_this_commit` asked for runs, and the `on_commit` hooks; if it
+        rolls back, what `if_rolled_back` asked for runs instead.
+        """
         conn = self.connection()
         if conn.in_transaction:
             yield conn
             return
         conn.execute("BEGIN IMMEDIATE")
+        self._local.after, self._local.undo = [], []
         try:
             yield conn
+            for write in self._before_commit:
+                write(conn)
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            undo, self._local.after, self._local.undo = self._local.undo, [], []
+            for action in undo:
+                action()
             raise
-        conn.execute("COMMIT")
+        after, self._local.after, self._local.undo = self._local.after, [], []
+        for action in after:
+            action()
         for hook in self._commit_hooks:
             hook()
+
+    def after_this_commit(self, action: Callable[[], None]) -> None:
+        """Run `action` once the current thread's write transaction commits."""
+        self._local.after.append(action)
+
+    def if_rolled_back(self, action: Callable[[], None]) -> None:
+        """Run `action` if the current thread's write transaction rolls back."""
+        self._local.undo.append(action)
+
+    def before_commit(self, write: Callable[[sqlite3.Connection], None]) -> None:
+        """Let `write` add to every write transaction, just before it commits. It must not
+        fail the transaction it joins: it catches its own errors."""
+        self._before_commit.append(write)
 
     def on_commit(self, hook: Callable[[], None]) -> None:
         """Call `hook` after every write transaction commits (e.g. to wake a dispatcher)."""

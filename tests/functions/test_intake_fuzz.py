@@ -140,6 +140,12 @@ def test_an_action_on_any_run_with_any_body_never_fails(tmp_path, path, body, cr
     except UnicodeEncodeError:
         path = path.encode("utf-8", "replace").decode()
     response = intake.open(path, method=method, json=body, headers=_auth(headers, credential))
+    if response.status_code == 308:
+        # The Functions Framework's router merges repeated slashes with a redirect before any
+        # view runs: nothing is read or changed, whoever asks.
+        assert "//" in path and "//" not in response.headers["Location"].split("://", 1)[-1]
+        assert store.runs[run_id] == before
+        return
     assert response.status_code in ANSWERS
     if credential not in ("key", "local"):
         assert response.status_code == 401
