@@ -7,7 +7,9 @@ STAMP := $(VENV)/.installed
 # Type-checked by `make lint`: every production module (sandbox/ and chimera/ are not deployed).
 MYPY_TARGETS := shared orchestrator tools sandbox chimera bench terraform/build_bundles.py
 
-.PHONY: demo test test-emulators lint format bench-speed bench-torture bench-soak bench-console browser-deps clean
+BENCH_STAMP := $(VENV)/.bench-installed
+
+.PHONY: bench demo test test-emulators lint format bench-speed bench-torture bench-soak bench-console browser-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +29,7 @@ demo: $(STAMP)
 		--slack-channel "#client-onboarding" --request-id "demo-$$(date +%s)"
 
 test: lint browser-deps
-	RUN_CHECKOV=1 $(BIN)/pytest -q
+	RUN_CHECKOV=1 $(BIN)/pytest -q --numprocesses=auto --maxprocesses=4
 
 # The console's browser test (tests/browser) drives Debian's headless Chromium: installed here
 # when missing and we can (root, apt-get); otherwise those tests skip, naming what is missing.
@@ -53,6 +55,16 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+# Every comparison, interleaved in one batch; JSON in bench/results/, a table printed each.
+bench: $(BENCH_STAMP)
+	$(BIN)/python bench/floor.py
+	$(BIN)/python bench/engine.py $(ARGS)
+	$(BIN)/python bench/console.py
 
 bench-speed: $(STAMP)
 	$(BIN)/python bench/speed.py

@@ -93,6 +93,8 @@ class Stack:
                 fields = dict(line.split(":", 1) for line in status.read_text().splitlines())
             except (OSError, ValueError):
                 return  # the process is gone
+            if "VmRSS" not in fields:
+                return  # killed: a zombie's status has no memory left to read
             self.peak_rss_mb = max(self.peak_rss_mb, int(fields["VmRSS"].split()[0]) / 1024)
             self.peak_threads = max(self.peak_threads, int(fields["Threads"]))
             time.sleep(0.2)
