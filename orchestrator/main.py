@@ -21,7 +21,6 @@ from shared.errors import Conflict
 from shared.fields import ActionReason
 from shared.identity import task_caller_denied
 from shared.keys import Keys
-from shared.logs import log_context
 from shared.model import (
     Model,
     OnboardingRequest,
@@ -235,19 +234,14 @@ def handle_task(request: flask.Request) -> flask.Response:
         happening = OrchestratorTask.model_validate_json(raw)
     except ValidationError as exc:
         return refuse(rt.store, attempt, ORCHESTRATOR_QUEUE, one_line(exc), raw)
-    with (
-        log_context(run_id=happening.run_id, step_id=happening.step_id, attempt=attempt.number),
-        telemetry.delivery(
-            f"orchestrator {happening.kind}",
-            request.headers,
-            fallback=telemetry.stored_trace(rt.store, happening.run_id),
-            attributes={
-                "chimera.run_id": happening.run_id,
-                "chimera.step_id": happening.step_id,
-                **telemetry.attempt_attributes(attempt),
-            },
-        ) as span,
-    ):
+    with telemetry.task_delivery(
+        f"orchestrator {happening.kind}",
+        request.headers,
+        rt.store,
+        attempt,
+        run_id=happening.run_id,
+        step_id=happening.step_id,
+    ) as span:
         try:
             model = reasoning_model() if rt.settings.agent_reasoning else None
             result = service.take(rt, happening, model)

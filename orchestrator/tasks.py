@@ -16,10 +16,8 @@ def start_task(run_id: str, attempt: str = "") -> Task:
     """The task that starts a run; `attempt` names a restart (a resumed run that never
     started), since a queue may refuse a task name it has seen for a while."""
     return dispatched(
-        Task(
-            queue=ORCHESTRATOR_QUEUE,
-            name=f"{run_id}-start{'-' + attempt if attempt else ''}",
-            payload=OrchestratorTask(run_id=run_id, kind="start").model_dump(mode="json"),
+        OrchestratorTask(run_id=run_id, kind="start").task(
+            f"{run_id}-start{'-' + attempt if attempt else ''}"
         )
     )
 
@@ -28,13 +26,8 @@ def start_watchdog_task(start: Task, now: datetime, dispatch_deadline: float) ->
     """Wakes the orchestrator when the start task's queue would have given up on it for sure."""
     window = QUEUES[ORCHESTRATOR_QUEUE].retry_window(dispatch_deadline)
     return dispatched(
-        Task(
-            queue=ORCHESTRATOR_QUEUE,
-            name=f"{start.name}-watchdog",
-            payload=OrchestratorTask(run_id=start.payload["run_id"], kind="watchdog").model_dump(
-                mode="json"
-            ),
-            schedule_time=now + timedelta(seconds=window + 60),
+        OrchestratorTask(run_id=start.payload["run_id"], kind="watchdog").task(
+            f"{start.name}-watchdog", now + timedelta(seconds=window + 60)
         )
     )
 
@@ -43,16 +36,11 @@ def watchdog_task(call: ToolTask, now: datetime, dispatch_deadline: float) -> Ta
     """Wakes the orchestrator when the step's queue would have given up on it for sure."""
     window = QUEUES[TOOLS[call.tool].queue].retry_window(dispatch_deadline)
     return dispatched(
-        Task(
-            queue=ORCHESTRATOR_QUEUE,
-            name=f"{call.run_id}-{call.step_id}-g{call.generation}-watchdog",
-            payload=OrchestratorTask(
-                run_id=call.run_id,
-                kind="watchdog",
-                step_id=call.step_id,
-                generation=call.generation,
-            ).model_dump(mode="json"),
-            schedule_time=now + timedelta(seconds=window + 60),
+        OrchestratorTask(
+            run_id=call.run_id, kind="watchdog", step_id=call.step_id, generation=call.generation
+        ).task(
+            f"{call.run_id}-{call.step_id}-g{call.generation}-watchdog",
+            now + timedelta(seconds=window + 60),
         )
     )
 
@@ -87,15 +75,13 @@ def verification_watchdog_task(
     """Wakes the orchestrator when the verification's queue would have given up on it."""
     window = QUEUES[TOOLS[tool].queue].retry_window(dispatch_deadline)
     return dispatched(
-        Task(
-            queue=ORCHESTRATOR_QUEUE,
-            name=f"{call.run_id}-{call.step_id}-g{call.generation}-verify-watchdog",
-            payload=OrchestratorTask(
-                run_id=call.run_id,
-                kind="verify_watchdog",
-                step_id=call.step_id,
-                generation=call.generation,
-            ).model_dump(mode="json"),
-            schedule_time=now + timedelta(seconds=window + 60),
+        OrchestratorTask(
+            run_id=call.run_id,
+            kind="verify_watchdog",
+            step_id=call.step_id,
+            generation=call.generation,
+        ).task(
+            f"{call.run_id}-{call.step_id}-g{call.generation}-verify-watchdog",
+            now + timedelta(seconds=window + 60),
         )
     )

@@ -184,6 +184,7 @@ class LocalDispatcher:
             self._thread.join(timeout=5)
         for pool in self._pools.values():
             pool.shutdown(wait=True, cancel_futures=False)
+        self.db.drop_before_commit(self._record_finished)
         self.flush_finished()
         with self.db.transaction() as conn:
             conn.execute("DELETE FROM dispatchers WHERE owner = ?", (self.owner,))

@@ -21,6 +21,7 @@ from shared.fields import (
     PersonName,
     RequestId,
 )
+from shared.queues import ORCHESTRATOR_QUEUE
 
 CHANNEL_RE = re.compile(r"^#?[a-z0-9][a-z0-9._-]{0,79}$")
 DEFAULT_GOAL = "Welcome the client and get their onboarding project started."
@@ -411,6 +412,15 @@ class OrchestratorTask(Model):
     step_id: str | None = None
     # For a watchdog or a verification: the step generation it is about.
     generation: int | None = None
+
+    def task(self, name: str, schedule_time: datetime | None = None) -> Task:
+        """This happening as a task on the orchestrator's queue, named `name`."""
+        return Task(
+            queue=ORCHESTRATOR_QUEUE,
+            name=name,
+            payload=self.model_dump(mode="json"),
+            schedule_time=schedule_time,
+        )
 
 
 class VerificationCall(Model):

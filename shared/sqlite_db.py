@@ -92,6 +92,11 @@ class SqliteDatabase:
         fail the transaction it joins: it catches its own errors."""
         self._before_commit.append(write)
 
+    def drop_before_commit(self, write: Callable[[sqlite3.Connection], None]) -> None:
+        """No longer let `write` add to transactions (a dispatcher that stopped)."""
+        if write in self._before_commit:
+            self._before_commit.remove(write)
+
     def on_commit(self, hook: Callable[[], None]) -> None:
         """Call `hook` after every write transaction commits (e.g. to wake a dispatcher)."""
         self._commit_hooks.append(hook)

@@ -22,7 +22,8 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import INVALID_SPAN_CONTEXT, Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from shared.model import TRACEPARENT_RE, Task
+from shared.logs import log_context
+from shared.model import TRACEPARENT_RE, Attempt, Task
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -322,3 +323,36 @@ def delivery(
             yield current_span
     finally:
         flush()
+
+
+@contextmanager
+def task_delivery(
+    name: str,
+    headers: Mapping[str, str] | Any,
+    store: Any,
+    attempt: Attempt,
+    *,
+    run_id: str,
+    step_id: str | None = None,
+    tool: str | None = None,
+    attributes: Mapping[str, Any] | None = None,
+) -> Iterator[Span]:
+    """What every queue target does around a task it took: tags its log lines with the run,
+    step, tool and attempt, and opens its delivery span, continuing the run's stored trace
+    when the task carries none."""
+    with (
+        log_context(run_id=run_id, step_id=step_id, tool=tool, attempt=attempt.number),
+        delivery(
+            name,
+            headers,
+            fallback=stored_trace(store, run_id),
+            attributes={
+                "chimera.run_id": run_id,
+                "chimera.step_id": step_id,
+                "chimera.tool": tool,
+                **(attributes or {}),
+                **attempt_attributes(attempt),
+            },
+        ) as current_span,
+    ):
+        yield current_span

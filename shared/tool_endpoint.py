@@ -16,7 +16,6 @@ from shared import metrics, telemetry
 from shared.breaker import BreakerPolicy, ConcurrencyLimit, breaker_for
 from shared.errors import ChimeraError, InvalidInput, PermanentError, RetryableError
 from shared.identity import task_caller_denied
-from shared.logs import log_context
 from shared.model import (
     Attempt,
     Event,
@@ -31,7 +30,7 @@ from shared.model import (
     ToolTask,
     utcnow,
 )
-from shared.queues import ORCHESTRATOR_QUEUE, tool_queue
+from shared.queues import tool_queue
 from shared.registry import TOOLS
 from shared.retry_outlook import RetryOutlook
 from shared.runtime import Runtime, runtime
@@ -48,12 +47,8 @@ ToolFunction = Callable[[ToolCall, Attempt], StepResult]
 def report_task(outcome: StepOutcome) -> Task:
     """The task that tells the orchestrator a step finished; named so it is sent once."""
     return dispatched(
-        Task(
-            queue=ORCHESTRATOR_QUEUE,
-            name=f"{outcome.run_id}-{outcome.step_id}-g{outcome.generation}-done",
-            payload=OrchestratorTask(
-                run_id=outcome.run_id, kind="step_finished", step_id=outcome.step_id
-            ).model_dump(mode="json"),
+        OrchestratorTask(run_id=outcome.run_id, kind="step_finished", step_id=outcome.step_id).task(
+            f"{outcome.run_id}-{outcome.step_id}-g{outcome.generation}-done"
         )
     )
 
@@ -83,22 +78,15 @@ def tool_endpoint(
             return refuse(rt.store, attempt, actor, one_line(exc), raw)
         if task.tool not in tools:
             return refuse(rt.store, attempt, actor, f"{actor} does not run {task.tool!r}", raw)
-        with (
-            log_context(
-                run_id=task.run_id, step_id=task.step_id, tool=task.tool, attempt=attempt.number
-            ),
-            telemetry.delivery(
-                f"tool {task.tool}",
-                request.headers,
-                fallback=telemetry.stored_trace(rt.store, task.run_id),
-                attributes={
-                    "chimera.run_id": task.run_id,
-                    "chimera.step_id": task.step_id,
-                    "chimera.tool": task.tool,
-                    "chimera.generation": task.generation,
-                    **telemetry.attempt_attributes(attempt),
-                },
-            ),
+        with telemetry.task_delivery(
+            f"tool {task.tool}",
+            request.headers,
+            rt.store,
+            attempt,
+            run_id=task.run_id,
+            step_id=task.step_id,
+            tool=task.tool,
+            attributes={"chimera.generation": task.generation},
         ):
             return _take(rt, actor, task, attempt, tools[task.tool], raw)
 

@@ -18,7 +18,6 @@ from shared import telemetry
 from shared.breaker import BreakerPolicy, breaker_for
 from shared.errors import ChimeraError, PermanentError, RetryableError
 from shared.identity import task_caller_denied
-from shared.logs import log_context
 from shared.model import (
     Attempt,
     Event,
@@ -33,7 +32,7 @@ from shared.model import (
     utcnow,
     verification_key,
 )
-from shared.queues import ORCHESTRATOR_QUEUE, tool_queue
+from shared.queues import tool_queue
 from shared.registry import TOOLS
 from shared.runtime import Runtime, runtime
 from shared.tasks_http import answer, attempt_of, retry_later
@@ -69,16 +68,9 @@ def unverifiable(reason: str) -> VerificationResult:
 def report_task(call: VerificationCall) -> Task:
     """Tells the orchestrator the verification is in; named so it is sent once."""
     return dispatched(
-        Task(
-            queue=ORCHESTRATOR_QUEUE,
-            name=f"{call.run_id}-{call.step_id}-g{call.generation}-verified",
-            payload=OrchestratorTask(
-                run_id=call.run_id,
-                kind="verified",
-                step_id=call.step_id,
-                generation=call.generation,
-            ).model_dump(mode="json"),
-        )
+        OrchestratorTask(
+            run_id=call.run_id, kind="verified", step_id=call.step_id, generation=call.generation
+        ).task(f"{call.run_id}-{call.step_id}-g{call.generation}-verified")
     )
 
 
@@ -96,19 +88,14 @@ def with_verifiers(function: str, tools: Handler, verifiers: Mapping[str, Verifi
         if denied is not None:
             return denied
         attempt = attempt_of(request, actor)
-        with (
-            log_context(run_id=call.run_id, step_id=call.step_id),
-            telemetry.delivery(
-                f"verify {call.step_id}",
-                request.headers,
-                fallback=telemetry.stored_trace(rt.store, call.run_id),
-                attributes={
-                    "chimera.run_id": call.run_id,
-                    "chimera.step_id": call.step_id,
-                    "chimera.generation": call.generation,
-                    **telemetry.attempt_attributes(attempt),
-                },
-            ),
+        with telemetry.task_delivery(
+            f"verify {call.step_id}",
+            request.headers,
+            rt.store,
+            attempt,
+            run_id=call.run_id,
+            step_id=call.step_id,
+            attributes={"chimera.generation": call.generation},
         ):
             return _verify(rt, actor, call, attempt, verifiers)
 
