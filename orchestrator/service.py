@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 
 from opentelemetry.context import Context
@@ -113,7 +113,7 @@ def take(rt: Runtime, happening: OrchestratorTask, model: LanguageModel | None =
     run = rt.store.load(happening.run_id)
     if run is None:
         return _unknown(happening.run_id)
-    agent.deliberate(rt, run, happening, model)
+    deliberated = agent.deliberate(rt, run, happening, model)
     require_approval = rt.settings.require_approval
     verification = core.VerificationPolicy(
         rt.settings.verify_steps, rt.settings.verify_mismatch_limit
@@ -129,6 +129,7 @@ def take(rt: Runtime, happening: OrchestratorTask, model: LanguageModel | None =
             require_approval=require_approval,
             verification=verification,
         ),
+        deliberated,
     )
 
 
@@ -209,9 +210,13 @@ def _unknown(run_id: str) -> str:
 Decide = Callable[[RunState, dict[str, StepOutcome]], core.Decision]
 
 
-def _apply(rt: Runtime, loaded: RunState, decide: Decide) -> str:
+def _apply(
+    rt: Runtime, loaded: RunState, decide: Decide, deliberated: Sequence[StepOutcome] = ()
+) -> str:
     """Decide on the run as loaded and commit with the emitted tasks; on a conflict, reload
-    and decide again (the versioned transition is what makes a stale load safe)."""
+    and decide again (the versioned transition is what makes a stale load safe).
+    `deliberated`: checkpoints that asked no model, decided on as if recorded and recorded
+    with the transition."""
     store, run_id = rt.store, loaded.run_id
     run: RunState | None = loaded
     for attempt in range(CONFLICT_RETRIES):
@@ -220,6 +225,8 @@ def _apply(rt: Runtime, loaded: RunState, decide: Decide) -> str:
         if run is None:
             return _unknown(run_id)
         outcomes = store.outcomes(run_id)
+        unrecorded = [o for o in deliberated if o.step_id not in outcomes]
+        outcomes.update((o.step_id, o) for o in unrecorded)
         decision = decide(run, outcomes)
         deadline = rt.settings.dispatch_deadline
         if not decision.changed:
@@ -250,6 +257,7 @@ def _apply(rt: Runtime, loaded: RunState, decide: Decide) -> str:
                 events=decision.events,
                 tasks=emitted,
                 watchdogs=watchdogs,
+                outcomes=unrecorded,
             )
         except Conflict:
             time.sleep(random.uniform(0, 0.01 * 2**attempt))

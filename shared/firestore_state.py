@@ -260,9 +260,11 @@ class FirestoreStateStore:
         events: Sequence[Event] = (),
         tasks: Sequence[Task] = (),
         watchdogs: Sequence[Task] = (),
+        outcomes: Sequence[StepOutcome] = (),
     ) -> RunState:
         ref = self._runs.document(run.run_id)
         stored = run.evolve(version=expected_version + 1, updated_at=utcnow())
+        outcome_refs = [(ref.collection(STEPS).document(o.step_id), o) for o in outcomes]
         enqueue_all(self.queue, watchdogs)  # before the commit: see StateStore.create_run
         # A finished run's documents all expire together: each transition of a finished run
         # (its finish, a late verification) stamps the run and everything under it.
@@ -274,8 +276,14 @@ class FirestoreStateStore:
             if not snapshot.exists or snapshot.get("version") != expected_version:
                 raise Conflict(f"run {run.run_id} is not at version {expected_version}")
             under = self._under(ref, transaction) if expire_at is not None else []
+            # A transaction reads before it writes: which outcomes are not recorded yet.
+            unrecorded = [
+                (doc, o) for doc, o in outcome_refs if not doc.get(transaction=transaction).exists
+            ]
             transaction.set(ref, _run_fields(stored, expire_at))
             self._write_events(transaction, events, expire_at)
+            for doc, outcome in unrecorded:
+                transaction.create(doc, _fields(outcome, expire_at))
             for doc in under[:STAMPS_PER_COMMIT]:
                 transaction.update(doc, {EXPIRE_AT: expire_at})
             unstamped[:] = under[STAMPS_PER_COMMIT:]

@@ -182,6 +182,7 @@ class SqliteStateStore:
         events: Sequence[Event] = (),
         tasks: Sequence[Task] = (),
         watchdogs: Sequence[Task] = (),
+        outcomes: Sequence[StepOutcome] = (),
     ) -> RunState:
         stored = run.evolve(version=expected_version + 1, updated_at=utcnow())
         self._before_commit(watchdogs)
@@ -202,6 +203,10 @@ class SqliteStateStore:
             if changed != 1:
                 raise Conflict(f"run {run.run_id} is not at version {expected_version}")
             self._insert_events(conn, events)
+            conn.executemany(
+                "INSERT OR IGNORE INTO step_outcomes (run_id, step_id, doc) VALUES (?, ?, ?)",
+                [(o.run_id, o.step_id, o.model_dump_json()) for o in outcomes],
+            )
             later = self._emit(conn, tasks)
             if self._joined is not None:
                 self._emit(conn, watchdogs)

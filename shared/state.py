@@ -90,12 +90,14 @@ class StateStore(Protocol):
         events: Sequence[Event] = (),
         tasks: Sequence[Task] = (),
         watchdogs: Sequence[Task] = (),
+        outcomes: Sequence[StepOutcome] = (),
     ) -> RunState:
         """Replace the run if its stored version is `expected_version`, else raise Conflict.
 
         The stored run gets version expected_version + 1. `tasks` are enqueued with the change:
         atomically where the queue shares the store, otherwise right after the commit.
-        `watchdogs` as for create_run: with the change, or before it.
+        `watchdogs` as for create_run: with the change, or before it. `outcomes` are recorded
+        in the same write, each as record_outcome would: only if its step has none yet.
         """
         ...
 

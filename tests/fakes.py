@@ -89,6 +89,7 @@ class FakeStateStore:
         events: Sequence[Event] = (),
         tasks: Sequence[Task] = (),
         watchdogs: Sequence[Task] = (),
+        outcomes: Sequence[StepOutcome] = (),
     ) -> RunState:
         self._emit(watchdogs)
         with self._lock:
@@ -98,6 +99,8 @@ class FakeStateStore:
             stored = run.evolve(version=expected_version + 1, updated_at=utcnow())
             self.runs[run.run_id] = stored
             self._add_events(events)
+            for outcome in outcomes:
+                self._outcomes.setdefault((outcome.run_id, outcome.step_id), outcome)
             self._emit(tasks)
             return stored
 

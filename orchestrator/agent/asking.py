@@ -36,33 +36,36 @@ ENRICH_STEP = TOOLS["enrich_company"].step_id
 
 def deliberate(
     rt: Runtime, run: RunState, happening: OrchestratorTask, model: LanguageModel | None
-) -> None:
+) -> list[StepOutcome]:
     """Ask the model, once per run and decision, for what `happening` needs decided: a plan
     for a start, a revision for enrichment's report (or its watchdog); nothing otherwise.
 
-    `run` is the run as the task loaded it. The answer (or the fallback, and why) is recorded
-    in the step ledger before anything acts on it; the ledger's record is created once, so a
-    redelivered or conflicting task reads it instead of asking again, and `core.decide` takes
-    it from there.
+    `run` is the run as the task loaded it. A model's answer (or the fallback, and why) is
+    recorded in the step ledger before anything acts on it; the ledger's record is created
+    once, so a redelivered or conflicting task reads it instead of asking again, and
+    `core.decide` takes it from there. A deliberation that asked no model (reasoning off, or
+    nothing left to revise) is the same on every delivery: it is returned instead, for the
+    decision's own write to record (one write fewer per decision).
     """
     if happening.kind != "start" and happening.step_id != ENRICH_STEP:
-        return
+        return []
     if run.status.terminal:
-        return
+        return []
     store = rt.store
     if happening.kind == "start":
         if run.status is RunStatus.PENDING and store.outcome(run.run_id, PLAN_KEY) is None:
-            _checkpoint(rt, run.run_id, _plan(rt, run, model))
-        return
+            return _checkpoint(rt, run.run_id, _plan(rt, run, model))
+        return []
     step = run.steps.get(happening.step_id or "")
     if step is None or step.tool != "enrich_company" or step.status is not StepStatus.DISPATCHED:
-        return
+        return []
     key = adapt_key(step.step_id)
     done = store.outcome(run.run_id, step.step_id)
     if done is None or not done.ok or done.generation != step.generation:
-        return
+        return []
     if store.outcome(run.run_id, key) is None:
-        _checkpoint(rt, run.run_id, _revision(rt, run, step.step_id, done.output, model))
+        return _checkpoint(rt, run.run_id, _revision(rt, run, step.step_id, done.output, model))
+    return []
 
 
 def _plan(rt: Runtime, run: RunState, model: LanguageModel | None) -> Deliberation:
@@ -206,22 +209,25 @@ def _ask(
     return ModelCall(at=at, proposal=trimmed(answer), usage=usage), answer
 
 
-def _checkpoint(rt: Runtime, run_id: str, thought: Deliberation) -> None:
-    """Record the decision once; when another delivery recorded first, theirs stands."""
-    stored = rt.store.record_outcome(
-        StepOutcome(
-            run_id=run_id,
-            step_id=thought.key,
-            tool=thought.key.split("-", 1)[0],
-            ok=True,
-            output=thought.model_dump(mode="json"),
-            summary=f"{thought.source}: {thought.reason}" if thought.reason else thought.source,
-            usage=thought.usage(),
-            attempts=len(thought.calls),
-            started_at=thought.calls[0].at if thought.calls else utcnow(),
-        )
+def _checkpoint(rt: Runtime, run_id: str, thought: Deliberation) -> list[StepOutcome]:
+    """Record a model's decision now, once (when another delivery recorded first, theirs
+    stands); one that asked no model comes back, to be recorded with the transition."""
+    record = StepOutcome(
+        run_id=run_id,
+        step_id=thought.key,
+        tool=thought.key.split("-", 1)[0],
+        ok=True,
+        output=thought.model_dump(mode="json"),
+        summary=f"{thought.source}: {thought.reason}" if thought.reason else thought.source,
+        usage=thought.usage(),
+        attempts=len(thought.calls),
+        started_at=thought.calls[0].at if thought.calls else utcnow(),
     )
+    if not thought.calls:
+        return [record]
+    stored = rt.store.record_outcome(record)
     log.info("%s checkpointed: %s", stored.step_id, stored.summary, extra={"run_id": run_id})
+    return []
 
 
 def _time_for_another(settings: Settings, started: float) -> bool:

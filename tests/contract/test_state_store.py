@@ -112,6 +112,28 @@ def test_transition_raises_conflict_when_version_is_stale(sut):
     assert not sut.queued("lost")
 
 
+def test_transition_records_outcomes_once_with_the_change(sut):
+    run, _ = sut.store.create_run(make_run())
+    kept = StepOutcome(run_id=run.run_id, step_id="plan", tool="plan", ok=True, summary="first")
+    sut.store.record_outcome(kept)
+    fresh = StepOutcome(run_id=run.run_id, step_id="adapt-enrich", tool="adapt", ok=True)
+    later = kept.model_copy(update={"summary": "second"})
+    sut.store.transition(
+        run.evolve(status=RunStatus.RUNNING), expected_version=1, outcomes=[later, fresh]
+    )
+    # As record_outcome: a step's first record stands; one without a record gets this one.
+    assert sut.store.outcomes(run.run_id) == {"plan": kept, "adapt-enrich": fresh}
+
+
+def test_a_stale_transition_records_none_of_its_outcomes(sut):
+    run, _ = sut.store.create_run(make_run())
+    sut.store.transition(run.evolve(status=RunStatus.RUNNING), expected_version=1)
+    lost = StepOutcome(run_id=run.run_id, step_id="plan", tool="plan", ok=True)
+    with pytest.raises(Conflict):
+        sut.store.transition(run.evolve(reason="late"), expected_version=1, outcomes=[lost])
+    assert sut.store.outcomes(run.run_id) == {}
+
+
 def test_concurrent_transitions_have_one_winner_when_racing(sut):
     run, _ = sut.store.create_run(make_run())
     results: list[str] = []

@@ -45,13 +45,11 @@ class ConflictOnce(FakeStateStore):
         super().__init__(FakeTaskQueue())
         self.conflicts = 1
 
-    def transition(self, run, *, expected_version, events=(), tasks=(), watchdogs=()):
+    def transition(self, run, *, expected_version, **writes):
         if self.conflicts:
             self.conflicts -= 1
             raise Conflict("someone else first")
-        return super().transition(
-            run, expected_version=expected_version, events=events, tasks=tasks, watchdogs=watchdogs
-        )
+        return super().transition(run, expected_version=expected_version, **writes)
 
 
 class CountingLoads(ConflictOnce):
@@ -181,6 +179,41 @@ def test_without_a_model_the_default_plan_runs_and_says_why():
     assert run.plan == planning.default_plan(run) and run.reasoning["plan"].calls == 0
     fallback = next(e for e in rt.store.events(run_id) if e.kind == "plan.fallback")
     assert fallback.detail["reason"] == "the agent's reasoning is off"
+
+
+class CountingWrites(FakeStateStore):
+    """A store that counts its writes: transitions and outcomes recorded on their own."""
+
+    def __init__(self) -> None:
+        super().__init__(FakeTaskQueue())
+        self.writes: list[str] = []
+
+    def transition(self, run, *, expected_version, **writes):
+        self.writes.append("transition")
+        return super().transition(run, expected_version=expected_version, **writes)
+
+    def record_outcome(self, outcome, **then):
+        self.writes.append(f"outcome {outcome.step_id}")
+        return super().record_outcome(outcome, **then)
+
+
+def test_without_a_model_each_deliberation_is_recorded_by_its_decisions_own_write():
+    store = CountingWrites()
+    rt = runtime(store)
+    run_id = started(rt, None)
+    assert store.writes == ["transition"] and store.outcome(run_id, "plan").summary.startswith(
+        "default"
+    )
+    store.writes.clear()
+    finish(rt, run_id, "enrich", None, **FOUND)
+    # The tool's outcome (recorded by finish), then the report's decision, with the revision.
+    assert store.writes == ["outcome enrich", "transition"]
+    assert store.outcome(run_id, "adapt-enrich").output["source"] == "kept"
+    # Redelivered, the start and the report find everything recorded: nothing is written.
+    store.writes.clear()
+    service.take(rt, OrchestratorTask(run_id=run_id, kind="start"), None)
+    service.take(rt, OrchestratorTask(run_id=run_id, kind="step_finished", step_id="enrich"))
+    assert store.writes == []
 
 
 def test_enrichment_revises_the_pending_draft_once_and_counts_every_token():

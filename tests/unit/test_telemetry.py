@@ -9,7 +9,8 @@ from urllib.parse import quote
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from opentelemetry import metrics
+from opentelemetry import metrics, trace
+from opentelemetry.context import Context
 from opentelemetry.exporter.cloud_monitoring import CloudMonitoringMetricsExporter
 from opentelemetry.exporter.cloud_trace import CloudTraceSpanExporter
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
@@ -48,6 +49,29 @@ def test_none_makes_trace_ids_but_records_and_exports_nothing():
         assert not span.is_recording()
         assert telemetry.TRACEPARENT_RE.match(telemetry.traceparent_of(span))
         assert telemetry.headers_now()["traceparent"] == telemetry.traceparent_of(span)
+
+
+def test_none_carries_one_trace_through_every_hop_without_making_a_span_per_block():
+    previous = telemetry.use(telemetry.build_telemetry(Settings(), "orchestrator"))
+    try:
+        with telemetry.span("intake http", parent=Context()) as root:
+            trace_id = root.get_span_context().trace_id
+            task = telemetry.dispatched(tasks.start_task("r1"))
+            with telemetry.span("inner") as inner:
+                assert inner is root  # no span of its own: nothing would record it
+        assert root.get_span_context().is_valid and not root.is_recording()
+        # The next hop: its delivery and every block in it stay in the intake's trace.
+        with telemetry.delivery("orchestrator", task.headers) as delivered, telemetry.span("d"):
+            carried = telemetry.headers_now()["traceparent"]
+        assert delivered.get_span_context().trace_id == trace_id
+        assert carried.split("-")[1] == f"{trace_id:032x}"
+        # Outside the delivery, its context is gone again.
+        assert not trace.get_current_span().get_span_context().is_valid
+        # A new trace each time a block starts one.
+        with telemetry.span("intake http", parent=Context()) as other:
+            assert other.get_span_context().trace_id != trace_id
+    finally:
+        telemetry.use(previous)
 
 
 def test_console_writes_spans_and_metrics_to_stderr_in_batches():
