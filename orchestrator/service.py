@@ -258,6 +258,7 @@ def _apply(
                 tasks=emitted,
                 watchdogs=watchdogs,
                 outcomes=unrecorded,
+                cancelled=tasks.moot_watchdogs(run, decision.run),
             )
         except Conflict:
             time.sleep(random.uniform(0, 0.01 * 2**attempt))

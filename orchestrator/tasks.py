@@ -6,9 +6,18 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from shared.model import OrchestratorTask, Task, ToolTask, VerificationCall
+from shared.model import (
+    OrchestratorTask,
+    RunState,
+    RunStatus,
+    StepStatus,
+    Task,
+    ToolTask,
+    VerificationCall,
+)
 from shared.queues import ORCHESTRATOR_QUEUE, QUEUES
 from shared.registry import TOOLS
+from shared.task_queue import TaskRef
 from shared.telemetry import dispatched
 
 
@@ -16,9 +25,7 @@ def start_task(run_id: str, attempt: str = "") -> Task:
     """The task that starts a run; `attempt` names a restart (a resumed run that never
     started), since a queue may refuse a task name it has seen for a while."""
     return dispatched(
-        OrchestratorTask(run_id=run_id, kind="start").task(
-            f"{run_id}-start{'-' + attempt if attempt else ''}"
-        )
+        OrchestratorTask(run_id=run_id, kind="start").task(_start_task_name(run_id, attempt))
     )
 
 
@@ -27,9 +34,41 @@ def start_watchdog_task(start: Task, now: datetime, dispatch_deadline: float) ->
     window = QUEUES[ORCHESTRATOR_QUEUE].retry_window(dispatch_deadline)
     return dispatched(
         OrchestratorTask(run_id=start.payload["run_id"], kind="watchdog").task(
-            f"{start.name}-watchdog", now + timedelta(seconds=window + 60)
+            _watchdog_name(start.name), now + timedelta(seconds=window + 60)
         )
     )
+
+
+def moot_watchdogs(before: RunState, after: RunState) -> list[TaskRef]:
+    """The watchdogs a decision from `before` to `after` makes moot, to cancel with it: each
+    step's that it ends (or dispatches again, under a new generation), and the start's once
+    the run has started. One left in place (a restarted start's) finds nothing to do."""
+    moot = [
+        TaskRef(
+            ORCHESTRATOR_QUEUE, _watchdog_name(_step_task_name(before.run_id, sid, s.generation))
+        )
+        for sid, s in before.steps.items()
+        if s.status is StepStatus.DISPATCHED
+        and (
+            after.steps[sid].status is not StepStatus.DISPATCHED
+            or after.steps[sid].generation != s.generation
+        )
+    ]
+    if before.status is RunStatus.PENDING and after.status is not RunStatus.PENDING:
+        moot.append(TaskRef(ORCHESTRATOR_QUEUE, _watchdog_name(_start_task_name(before.run_id))))
+    return moot
+
+
+def _start_task_name(run_id: str, attempt: str = "") -> str:
+    return f"{run_id}-start{'-' + attempt if attempt else ''}"
+
+
+def _step_task_name(run_id: str, step_id: str, generation: int) -> str:
+    return f"{run_id}-{step_id}-g{generation}"
+
+
+def _watchdog_name(task_name: str) -> str:
+    return f"{task_name}-watchdog"
 
 
 def watchdog_task(call: ToolTask, now: datetime, dispatch_deadline: float) -> Task:
@@ -39,7 +78,7 @@ def watchdog_task(call: ToolTask, now: datetime, dispatch_deadline: float) -> Ta
         OrchestratorTask(
             run_id=call.run_id, kind="watchdog", step_id=call.step_id, generation=call.generation
         ).task(
-            f"{call.run_id}-{call.step_id}-g{call.generation}-watchdog",
+            _watchdog_name(_step_task_name(call.run_id, call.step_id, call.generation)),
             now + timedelta(seconds=window + 60),
         )
     )
@@ -51,7 +90,7 @@ def dispatch_task(call: ToolTask) -> Task:
     return dispatched(
         Task(
             queue=TOOLS[call.tool].queue,
-            name=f"{call.run_id}-{call.step_id}-g{call.generation}",
+            name=_step_task_name(call.run_id, call.step_id, call.generation),
             payload=call.model_dump(mode="json"),
         )
     )

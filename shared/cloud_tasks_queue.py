@@ -17,7 +17,7 @@ from shared.errors import RetryableError
 from shared.model import Task
 from shared.queues import QUEUES, QueueConfig
 from shared.settings import Settings
-from shared.task_queue import QueueStats
+from shared.task_queue import QueueStats, TaskRef
 
 MAX_TASK_ID = 500
 STATS_TIMEOUT_S = 5.0
@@ -178,6 +178,13 @@ class CloudTasksQueue:
             raise QueueUnavailable(f"Cloud Tasks unavailable: {exc.message}") from exc
         except exceptions.DeadlineExceeded as exc:
             raise QueueTimeout(f"Cloud Tasks did not answer in time: {exc.message}") from exc
+        return True
+
+    def cancel(self, task: TaskRef) -> bool:
+        try:
+            self.client.delete_task(name=f"{self.path_of(task.queue)}/tasks/{task_id(task.name)}")
+        except exceptions.NotFound:  # ran already, or was never queued
+            return False
         return True
 
 

@@ -32,7 +32,7 @@ from shared.model import (
 from shared.run_filter import RunFilter
 from shared.state import Pruned, no_tasks, prefix_end
 from shared.state_urls import firestore_location
-from shared.task_queue import TaskQueue, enqueue_all
+from shared.task_queue import TaskQueue, TaskRef, cancel_all, enqueue_all
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -261,6 +261,7 @@ class FirestoreStateStore:
         tasks: Sequence[Task] = (),
         watchdogs: Sequence[Task] = (),
         outcomes: Sequence[StepOutcome] = (),
+        cancelled: Sequence[TaskRef] = (),
     ) -> RunState:
         ref = self._runs.document(run.run_id)
         stored = run.evolve(version=expected_version + 1, updated_at=utcnow())
@@ -292,6 +293,7 @@ class FirestoreStateStore:
         if unstamped:
             self._stamp(unstamped, expire_at)
         enqueue_all(self.queue, tasks)
+        cancel_all(self.queue, cancelled)
         return stored
 
     def _stamp(self, refs: Sequence[Any], expire_at: datetime | None) -> None:

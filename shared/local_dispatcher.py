@@ -406,18 +406,20 @@ class LocalDispatcher:
         result: DeliveryResult,
         now: float,
     ) -> None:
+        # Only a lease still ours is settled; one reclaimed meanwhile is its new holder's.
+        if result.status is not None and 200 <= result.status < 300:
+            conn.execute(
+                "UPDATE tasks SET state = ?, execution_count = execution_count + 1,"
+                " last_status = ?, finished_at = ?, lease_owner = NULL"
+                " WHERE name = ? AND state = ? AND lease_owner = ?",
+                (DONE, result.status, now, row["name"], LEASED, self.owner),
+            )
+            return
         current = conn.execute(
             "SELECT state, lease_owner FROM tasks WHERE name = ?", (row["name"],)
         ).fetchone()
         mine = current is not None and current["lease_owner"] == self.owner
         if not mine or current["state"] != LEASED:
-            return  # reclaimed meanwhile; whoever holds it now settles it
-        if result.status is not None and 200 <= result.status < 300:
-            conn.execute(
-                "UPDATE tasks SET state = ?, execution_count = execution_count + 1,"
-                " last_status = ?, finished_at = ?, lease_owner = NULL WHERE name = ?",
-                (DONE, result.status, now, row["name"]),
-            )
             return
         if result.status is not None:
             conn.execute(

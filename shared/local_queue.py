@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from shared.model import Task
 from shared.queues import QUEUES, QueueConfig
 from shared.sqlite_db import SqliteDatabase
-from shared.task_queue import QueueStats
+from shared.task_queue import QueueStats, TaskRef
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -145,6 +145,20 @@ class LocalTaskQueue:
         elif inserted:
             self._inserted.flag = True
         return inserted
+
+    def cancel(self, task: TaskRef) -> bool:
+        with self.db.transaction() as conn:
+            return self.delete_waiting(conn, task)
+
+    def delete_waiting(self, conn: sqlite3.Connection, task: TaskRef) -> bool:
+        """Drop `task` inside the caller's transaction if it is queued (not leased, not done)."""
+        return (
+            conn.execute(
+                "DELETE FROM tasks WHERE name = ? AND queue = ? AND state = ?",
+                (task.name, task.queue, QUEUED),
+            ).rowcount
+            == 1
+        )
 
     def forget_finished(
         self, conn: sqlite3.Connection, run_ids: Sequence[str], *, dry_run: bool = False

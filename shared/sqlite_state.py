@@ -26,7 +26,7 @@ from shared.model import (
 from shared.run_filter import RunFilter
 from shared.sqlite_db import SqliteDatabase
 from shared.state import Pruned, no_tasks, prefix_end
-from shared.task_queue import TaskQueue, TransactionalQueue, enqueue_all
+from shared.task_queue import TaskQueue, TaskRef, TransactionalQueue, cancel_all, enqueue_all
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -183,6 +183,7 @@ class SqliteStateStore:
         tasks: Sequence[Task] = (),
         watchdogs: Sequence[Task] = (),
         outcomes: Sequence[StepOutcome] = (),
+        cancelled: Sequence[TaskRef] = (),
     ) -> RunState:
         stored = run.evolve(version=expected_version + 1, updated_at=utcnow())
         self._before_commit(watchdogs)
@@ -210,7 +211,11 @@ class SqliteStateStore:
             later = self._emit(conn, tasks)
             if self._joined is not None:
                 self._emit(conn, watchdogs)
+                for task in cancelled:
+                    self._joined.delete_waiting(conn, task)
         enqueue_all(self.queue, later)
+        if self._joined is None:
+            cancel_all(self.queue, cancelled)
         return stored
 
     def _insert_events(self, conn: sqlite3.Connection, events: Sequence[Event]) -> None:

@@ -10,6 +10,7 @@ from typing import Protocol
 from shared.keys import ApiKey
 from shared.model import BreakerState, Event, Rejection, RunState, StepOutcome, Task
 from shared.run_filter import RunFilter
+from shared.task_queue import TaskRef
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ class StateStore(Protocol):
         tasks: Sequence[Task] = (),
         watchdogs: Sequence[Task] = (),
         outcomes: Sequence[StepOutcome] = (),
+        cancelled: Sequence[TaskRef] = (),
     ) -> RunState:
         """Replace the run if its stored version is `expected_version`, else raise Conflict.
 
@@ -98,6 +100,9 @@ class StateStore(Protocol):
         atomically where the queue shares the store, otherwise right after the commit.
         `watchdogs` as for create_run: with the change, or before it. `outcomes` are recorded
         in the same write, each as record_outcome would: only if its step has none yet.
+        `cancelled` are tasks the change makes moot (the watchdogs of steps it ends): dropped
+        with it where the queue shares the store, else after it where the queue can; one
+        left in place finds nothing to do when it runs.
         """
         ...
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -10,6 +11,8 @@ from typing import Protocol, runtime_checkable
 from shared.model import Task
 from shared.queues import QUEUES, QueueConfig
 from shared.sqlite_db import SqliteDatabase
+
+log = logging.getLogger(__name__)
 
 
 class TaskQueue(Protocol):
@@ -20,6 +23,35 @@ class TaskQueue(Protocol):
         names are deterministic so that a retried caller never dispatches twice.
         """
         ...
+
+
+@dataclass(frozen=True)
+class TaskRef:
+    """A queued task by its queue and name: enough to cancel it."""
+
+    queue: str
+    name: str
+
+
+@runtime_checkable
+class CancellableQueue(Protocol):
+    """A queue that can drop a task before it runs (a watchdog whose step has ended)."""
+
+    def cancel(self, task: TaskRef) -> bool:
+        """Drop `task` if it still waits; False when it runs, ran, or is unknown."""
+        ...
+
+
+def cancel_all(queue: object, tasks: Sequence[TaskRef]) -> None:
+    """Cancel `tasks` where `queue` can, outside any transaction. Never raises: a task left
+    in place is one that finds nothing to do when it runs, so a failed cancel is logged."""
+    if not tasks or not isinstance(queue, CancellableQueue):
+        return
+    for task in tasks:
+        try:
+            queue.cancel(task)
+        except Exception:
+            log.warning("could not cancel task %s; it will find nothing to do", task.name)
 
 
 @dataclass(frozen=True)
@@ -69,6 +101,10 @@ class TransactionalQueue(Protocol):
 
     def insert(self, conn: sqlite3.Connection, task: Task) -> bool:
         """Queue `task` inside the transaction `conn` is in; False if the name is taken."""
+        ...
+
+    def delete_waiting(self, conn: sqlite3.Connection, task: TaskRef) -> bool:
+        """Drop `task` inside the transaction `conn` is in, if it still waits."""
         ...
 
 

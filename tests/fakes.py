@@ -24,11 +24,13 @@ from shared.model import (
 )
 from shared.run_filter import RunFilter, newest_first, status_counts
 from shared.state import Pruned, no_tasks
+from shared.task_queue import TaskRef
 
 
 class FakeTaskQueue:
     def __init__(self) -> None:
         self.tasks: dict[str, Task] = {}
+        self.cancelled: list[str] = []
 
     def enqueue(self, task: Task) -> bool:
         if task.name in self.tasks:
@@ -38,6 +40,14 @@ class FakeTaskQueue:
 
     def on(self, queue: str) -> list[Task]:
         return [t for t in self.tasks.values() if t.queue == queue]
+
+    def cancel(self, task: TaskRef) -> bool:
+        found = self.tasks.get(task.name)
+        if found is None or found.queue != task.queue:
+            return False
+        del self.tasks[task.name]
+        self.cancelled.append(task.name)
+        return True
 
 
 class FakeStateStore:
@@ -90,6 +100,7 @@ class FakeStateStore:
         tasks: Sequence[Task] = (),
         watchdogs: Sequence[Task] = (),
         outcomes: Sequence[StepOutcome] = (),
+        cancelled: Sequence[TaskRef] = (),
     ) -> RunState:
         self._emit(watchdogs)
         with self._lock:
@@ -101,6 +112,8 @@ class FakeStateStore:
             self._add_events(events)
             for outcome in outcomes:
                 self._outcomes.setdefault((outcome.run_id, outcome.step_id), outcome)
+            for task in cancelled:
+                self.queue.cancel(task)
             self._emit(tasks)
             return stored
 

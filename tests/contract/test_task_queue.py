@@ -15,6 +15,7 @@ from shared.local_targets import Delivery, DeliveryResult
 from shared.model import Task, utcnow
 from shared.queues import QueueConfig
 from shared.sqlite_db import SqliteDatabase
+from shared.task_queue import TaskRef
 from shared.task_signing import TaskSigner
 from tests.fakes import FakeTaskQueue
 
@@ -44,6 +45,26 @@ def test_enqueue_is_a_no_op_when_the_name_was_taken(queue):
     task = Task(queue="work", name="t-1", payload={"n": 1})
     assert queue.enqueue(task) is True
     assert queue.enqueue(task.model_copy(update={"payload": {"n": 2}})) is False
+
+
+def test_cancel_drops_a_waiting_task_once_and_nothing_else(queue):
+    later = utcnow() + timedelta(hours=1)
+    queue.enqueue(Task(queue="work", name="watch-1", payload={}, schedule_time=later))
+    queue.enqueue(Task(queue="work", name="watch-2", payload={}, schedule_time=later))
+    assert queue.cancel(TaskRef("work", "watch-1")) is True
+    assert queue.cancel(TaskRef("work", "watch-1")) is False  # gone already
+    assert queue.cancel(TaskRef("work", "unknown")) is False
+    assert queue.cancel(TaskRef("other", "watch-2")) is False  # another queue's name
+    # The other task still waits.
+    assert queue.enqueue(Task(queue="work", name="watch-2", payload={})) is False
+
+
+def test_a_leased_task_is_not_cancelled(tmp_path):
+    queue = _local(tmp_path)
+    queue.enqueue(Task(queue="work", name="running", payload={}))
+    queue.db.connection().execute("UPDATE tasks SET state = ? WHERE name = 'running'", (LEASED,))
+    assert queue.cancel(TaskRef("work", "running")) is False
+    assert queue.get("running")["state"] == LEASED
 
 
 class Recorder:

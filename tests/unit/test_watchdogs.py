@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 
 from orchestrator import core, service, tasks
-from shared.model import OrchestratorTask, RunStatus, Task, utcnow
+from shared.local_queue import LocalTaskQueue
+from shared.model import OrchestratorTask, RunStatus, StepOutcome, Task, utcnow
 from shared.runtime import Runtime
 from shared.settings import Settings
 from shared.sqlite_db import SqliteDatabase
@@ -46,11 +47,62 @@ def test_a_run_whose_start_task_was_lost_is_parked_and_resuming_starts_it(rt):
     assert deliver(rt, restart[0]) == "running"
 
 
-def test_the_start_watchdog_does_nothing_once_the_run_started(rt):
+def test_the_start_watchdog_is_cancelled_once_the_run_started_and_would_do_nothing(rt):
     run, _ = service.submit(rt, make_request(), source="test")
+    watchdog = rt.queue.tasks[f"{run.run_id}-start-watchdog"]
     assert deliver(rt, f"{run.run_id}-start") == "running"
-    assert deliver(rt, f"{run.run_id}-start-watchdog") == "no_change"
+    assert rt.queue.cancelled == [watchdog.name] and watchdog.name not in rt.queue.tasks
+    # One the queue could not cancel (it was already running) finds nothing to do.
+    rt.queue.enqueue(watchdog)
+    assert deliver(rt, watchdog.name) == "no_change"
     assert rt.store.load(run.run_id).status is RunStatus.RUNNING
+
+
+def finish_step(rt: Runtime, run_id: str, step_id: str, generation: int = 1) -> str:
+    """The step's tool records its outcome and reports; the report's delivery."""
+    rt.store.record_outcome(
+        StepOutcome(
+            run_id=run_id,
+            step_id=step_id,
+            tool=rt.store.load(run_id).steps[step_id].tool,
+            ok=True,
+            generation=generation,
+        )
+    )
+    rt.queue.tasks.pop(f"{run_id}-{step_id}-g{generation}")  # the tool took its task
+    return service.take(rt, OrchestratorTask(run_id=run_id, kind="step_finished", step_id=step_id))
+
+
+def test_each_step_watchdog_is_cancelled_by_the_decision_that_ends_its_step():
+    queue = FakeTaskQueue()
+    rt = Runtime(Settings(agent_reasoning=False, verify_steps=False), FakeStateStore(queue), queue)
+    run, _ = service.submit(rt, make_request(), source="test")
+    deliver(rt, f"{run.run_id}-start")
+    for step_id in [s.step_id for s in rt.store.load(run.run_id).plan]:
+        assert f"{run.run_id}-{step_id}-g1-watchdog" in rt.queue.tasks
+        finish_step(rt, run.run_id, step_id)
+        assert f"{run.run_id}-{step_id}-g1-watchdog" not in rt.queue.tasks
+    assert rt.store.load(run.run_id).status is RunStatus.SUCCEEDED
+    # Nothing is left to wake the orchestrator for a finished run.
+    assert rt.queue.on("orchestrator") == []
+
+
+def test_the_sqlite_store_drops_moot_watchdogs_in_the_transition_itself(tmp_path):
+    db = SqliteDatabase(tmp_path / "state.db")
+    queue = LocalTaskQueue(db)
+    rt = Runtime(Settings(agent_reasoning=False), SqliteStateStore(db, queue), queue)
+    run, _ = service.submit(rt, make_request(), source="test")
+    start = OrchestratorTask(run_id=run.run_id, kind="start")
+    assert service.take(rt, start) == "running"
+    assert queue.get(f"{run.run_id}-start-watchdog") is None
+    assert queue.get(f"{run.run_id}-enrich-g1-watchdog")["state"] == "queued"
+    rt.store.record_outcome(
+        StepOutcome(run_id=run.run_id, step_id="enrich", tool="enrich_company", ok=True)
+    )
+    finished = OrchestratorTask(run_id=run.run_id, kind="step_finished", step_id="enrich")
+    assert service.take(rt, finished) == "running"
+    assert queue.get(f"{run.run_id}-enrich-g1-watchdog") is None
+    assert queue.get(f"{run.run_id}-jira-g1-watchdog")["state"] == "queued"
 
 
 def test_a_repaired_dispatch_gets_its_watchdog_again(rt):
