@@ -4,26 +4,29 @@
     .venv/bin/python bench/brownout.py --short        # 12 s calls for 15 s: a quick smoke run
 
 The vendor sandbox runs as its own process with `<vendor>.brownout_ms=45000,brownout=A-B`
-(A = 10 s after the first arrival, B = A + 60 s), and `chimera dev` against it with the
+(A = 20 s after the first arrival, B = A + 60 s), and `chimera dev` against it with the
 default settings: the real timeouts (10 s read), breakers, queues and concurrency limits, and
 verification on; only model planning is off (CHIMERA_AGENT_REASONING=false, `--reasoning`
 turns it on), as in bench/engine.py. Onboardings arrive at `--rate` per second from t0 until
 15 s after the brownout ends; then every run is waited for (up to `--deadline` seconds).
 
-Sampled every 250 ms: the `chimera dev` process's RSS and threads (psutil) and the slowed
-vendor's shared breaker state. Judged afterwards, from the run store (each step's summary:
-when it became ready, when it finished, its attempts, its retries' codes) and the sandbox's
-own records (each effect exactly once):
-- RSS and threads flat: the brownout's maximum within `--rss-bound-mb` of the before
-  maximum, threads within the slowed vendor's own queue's concurrency of it;
-- the other tools kept completing: in every window where a step of theirs waited at least
-  `--min-wait` seconds, at least one step of that tool finished;
+Sampled every 250 ms: the `chimera dev` process's RSS, threads and CPU time (psutil) and the
+slowed vendor's shared breaker state; each arrival's intake latency. Judged afterwards, from
+the run store (each step's summary: when it became ready, when it finished, its attempts, its
+retries' codes) and the sandbox's own records (each effect exactly once):
+- RSS flat: the brownout's maximum within `--rss-bound-mb` of the before maximum;
+- threads flat: the brownout's maximum within the slowed vendor's queue's pool of the before
+  maximum, and every sample within the configured ceiling (the dispatcher's pools and the
+  server's fixed threads);
+- the other tools kept completing: in every window overlapping the brownout where a step of
+  theirs waited at least `--min-wait` seconds, at least one step of that tool finished;
 - every run ended succeeded (none parked, cancelled or lost), each effect exactly once;
 - the brownout was felt (when its calls outlast the read timeout): the slowed steps were
   retried during it.
 Also reported: how long after the window's end the last run finished, what the slowed tool's
-steps did (attempts, retry codes, breaker openings), and what the operator saw in the middle
-of it (`chimera runs list`, the console's health numbers). Exits 1 naming each failed check.
+steps did (attempts, retry codes, breaker openings), and what an operator saw three quarters
+into the window (`chimera runs list` and `runs show`, the console's health numbers and queue
+depths). JSON in bench/results/; exits 1 naming each failed check.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ from shared.settings import Settings
 
 SAMPLE_S = 0.25
 ARRIVAL_WORKERS = 8
+INTAKE_TRIES = 5
 # Threads `chimera dev` has whatever its load: the main one, the dispatcher's loop and the HTTP
 # server's; plus one per request in flight (at most the arrivals' workers).
 FIXED_THREADS = 3 + ARRIVAL_WORKERS
@@ -98,7 +102,9 @@ class Timeline:
         return "before" if t < self.start else "during" if t < self.end else "after"
 
 
-FULL = Timeline(lead_s=10, length_s=60, latency_s=45, tail_s=15)
+# 20 s before the brownout: the dispatcher's pools start threads on demand and the first drafts
+# wait for the model SDK's import, so the before level is the warm one.
+FULL = Timeline(lead_s=20, length_s=60, latency_s=45, tail_s=15)
 # Calls still outlast the 10 s read timeout, so the smoke run takes the same paths.
 SHORT = Timeline(lead_s=10, length_s=15, latency_s=12, tail_s=5)
 
@@ -156,12 +162,14 @@ class Arrival:
     sent_s: float  # from t0
     answered_s: float
     run_id: str | None
-    status: int | None
+    # What the intake answered before it accepted (or the last try): statuses, or the error.
+    refusals: list[str] = field(default_factory=list)
 
 
 def arrive(stack_url: str, home: Path, t0: float, timeline: Timeline, rate: float) -> list[Arrival]:
     """One onboarding every 1/rate seconds from t0 until the arrivals end, each posted on
-    time by a small pool (a slow answer does not delay the next)."""
+    time by a small pool (a slow answer does not delay the next). Like a real client, a post
+    that fails (5xx, no answer) is sent again with the same request id, a few times."""
     count = int(timeline.arrivals_end * rate)
     tag = f"brownout-{int(t0)}"
     local = threading.local()
@@ -170,15 +178,22 @@ def arrive(stack_url: str, home: Path, t0: float, timeline: Timeline, rate: floa
         session = getattr(local, "session", None) or signed_in(home)
         local.session = session
         sent = time.time()
-        try:
-            answer = session.post(
-                f"{stack_url}/runs", json=onboarding(i, tag, "Brownout"), timeout=30
-            )
-            ok = answer.status_code in (200, 202)
-            run_id, status = (answer.json()["run_id"] if ok else None), answer.status_code
-        except requests.RequestException:
-            run_id, status = None, None
-        return Arrival(i, sent - t0, time.time() - t0, run_id, status)
+        refusals: list[str] = []
+        for attempt in range(INTAKE_TRIES):
+            try:
+                answer = session.post(
+                    f"{stack_url}/runs", json=onboarding(i, tag, "Brownout"), timeout=30
+                )
+                if answer.status_code in (200, 202):
+                    run_id = answer.json()["run_id"]
+                    return Arrival(i, sent - t0, time.time() - t0, run_id, refusals)
+                refusals.append(str(answer.status_code))
+                if answer.status_code < 500:
+                    break  # refused for good: the same body would be refused again
+            except requests.RequestException as exc:
+                refusals.append(type(exc).__name__)
+            time.sleep(2**attempt)
+        return Arrival(i, sent - t0, time.time() - t0, None, refusals)
 
     futures = []
     with ThreadPoolExecutor(ARRIVAL_WORKERS, thread_name_prefix="arrivals") as pool:
@@ -526,6 +541,8 @@ def analyse(
             "parked": dict(parked),
             "cancelled": by_status[RunStatus.CANCELLED],
             "lost": lost,
+            "intake_refusals": dict(Counter(r for a in arrivals for r in a.refusals)),
+            "arrivals_refused_then_accepted": sum(bool(a.refusals and a.run_id) for a in arrivals),
         },
         "duplicates": duplicates,
         "missing": missing,
@@ -643,6 +660,10 @@ def print_report(report: dict, verdicts: list[Verdict], view: dict | None) -> No
 
     runs, s = report["runs"], report["slowed"]
     summary = Table("outcome", ["measure", "value"])
+    summary.row(
+        "intake refusals (each retried, same request id) / arrivals they hit",
+        f"{runs['intake_refusals'] or 'none'} / {runs['arrivals_refused_then_accepted']}",
+    )
     summary.row(
         "arrivals / accepted / succeeded",
         f"{runs['arrivals']} / {runs['accepted']} / {runs['succeeded']}",
@@ -780,10 +801,8 @@ def main() -> None:
     def look() -> None:
         at = timeline.start + timeline.length_s * 0.75
         time.sleep(max(0.0, t0 + at - time.time()))
-        view.update(
-            operator_view(home, runtime, slowed, env),
-            at_s=round(time.time() - t0 - timeline.start, 1),
-        )
+        looked_s = round(time.time() - t0 - timeline.start, 1)
+        view.update(operator_view(home, runtime, slowed, env), at_s=looked_s)
 
     looking = threading.Thread(target=look, daemon=True)
     looking.start()
