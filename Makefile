@@ -65,6 +65,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python bench/floor.py
 	$(BIN)/python bench/engine.py $(ARGS)
 	$(BIN)/python bench/console.py
+	$(BIN)/python bench/brownout.py
 
 bench-speed: $(STAMP)
 	$(BIN)/python bench/speed.py
