@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import threading
@@ -197,6 +198,9 @@ class LocalStack:
         sandbox_url = self.sandbox.url if self.sandbox else self.sandbox_url
         settings = settings.replace(sandbox_url=sandbox_url)
         self.runtime = build_runtime(settings)
+        # The model's SDK now, not on the first draft: its first import takes seconds, which
+        # the first runs would wait through (a deployed function still imports it lazily).
+        importlib.import_module("shared.gemini")
         self.credential = local_credential(settings.home)
         install(self.runtime)
         self.apps = {

@@ -17,7 +17,7 @@ import shared.runtime
 from orchestrator import service
 from shared import telemetry
 from shared.callers import Caller, intake_caller, refused
-from shared.errors import Conflict
+from shared.errors import Conflict, StoreBusy
 from shared.fields import ActionReason
 from shared.identity import task_caller_denied
 from shared.keys import Keys
@@ -54,6 +54,9 @@ def intake_http(request: flask.Request) -> flask.Response:
     actions, an operator: runs hold clients' personal data."""
     try:
         return _intake(request)
+    except StoreBusy as exc:
+        log.warning("intake: %s; asked the caller to send again", exc.message)
+        return retry_later(exc)
     finally:
         telemetry.flush()  # the run's root span leaves before the answer
 
@@ -245,7 +248,7 @@ def handle_task(request: flask.Request) -> flask.Response:
         try:
             model = reasoning_model() if rt.settings.agent_reasoning else None
             result = service.take(rt, happening, model)
-        except Conflict as exc:
+        except (Conflict, StoreBusy) as exc:
             telemetry.failed(span, exc)
             return retry_later(exc)
         span.set_attribute("chimera.decision", result)

@@ -66,6 +66,13 @@ class Conflict(RetryableError):
     code = "conflict"
 
 
+class StoreBusy(RetryableError):
+    """The state store could not take its write lock in time (other writers held it): the
+    request or task is answered 503, to be sent again, instead of failing with a trace."""
+
+    code = "store_busy"
+
+
 class InvalidInput(PermanentError):
     code = "invalid_input"
 

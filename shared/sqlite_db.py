@@ -8,6 +8,20 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from shared.errors import StoreBusy
+
+
+class DatabaseBusy(StoreBusy, sqlite3.OperationalError):
+    """The write lock did not come within the busy timeout: a StoreBusy to the functions (a
+    503, sent again), still an OperationalError to the code that retries those itself."""
+
+    @classmethod
+    def or_error(cls, exc: sqlite3.OperationalError, waited_ms: int) -> sqlite3.OperationalError:
+        """`exc` as DatabaseBusy when it says the database is locked or busy, else itself."""
+        if "locked" not in str(exc) and "busy" not in str(exc):
+            return exc
+        return cls(f"the database stayed locked for {waited_ms / 1000:g} s", retry_after=1)
+
 
 class SqliteDatabase:
     """A file in WAL mode, one connection per thread, write transactions that take the lock first.
@@ -59,13 +73,19 @@ class SqliteDatabase:
         if conn.in_transaction:
             yield conn
             return
-        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise DatabaseBusy.or_error(exc, self._busy_timeout_ms) from exc
         self._local.after, self._local.undo = [], []
         try:
             yield conn
             for write in self._before_commit:
                 write(conn)
-            conn.execute("COMMIT")
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                raise DatabaseBusy.or_error(exc, self._busy_timeout_ms) from exc
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")

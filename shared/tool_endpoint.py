@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from shared import metrics, telemetry
 from shared.breaker import BreakerPolicy, ConcurrencyLimit, breaker_for
-from shared.errors import ChimeraError, InvalidInput, PermanentError, RetryableError
+from shared.errors import ChimeraError, InvalidInput, PermanentError, RetryableError, StoreBusy
 from shared.identity import task_caller_denied
 from shared.model import (
     Attempt,
@@ -88,7 +88,11 @@ def tool_endpoint(
             tool=task.tool,
             attributes={"chimera.generation": task.generation},
         ):
-            return _take(rt, actor, task, attempt, tools[task.tool], raw)
+            try:
+                return _take(rt, actor, task, attempt, tools[task.tool], raw)
+            except StoreBusy as exc:  # the queue sends it again; its ledger makes that safe
+                log.warning("%s: %s; the queue will deliver it again", actor, exc.message)
+                return retry_later(exc)
 
     handle.__name__ = "run_tool"  # the Functions Framework registers targets by name
     return handle
