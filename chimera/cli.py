@@ -104,6 +104,13 @@ def _runs_commands(commands: Commands) -> None:
         choices=[a.value for a in Attention],
         help="only runs with this flag (what the guards raised)",
     )
+    listing.add_argument(
+        "--tool",
+        help="only runs whose current step is this tool or function (jira, create_jira_project)",
+    )
+    listing.add_argument(
+        "--search", help="company, domain, contact email or request id, or part of one"
+    )
     listing.add_argument("--limit", type=int, default=50)
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(handler=cmd_runs_list)

@@ -119,6 +119,8 @@ def cmd_runs_list(args: argparse.Namespace, settings: Settings) -> int:
     query = RunFilter(
         status=RunStatus(args.status) if args.status else None,
         attention=args.attention,
+        tool=args.tool,
+        search=args.search,
         limit=args.limit,
     )
     runs = _store(settings).list_runs(query)

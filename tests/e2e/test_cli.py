@@ -69,3 +69,21 @@ def test_bad_fault_spec_is_a_clear_error(capsys):
     assert main([*ONBOARD, "--faults", "jira.explode=1"]) == 2
     out = capsys.readouterr().out
     assert "--faults" in out and "unknown fault 'explode'" in out
+
+
+def test_runs_list_narrows_by_the_current_tool_and_by_a_business_key(capsys):
+    assert main([*ONBOARD, "--request-id", "ok-1"]) == 0
+    initech = ["--company", "Initech", "--domain", "initech.example"]
+    stuck = [*ONBOARD[:1], *initech, *ONBOARD[5:], "--slack-channel", "#missing-team"]
+    assert main([*stuck, "--request-id", "stuck-1"]) == 1
+    capsys.readouterr()
+
+    for tool in ("slack", "post_slack_notice"):
+        assert main(["runs", "list", "--tool", tool, "--json"]) == 0
+        assert [r["request"]["company_name"] for r in _json(capsys)] == ["Initech"]
+    assert main(["runs", "list", "--tool", "jira", "--json"]) == 0
+    assert _json(capsys) == []
+    assert main(["runs", "list", "--search", "initech.exa", "--json"]) == 0
+    assert [r["request"]["company_name"] for r in _json(capsys)] == ["Initech"]
+    assert main(["runs", "list", "--search", "ok-1", "--json"]) == 0
+    assert [r["request"]["company_name"] for r in _json(capsys)] == ["Globex"]
