@@ -432,14 +432,19 @@ def judge(sandbox_home: Path, results: list[dict[str, Any]]) -> dict[str, Any]:
         again = Counter[str]()
         for r in wanted:
             again.update(calls.get(r, Counter()) - expected)
+        not_once = [
+            r for r in wanted if any(effects.get(r, Counter())[k] != n for k, n in ONCE.items())
+        ]
         verdict[side] = {
             "failed": sum(r["failed"] for r in results if r["side"] == side),
             "runs_missing_calls": sum(bool(expected - calls.get(r, Counter())) for r in wanted),
             "calls_made_again": dict(again),
-            "effects_not_exactly_once": sum(
-                any(effects.get(r, Counter())[kind] != n for kind, n in ONCE.items())
-                for r in wanted
-            ),
+            "effects_not_exactly_once": len(not_once),
+            # The evidence: what the vendors hold and were asked, for a few of those runs.
+            "effects_not_exactly_once_seen": {
+                r: {"effects": dict(effects.get(r, Counter())), "calls": dict(calls.get(r, {}))}
+                for r in not_once[:5]
+            },
         }
     verdict["ok"] = bool(expected) and not any(
         verdict[side][k]
