@@ -6,7 +6,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -154,7 +154,7 @@ class SandboxApp:
             self.in_flight.leave(api.name)
 
     def _serve(
-        self, api: VendorApi, route: Route, request: Request, args: dict[str, Any]
+        self, api: VendorApi, route: Route, request: Request, args: Mapping[str, Any]
     ) -> Response:
         call = Call.from_request(request, vendor=api.name, args=dict(args))
         fault = self._next_fault(api.name)
