@@ -64,6 +64,7 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP)
 	$(BIN)/python bench/floor.py
 	$(BIN)/python bench/engine.py $(ARGS)
+	$(BIN)/python bench/concurrency.py
 	$(BIN)/python bench/console.py
 	$(BIN)/python bench/brownout.py
 

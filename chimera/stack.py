@@ -5,16 +5,18 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from queue import SimpleQueue
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
 import functions_framework
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
-from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.serving import BaseWSGIServer
 from werkzeug.wrappers import Request, Response
 
 import orchestrator
@@ -118,12 +120,75 @@ class IntakeOrConsole:
         return app(environ, start_response)
 
 
+class PooledWSGIServer(BaseWSGIServer):
+    """werkzeug's server, its requests served by at most `threads` threads.
+
+    werkzeug's threaded server starts a thread per connection, so its threads grow with its
+    clients (534 with 500 clients posting at once); here each accepted connection waits in a
+    queue for one of a fixed number of daemon threads, started as they are needed. werkzeug
+    closes every connection after its response, so a thread is held for one request (a live
+    console page's stream holds one for its length, at most five minutes). Daemon threads,
+    so a request still running never keeps the process from exiting.
+    """
+
+    multithread = True
+
+    def __init__(self, host: str, port: int, app: Any, *, threads: int) -> None:
+        if threads < 1:
+            raise ValueError("a pooled server needs at least one thread")
+        super().__init__(host, port, app)
+        self.max_threads = threads
+        self._accepted: SimpleQueue[tuple[socket.socket, Any] | None] = SimpleQueue()
+        self._workers: list[threading.Thread] = []
+        self._idle = 0
+        self._lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._lock:
+            if self._idle:
+                self._idle -= 1  # that one takes it
+            elif len(self._workers) < self.max_threads:
+                worker = threading.Thread(
+                    target=self._work, name=f"http-{len(self._workers)}", daemon=True
+                )
+                self._workers.append(worker)
+                worker.start()
+            self._accepted.put((request, client_address))
+
+    def _work(self) -> None:
+        while True:
+            accepted = self._accepted.get()
+            if accepted is None:
+                return
+            request, client_address = accepted
+            try:
+                self.finish_request(request, client_address)
+            except Exception:
+                self.handle_error(request, client_address)
+            finally:
+                self.shutdown_request(request)
+            with self._lock:
+                self._idle += 1
+
+    def server_close(self) -> None:
+        super().server_close()
+        with self._lock:
+            workers, self._idle = len(self._workers), 0
+        for _ in range(workers):
+            self._accepted.put(None)
+
+
 def serve_local(
-    app: Any, port: int, limit: int, types_by_prefix: dict[str, frozenset[str]] | None = None
+    app: Any,
+    port: int,
+    limit: int,
+    types_by_prefix: dict[str, frozenset[str]] | None = None,
+    *,
+    threads: int,
 ) -> BaseWSGIServer:
-    """`app` served on 127.0.0.1:`port` in threads, behind the local guard: only requests for
-    this server (DNS rebinding), only JSON bodies (cross-site forms) but the console's own
-    form posts, capped at `limit` bytes."""
+    """`app` served on 127.0.0.1:`port` by at most `threads` request threads, behind the
+    local guard: only requests for this server (DNS rebinding), only JSON bodies (cross-site
+    forms) but the console's own form posts, capped at `limit` bytes."""
     server: BaseWSGIServer | None = None
     types = {prefix: FORM_TYPES for prefix in FORM_PREFIXES} | (types_by_prefix or {})
     wsgi = LocalServerGuard(
@@ -132,7 +197,7 @@ def serve_local(
         limit=limit,
         types_by_prefix=types,
     )
-    server = make_server("127.0.0.1", port, wsgi, threaded=True)
+    server = PooledWSGIServer("127.0.0.1", port, wsgi, threads=threads)
     threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
     return server
 
@@ -237,11 +302,16 @@ class LocalStack:
         routes = DispatcherMiddleware(
             IntakeOrConsole(self.apps["orchestrator-intake"], console), mounts
         )
+        threads = self.base_settings.http_threads
+        if self.over_http and isinstance(self.runtime.queue, LocalTaskQueue):
+            # Deliveries come through this server too: room for all of them besides the clients.
+            threads += sum(q.max_concurrent_dispatches for q in self.runtime.queue.queues.values())
         self._server = serve_local(
             ConsoleSignIn(routes, self.keys),
             port,
             self.base_settings.max_body_bytes,
             {"/functions/orchestrator-pubsub": CLOUD_EVENT_TYPES},
+            threads=threads,
         )
 
     def keys(self) -> Keys:

@@ -6,7 +6,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -30,6 +30,8 @@ from shared.run_header import RUN_ID_HEADER
 logger = logging.getLogger(__name__)
 
 STOP_POLL_S = 0.05
+# The gauge's path: no vendor is named `_sandbox`, and it is answered before any routing.
+IN_FLIGHT_PATH = "/_sandbox/in_flight"
 
 
 class VendorApi(Protocol):
@@ -56,6 +58,34 @@ class VendorApi(Protocol):
     def not_found_reply(self, path: str) -> Reply:
         """What the vendor answers for a path it does not serve (`path` under its prefix)."""
         ...
+
+
+class InFlightGauge:
+    """Requests being served per vendor, now and at most since the last reset (benchmarks
+    read how many calls an engine kept in flight at each vendor)."""
+
+    def __init__(self, vendors: Iterable[str]) -> None:
+        self._now = dict.fromkeys(vendors, 0)
+        self._peak = dict(self._now)
+        self._lock = threading.Lock()
+
+    def enter(self, vendor: str) -> None:
+        with self._lock:
+            self._now[vendor] += 1
+            self._peak[vendor] = max(self._peak[vendor], self._now[vendor])
+
+    def leave(self, vendor: str) -> None:
+        with self._lock:
+            self._now[vendor] -= 1
+
+    def reset_peaks(self) -> None:
+        """Peaks from now on: each starts at what is in flight now."""
+        with self._lock:
+            self._peak = dict(self._now)
+
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        with self._lock:
+            return {v: {"now": n, "peak": self._peak[v]} for v, n in self._now.items()}
 
 
 class SandboxApp:
@@ -90,10 +120,23 @@ class SandboxApp:
         self._map = Map(rules, strict_slashes=True, merge_slashes=False, redirect_defaults=False)
         self._calls = dict.fromkeys(self._apis, 0)
         self._calls_lock = threading.Lock()
+        self.in_flight = InFlightGauge(self._apis)
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        response = self.dispatch(Request(environ))
+        request = Request(environ)
+        if request.path == IN_FLIGHT_PATH:
+            response = self._in_flight(request)
+        else:
+            response = self.dispatch(request)
         return response(environ, start_response)
+
+    def _in_flight(self, request: Request) -> Response:
+        # GET reads the gauge; POST resets its peaks (between a benchmark's sides) and reads it.
+        if request.method == "POST":
+            self.in_flight.reset_peaks()
+        elif request.method not in ("GET", "HEAD"):
+            return json_reply(405, {"error": {"code": 405, "message": "GET or POST"}}).to_response()
+        return json_reply(200, self.in_flight.snapshot()).to_response()
 
     def dispatch(self, request: Request) -> Response:
         try:
@@ -104,6 +147,15 @@ class SandboxApp:
         except (NotFound, MethodNotAllowed) as exc:
             return self._unmatched(request, exc.code or 404)
         api, route = self._routes[endpoint]
+        self.in_flight.enter(api.name)
+        try:
+            return self._serve(api, route, request, args)
+        finally:
+            self.in_flight.leave(api.name)
+
+    def _serve(
+        self, api: VendorApi, route: Route, request: Request, args: Mapping[str, Any]
+    ) -> Response:
         call = Call.from_request(request, vendor=api.name, args=dict(args))
         fault = self._next_fault(api.name)
         if fault.latency_s:

@@ -170,6 +170,9 @@ class Settings(BaseSettings):
     verify_max_lag: float = Field(default=0.0, ge=0)
 
     dev_port: int = Field(default=8080, ge=0, le=65535)
+    # Threads serving `chimera dev`'s and `chimera ui`'s HTTP requests; more clients at once
+    # wait for one (with `chimera dev --http` the task deliveries get threads of their own).
+    http_threads: int = Field(default=16, ge=1)
     # `chimera ui`: the console alone, on 127.0.0.1, against any CHIMERA_STATE_URL.
     console_port: int = Field(default=8090, ge=0, le=65535)
     log_format: Literal["text", "json"] = "text"

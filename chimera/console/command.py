@@ -26,7 +26,7 @@ class ConsoleServer:
         self.runtime = build_runtime(settings)
         keys = Keys(self.runtime.store, settings.home)
         app = ConsoleSignIn(create_app(self.runtime), lambda: keys)
-        self.server = serve_local(app, port, settings.max_body_bytes)
+        self.server = serve_local(app, port, settings.max_body_bytes, threads=settings.http_threads)
 
     @property
     def url(self) -> str:
