@@ -322,6 +322,9 @@ class ToolCall(Model):
     # The outputs of the steps this one depends on, by step id.
     inputs: dict[str, dict[str, Any]] = Field(default_factory=dict)
     request: OnboardingRequest
+    # When the orchestrator dispatched this generation: where a retry's look for what an
+    # earlier attempt did may start.
+    dispatched_at: datetime | None = None
 
 
 GUARD_OUTPUT_KEY = "guard"

@@ -158,6 +158,7 @@ def call_from_store(run: RunState, task: ToolTask, outcomes: Mapping[str, StepOu
         args=plan_step.args,
         inputs=inputs,
         request=run.request,
+        dispatched_at=run.steps[task.step_id].started_at,
     )
 
 

@@ -374,7 +374,9 @@ class FakeChat:
         self.messages.append({"channel": channel, "text": text, "metadata": metadata})
         return f"1700000000.{len(self.messages):06d}"
 
-    def find_message(self, *, channel: str, event_type: str, step_key: str) -> str | None:
+    def find_message(
+        self, *, channel: str, event_type: str, step_key: str, since: Any = None
+    ) -> str | None:
         for i, m in enumerate(self.messages):
             if (
                 m["channel"] == channel

@@ -6,6 +6,7 @@ import contextlib
 import json
 import math
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from shared.settings import Settings
 from tools.clearbit.client import ClearbitDirectory
 from tools.jira.client import JiraClient, ProjectKeyTaken
 from tools.sendgrid.client import SendGridMailer
-from tools.slack.client import SlackChat
+from tools.slack.client import CLOCK_SKEW_S, HISTORY_LIMIT, SlackChat
 
 EMAIL_SCHEMA = {
     "type": "object",
@@ -576,6 +577,38 @@ def test_sandbox_refuses_bad_fault_spec(tmp_path: Path) -> None:
         SandboxServer(tmp_path, faults="jira.explode=0.5")
     with pytest.raises(ValueError, match="between 0 and 1"):
         SandboxServer(tmp_path, faults="slack.error=1.5")
+
+
+def test_slack_lookup_finds_a_step_message_behind_pages_of_later_notices(
+    settings: Settings, sandbox: SandboxServer
+) -> None:
+    # A busy channel: hundreds of other runs' notices posted after this step's first attempt.
+    chat = SlackChat(settings)
+    dispatched = datetime.now(UTC)
+    ts = post_notice(chat, channel="#busy", step_key="run-first:slack", run_id="run-first")
+    for n in range(2 * HISTORY_LIMIT + 50):
+        post_notice(chat, channel="#busy", step_key=f"run-{n}:slack", run_id=f"run-{n}")
+
+    found = chat.find_message(
+        channel="#busy",
+        event_type="chimera_step_done",
+        step_key="run-first:slack",
+        since=dispatched,
+    )
+    assert found == ts
+    histories = sandbox.records.list(vendor="slack", action="conversations.history")
+    assert len(histories) == 3  # three pages back, newest first
+    assert [float(h["request"]["oldest"]) for h in histories] == pytest.approx(
+        [dispatched.timestamp() - CLOCK_SKEW_S] * 3
+    )
+    # Looking only from after the post (a later generation's dispatch), it is not found.
+    later = datetime.fromtimestamp(float(ts) + CLOCK_SKEW_S + 1, tz=UTC)
+    assert (
+        chat.find_message(
+            channel="#busy", event_type="chimera_step_done", step_key="run-first:slack", since=later
+        )
+        is None
+    )
 
 
 def test_slack_lookup_resolves_a_channel_name_to_its_id(

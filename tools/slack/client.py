@@ -7,6 +7,7 @@ import logging
 import re
 import urllib.error
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 from urllib.request import Request
 
@@ -31,7 +32,11 @@ from shared.vendor_requests import counted_request, http_request
 
 logger = logging.getLogger(__name__)
 
-HISTORY_LIMIT = 200
+HISTORY_LIMIT = 200  # messages per conversations.history page
+# At most this many pages read back to a lookup's start: 10,000 messages of a busy channel.
+HISTORY_PAGES = 50
+# Slack's clock and ours may differ: a lookup reads this much further back than asked.
+CLOCK_SKEW_S = 120
 LIST_LIMIT = 200  # channels per conversations.list page
 LIST_PAGES = 20  # at most this many pages searched for a channel's name
 AUTH_ERRORS = frozenset(
@@ -129,31 +134,48 @@ class SlackChat:
             raise BadVendorReply("Slack accepted the message but answered no ts")
         return ts
 
-    def find_message(self, *, channel: str, event_type: str, step_key: str) -> str | None:
-        """The ts of a recent message whose metadata names this step, or None.
+    def find_message(
+        self, *, channel: str, event_type: str, step_key: str, since: datetime | None = None
+    ) -> str | None:
+        """The ts of a message whose metadata names this step, posted since `since` (when
+        the step was dispatched), or None.
 
-        Reads the newest HISTORY_LIMIT messages: a retry looks for a message posted moments
-        earlier by the same step, so it is near the top.
+        Reads the channel's history back to `since` (less CLOCK_SKEW_S), page by page: on a
+        busy channel hundreds of other runs' notices may have been posted since this step's
+        first attempt, so its message need not be near the top. At most HISTORY_PAGES pages.
         """
         channel_id = self._channel_id(channel)
         if channel_id is None:
             return None  # no such channel visible to us: nothing can have been posted there
-        response = self._call(
-            "conversations.history",
-            lambda: self._client.conversations_history(
-                channel=channel_id, limit=HISTORY_LIMIT, include_all_metadata=True
-            ),
+        oldest = f"{since.timestamp() - CLOCK_SKEW_S:.6f}" if since is not None else None
+        cursor = ""
+        for _ in range(HISTORY_PAGES):
+            page = self._call(
+                "conversations.history",
+                lambda cursor=cursor: self._client.conversations_history(
+                    channel=channel_id,
+                    limit=HISTORY_LIMIT,
+                    include_all_metadata=True,
+                    oldest=oldest,
+                    cursor=cursor or None,
+                ),
+            )
+            messages = page.get("messages")
+            if not isinstance(messages, list):
+                raise BadVendorReply("Slack history answered without a messages list")
+            found = _step_message(messages, event_type, step_key)
+            if found is not None:
+                return found
+            metadata = page.get("response_metadata")
+            cursor = metadata.get("next_cursor", "") if isinstance(metadata, dict) else ""
+            if not page.get("has_more") or not cursor:
+                return None
+        logger.warning(
+            "slack: %s has over %d messages since %s; looked no further back",
+            channel,
+            HISTORY_PAGES * HISTORY_LIMIT,
+            since,
         )
-        messages = response.get("messages")
-        if not isinstance(messages, list):
-            raise BadVendorReply("Slack history answered without a messages list")
-        for message in messages:
-            metadata = message.get("metadata") if isinstance(message, dict) else None
-            if not isinstance(metadata, dict) or metadata.get("event_type") != event_type:
-                continue
-            payload = metadata.get("event_payload")
-            if isinstance(payload, dict) and payload.get("step_key") == step_key:
-                return str(message.get("ts"))
         return None
 
     def _channel_id(self, channel: str) -> str | None:
@@ -227,3 +249,15 @@ def _error_for(action: str, response: SlackResponse) -> ChimeraError:
         return InvalidInput(message)
     # not_in_channel, is_archived, restricted_action, ...: no retry will change them.
     return PermanentError(message, code=error)
+
+
+def _step_message(messages: list[Any], event_type: str, step_key: str) -> str | None:
+    """The ts of the message among `messages` whose metadata names this step, or None."""
+    for message in messages:
+        metadata = message.get("metadata") if isinstance(message, dict) else None
+        if not isinstance(metadata, dict) or metadata.get("event_type") != event_type:
+            continue
+        payload = metadata.get("event_payload")
+        if isinstance(payload, dict) and payload.get("step_key") == step_key:
+            return str(message.get("ts"))
+    return None

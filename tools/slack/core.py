@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from shared.errors import InvalidInput
@@ -31,7 +32,11 @@ class ChatPort(Protocol):
         """Post and return the message's ts."""
         ...
 
-    def find_message(self, *, channel: str, event_type: str, step_key: str) -> str | None: ...
+    def find_message(
+        self, *, channel: str, event_type: str, step_key: str, since: datetime | None = None
+    ) -> str | None:
+        """The ts of the message whose metadata names `step_key`, posted since `since`."""
+        ...
 
 
 def channel_for(call: ToolCall | VerificationSubject, default_channel: str) -> str:
@@ -71,7 +76,9 @@ def post_notice(
     key = f"{call.run_id}:{call.step_id}"
     # A re-run (a later generation) looks first too: it posts only what is not there.
     if attempt.may_have_run or call.generation > 1:
-        ts = chat.find_message(channel=channel, event_type=EVENT_TYPE, step_key=key)
+        ts = chat.find_message(
+            channel=channel, event_type=EVENT_TYPE, step_key=key, since=call.dispatched_at
+        )
         if ts:
             return StepResult(
                 output={"channel": channel, "ts": ts, "recovered": True},
@@ -101,9 +108,20 @@ def verify_notice(
     this step."""
     expected = channel_for(subject, default_channel)
     key = f"{subject.run_id}:{subject.step_id}"
-    ts = chat.find_message(channel=expected, event_type=EVENT_TYPE, step_key=key)
+    ts = chat.find_message(
+        channel=expected, event_type=EVENT_TYPE, step_key=key, since=_posted_at(subject)
+    )
     if ts is None:
         posted = subject.output.get("channel")
         where = f" (the step answered {posted})" if posted and posted != expected else ""
         return mismatch(f"no message with this step's metadata in {expected}{where}")
     return verified(f"message {ts} in {expected}")
+
+
+def _posted_at(subject: VerificationSubject) -> datetime:
+    """When the step's message was posted: its ts, as Slack answered it; else as far back
+    as the step's queue could have retried it before it finished."""
+    try:
+        return datetime.fromtimestamp(float(subject.output["ts"]), tz=UTC)
+    except (KeyError, TypeError, ValueError, OverflowError):
+        return subject.finished_at - timedelta(days=1)
