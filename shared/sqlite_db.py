@@ -23,11 +23,25 @@ class DatabaseBusy(StoreBusy, sqlite3.OperationalError):
         return cls(f"the database stayed locked for {waited_ms / 1000:g} s", retry_after=1)
 
 
+# One writer at a time per database file in this process, whichever SqliteDatabase opened it.
+_writers: dict[Path, threading.Lock] = {}
+_writers_lock = threading.Lock()
+
+
+def _writer_of(path: Path) -> threading.Lock:
+    with _writers_lock:
+        return _writers.setdefault(path.resolve(), threading.Lock())
+
+
 class SqliteDatabase:
     """A file in WAL mode, one connection per thread, write transactions that take the lock first.
 
     `BEGIN IMMEDIATE` takes the write lock up front, so two processes never both read a version
-    and then fail to upgrade; the busy timeout makes them queue instead of erroring.
+    and then fail to upgrade; the busy timeout makes them queue instead of erroring. Within a
+    process, writers queue on a lock of their own before that: SQLite's busy handler has
+    waiters sleep and retry, so with a hundred threads some lost every retry for the whole
+    timeout while the holder waited for the interpreter behind them; blocked on a lock, a
+    waiter takes no CPU, and the holder finishes sooner.
     """
 
     def __init__(self, path: str | Path, *, busy_timeout_ms: int = 10_000) -> None:
@@ -37,6 +51,7 @@ class SqliteDatabase:
         self._local = threading.local()
         self._schemas: set[str] = set()
         self._schema_lock = threading.Lock()
+        self._writer = _writer_of(self.path)
         self._commit_hooks: list[Callable[[], None]] = []
         self._before_commit: list[Callable[[sqlite3.Connection], None]] = []
 
@@ -73,26 +88,34 @@ class SqliteDatabase:
         if conn.in_transaction:
             yield conn
             return
+        if not self._writer.acquire(timeout=self._busy_timeout_ms / 1000):
+            raise DatabaseBusy(
+                f"the database stayed locked for {self._busy_timeout_ms / 1000:g} s",
+                retry_after=1,
+            )
         try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise DatabaseBusy.or_error(exc, self._busy_timeout_ms) from exc
-        self._local.after, self._local.undo = [], []
-        try:
-            yield conn
-            for write in self._before_commit:
-                write(conn)
             try:
-                conn.execute("COMMIT")
+                conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
                 raise DatabaseBusy.or_error(exc, self._busy_timeout_ms) from exc
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            undo, self._local.after, self._local.undo = self._local.undo, [], []
-            for action in undo:
-                action()
-            raise
+            self._local.after, self._local.undo = [], []
+            try:
+                yield conn
+                for write in self._before_commit:
+                    write(conn)
+                try:
+                    conn.execute("COMMIT")
+                except sqlite3.OperationalError as exc:
+                    raise DatabaseBusy.or_error(exc, self._busy_timeout_ms) from exc
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                undo, self._local.after, self._local.undo = self._local.undo, [], []
+                for action in undo:
+                    action()
+                raise
+        finally:
+            self._writer.release()
         after, self._local.after, self._local.undo = self._local.after, [], []
         for action in after:
             action()

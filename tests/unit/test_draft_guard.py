@@ -226,7 +226,9 @@ def _looks_like_a_link_or_foreign_address(shown: str, request) -> list[str]:
     folded = unicodedata.normalize("NFKC", shown).replace("\u3002", ".")
     found = re.findall(r"[^\s@]+@[^\s@]+", folded)
     found = [a for a in found if a.lower().strip(".,;:!?") != request.contact_email.lower()]
-    found += re.findall(r"[a-z][a-z0-9+.-]*:(?://|[^\s])", folded, re.I)
+    # A scheme and its first character ("javascript:a", "mailto:x"): a colon before a blank
+    # or punctuation ("Hello A:,") is a colon, which no mail client makes a link of.
+    found += re.findall(r"[a-z][a-z0-9+.-]*:(?://|[^\s.,;:!?)\]}'\"])", folded, re.I)
     found += [
         h
         for h in re.findall(r"(?:[^\W_][\w-]*\.)+[^\W\d_]{2,}", folded)
