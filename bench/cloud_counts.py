@@ -52,13 +52,15 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# The repository for its packages, bench/ for support.py (as when run as a script).
+for folder in (ROOT, ROOT / "bench"):
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
 
 import grpc  # noqa: E402
 from google.api_core import exceptions  # noqa: E402
+from support import Table, onboarding, save_results  # noqa: E402
 
-from bench.support import Table, onboarding, save_results  # noqa: E402
 from sandbox.faults import FaultPlan  # noqa: E402
 from sandbox.records import RecordStore  # noqa: E402
 from sandbox.server import SandboxServer  # noqa: E402
