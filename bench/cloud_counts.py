@@ -285,6 +285,7 @@ class CloudTasksStandIn:
     def __init__(self) -> None:
         self.created: Counter[str] = Counter()
         self.duplicates: Counter[str] = Counter()
+        self.deleted: Counter[str] = Counter()
         self.given_up = 0
         self._names: set[str] = set()
         self._due: list[Queued] = []
@@ -317,6 +318,19 @@ class CloudTasksStandIn:
             )
         return task
 
+    def delete_task(self, name: str, **_: Any) -> None:
+        """DeleteTask: a waiting task is dropped (the name stays taken); one that ran, or
+        never was, is NotFound. Each call is a billable operation."""
+        path, _sep, short = name.rpartition("/tasks/")
+        queue = path.rpartition("/")[2]
+        with self._lock:
+            waiting = [t for t in self._due if t.name == short and t.queue == queue]
+            if not waiting:
+                raise exceptions.NotFound(f"task {name} not found")
+            self._due = [t for t in self._due if t not in waiting]
+            heapq.heapify(self._due)
+            self.deleted[queue] += 1
+
     def next_due(self) -> Queued | None:
         with self._lock:
             if not self._due:
@@ -344,11 +358,11 @@ class CloudTasksStandIn:
             task.seq = next(self._seq)
             heapq.heappush(self._due, task)
 
-    def take(self) -> tuple[Counter[str], Counter[str]]:
+    def take(self) -> tuple[Counter[str], Counter[str], Counter[str]]:
         with self._lock:
-            created, duplicates = self.created, self.duplicates
-            self.created, self.duplicates = Counter(), Counter()
-        return created, duplicates
+            created, duplicates, deleted = self.created, self.duplicates, self.deleted
+            self.created, self.duplicates, self.deleted = Counter(), Counter(), Counter()
+        return created, duplicates, deleted
 
 
 # --- The functions -----------------------------------------------------------------------
@@ -538,7 +552,7 @@ def run_scenario(
         requests = [OnboardingRequest(**onboarding(i, tag, "Counts")) for i in range(n)]
         _onboard(functions, tasks, store, requests)
         firestore = wire.take()
-        created, duplicates = tasks.take()
+        created, duplicates, deleted = tasks.take()
         invocations = functions.take()
         run_ids = {r.run_id() for r in requests}
         tokens, steps_by_tokens = _tokens(store, sorted(run_ids))
@@ -553,7 +567,7 @@ def run_scenario(
         install(None)
         wire.stop()
         sandbox.stop()
-    counted = Counted(firestore, created, duplicates, invocations, tokens, calls)
+    counted = Counted(firestore, created, duplicates, deleted, invocations, tokens, calls)
     result = _per_onboarding(scenario, n, counted, _prompt_chars(calls, steps_by_tokens))
     result["warm_up_vendor_calls"] = dict(sorted(warm_calls.items()))
     return result
@@ -585,6 +599,7 @@ class Counted:
     firestore: Counter[str]
     created: Counter[str]
     duplicates: Counter[str]
+    deleted: Counter[str]
     invocations: list[Invocation]
     tokens: dict[str, int]
     calls: list[dict[str, Any]]
@@ -653,6 +668,7 @@ def _per_onboarding(
         "verification": scenario.verify_steps,
         "firestore": {key: each(value) for key, value in sorted(counted.firestore.items())},
         "tasks_created": {key: each(value) for key, value in sorted(counted.created.items())},
+        "tasks_deleted": {key: each(value) for key, value in sorted(counted.deleted.items())},
         "tasks_already_existing": {
             key: each(value) for key, value in sorted(counted.duplicates.items())
         },
@@ -737,10 +753,12 @@ def totals(result: Mapping[str, Any]) -> dict[str, float]:
         "batch_commits": firestore.get("batch_commits", 0.0),
         "tasks": round(sum(result["tasks_created"].values()), 3),
         "dispatches": round(sum(result["dispatches"].values()), 3),
-        # Cloud Tasks bills each API call (a create, even one refused as a duplicate) and
-        # each push delivery attempt.
+        "tasks_deleted": round(sum(result["tasks_deleted"].values()), 3),
+        # Cloud Tasks bills each API call (a create, even one refused as a duplicate, a
+        # delete of a moot watchdog) and each push delivery attempt.
         "tasks_billable": round(
             sum(result["tasks_created"].values())
+            + sum(result["tasks_deleted"].values())
             + sum(result["tasks_already_existing"].values())
             + sum(result["dispatches"].values()),
             3,
@@ -870,6 +888,10 @@ def tables(results: list[dict[str, Any]]) -> dict[str, str]:
         ["Firestore transactions (commits)", *(_number(every[n]["transactions"]) for n in names)],
         ["Firestore batch commits", *(_number(every[n]["batch_commits"]) for n in names)],
         ["Cloud Tasks tasks created", *(_number(every[n]["tasks"]) for n in names)],
+        [
+            "Cloud Tasks tasks deleted (moot watchdogs)",
+            *(_number(every[n]["tasks_deleted"]) for n in names),
+        ],
         ["Cloud Tasks push deliveries", *(_number(every[n]["dispatches"]) for n in names)],
         ["function invocations", *(_number(every[n]["invocations"]) for n in names)],
         ["Gemini input tokens", *(_number(every[n]["input_tokens"]) for n in names)],

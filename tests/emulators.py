@@ -25,7 +25,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -391,7 +391,7 @@ class RecordingMiddleware:
         self.app = app
         self.deliveries: list[Delivery] = []
 
-    def __call__(self, environ: dict, start_response: Callable) -> object:
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
         environ["wsgi.input"] = io.BytesIO(body)
         headers = {
