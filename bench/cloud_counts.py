@@ -36,7 +36,6 @@ import heapq
 import itertools
 import json
 import math
-import os
 import re
 import sys
 import tempfile
@@ -46,7 +45,6 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from concurrent import futures
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +66,7 @@ from shared.model import OnboardingRequest, RunStatus  # noqa: E402
 from shared.queues import QUEUES  # noqa: E402
 from shared.runtime import Runtime, install  # noqa: E402
 from shared.settings import Settings  # noqa: E402
+from tests.emulators import environment  # noqa: E402
 
 DOC = ROOT / "docs" / "scale.md"
 FUNCTIONS_TF = ROOT / "terraform" / "functions.tf"
@@ -474,20 +473,6 @@ def one_fault_spec(vendor: str, index: int, calls: int = 100) -> str:
     raise RuntimeError(f"no seed faults only {vendor}'s call {index}")
 
 
-@contextmanager
-def _environ(**values: str) -> Iterator[None]:
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 def run_scenario(
     scenario: Scenario, firestore_host: str, n: int, workdir: Path, fault_index: int = 0
 ) -> dict[str, Any]:
@@ -528,7 +513,7 @@ def run_scenario(
             settings.tasks_service_account,
             settings.dispatch_deadline,
         )
-        with _environ(FIRESTORE_EMULATOR_HOST=wire.host):
+        with environment(FIRESTORE_EMULATOR_HOST=wire.host):
             store = FirestoreStateStore.from_url(
                 settings.state_location,
                 queue,

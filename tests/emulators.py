@@ -265,7 +265,8 @@ def reset_firestore(host: str, project: str, database: str = "(default)") -> Non
 
 
 @contextmanager
-def _environ(**values: str) -> Iterator[None]:
+def environment(**values: str) -> Iterator[None]:
+    """The process's environment with `values` set inside the block, as it was after."""
     saved = {key: os.environ.get(key) for key in values}
     os.environ.update(values)
     try:
@@ -282,7 +283,7 @@ def firestore_client(project: str):  # type: ignore[no-untyped-def]
     """A Firestore client on the emulator; it reads FIRESTORE_EMULATOR_HOST only when built."""
     from google.cloud import firestore
 
-    with _environ(FIRESTORE_EMULATOR_HOST=emulator("firestore").host):
+    with environment(FIRESTORE_EMULATOR_HOST=emulator("firestore").host):
         return firestore.Client(project=project)
 
 

@@ -6,7 +6,7 @@ import http.client
 import logging
 import re
 import urllib.error
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 from urllib.request import Request
@@ -148,28 +148,30 @@ class SlackChat:
         if channel_id is None:
             return None  # no such channel visible to us: nothing can have been posted there
         oldest = f"{since.timestamp() - CLOCK_SKEW_S:.6f}" if since is not None else None
-        cursor = ""
-        for _ in range(HISTORY_PAGES):
-            page = self._call(
-                "conversations.history",
-                lambda cursor=cursor: self._client.conversations_history(
-                    channel=channel_id,
-                    limit=HISTORY_LIMIT,
-                    include_all_metadata=True,
-                    oldest=oldest,
-                    cursor=cursor or None,
-                ),
-            )
+        pages = self._pages(
+            "conversations.history",
+            lambda cursor: self._client.conversations_history(
+                channel=channel_id,
+                limit=HISTORY_LIMIT,
+                include_all_metadata=True,
+                oldest=oldest,
+                cursor=cursor or None,
+            ),
+            HISTORY_PAGES,
+        )
+        read = 0
+        for page in pages:
+            read += 1
             messages = page.get("messages")
             if not isinstance(messages, list):
                 raise BadVendorReply("Slack history answered without a messages list")
             found = _step_message(messages, event_type, step_key)
             if found is not None:
                 return found
-            metadata = page.get("response_metadata")
-            cursor = metadata.get("next_cursor", "") if isinstance(metadata, dict) else ""
-            if not page.get("has_more") or not cursor:
+            if not page.get("has_more"):
                 return None
+        if read < HISTORY_PAGES:
+            return None  # no cursor for more
         logger.warning(
             "slack: %s has over %d messages since %s; looked no further back",
             channel,
@@ -186,17 +188,17 @@ class SlackChat:
         name = channel[1:].lower()
         if name in self._channel_ids:
             return self._channel_ids[name]
-        cursor = ""
-        for _ in range(LIST_PAGES):
-            page = self._call(
-                "conversations.list",
-                lambda cursor=cursor: self._client.conversations_list(
-                    types="public_channel,private_channel",
-                    exclude_archived=True,
-                    limit=LIST_LIMIT,
-                    cursor=cursor or None,
-                ),
-            )
+        pages = self._pages(
+            "conversations.list",
+            lambda cursor: self._client.conversations_list(
+                types="public_channel,private_channel",
+                exclude_archived=True,
+                limit=LIST_LIMIT,
+                cursor=cursor or None,
+            ),
+            LIST_PAGES,
+        )
+        for page in pages:
             channels = page.get("channels")
             if not isinstance(channels, list):
                 raise BadVendorReply("Slack conversations.list answered without channels")
@@ -205,10 +207,21 @@ class SlackChat:
                     self._channel_ids[str(item["name"]).lower()] = str(item["id"])
             if name in self._channel_ids:
                 return self._channel_ids[name]
-            cursor = (page.get("response_metadata") or {}).get("next_cursor") or ""
-            if not cursor:
-                break
         return None
+
+    def _pages(
+        self, action: str, fetch: Callable[[str], SlackResponse], most: int
+    ) -> Iterator[SlackResponse]:
+        """Slack's cursor pagination: `action`'s pages, each fetched with the cursor the page
+        before answered, until none is given or `most` pages were read."""
+        cursor = ""
+        for _ in range(most):
+            page = self._call(action, lambda cursor=cursor: fetch(cursor))
+            yield page
+            metadata = page.get("response_metadata")
+            cursor = (metadata.get("next_cursor") if isinstance(metadata, dict) else "") or ""
+            if not cursor:
+                return
 
     @counted_request  # each request weighs in the vendor's circuit breaker
     def _call(self, action: str, work: Callable[[], SlackResponse]) -> SlackResponse:
