@@ -50,8 +50,8 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from support import ROOT, Table, onboarding, percentile, save_results, signed_in
-from torture import ONCE, SETTLED, Stack, start_sandbox
+from support import ROOT, Table, onboarding, percentile, save_results, signed_in, start_sandbox
+from torture import ONCE, SETTLED, Stack
 
 from sandbox.effects import side_effects
 from sandbox.records import RecordStore

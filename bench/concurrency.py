@@ -61,6 +61,7 @@ from support import (
     onboarding,
     save_results,
     signed_in,
+    start_sandbox,
     wait_for,
 )
 
@@ -471,19 +472,6 @@ def chimera_limits() -> dict[str, Any]:
     }
 
 
-def start_sandbox(home: Path, latency_ms: int) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    command = [sys.executable, "-m", "sandbox", "--home", str(home), "--port", str(port)]
-    if latency_ms:
-        command += ["--faults", f"*.latency_ms={latency_ms}"]
-    process = subprocess.Popen(
-        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_for(f"{url}/")
-    return process, url
-
-
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "serve":
         sys.exit(serve(Path(sys.argv[2]), sys.argv[3:]))
@@ -527,7 +515,7 @@ def main() -> None:
     ok = True
     for latency in latencies:
         with tempfile.TemporaryDirectory(prefix="bench-conc-sandbox-") as sandbox_home:
-            sandbox, url = start_sandbox(Path(sandbox_home), latency)
+            sandbox, url = start_sandbox(sandbox_home, f"*.latency_ms={latency}" if latency else "")
             rounds = []
             try:
                 for n in range(args.rounds):

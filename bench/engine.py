@@ -27,7 +27,7 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-from support import ROOT, Table, free_port, onboarding, percentile, save_results, wait_for
+from support import ROOT, Table, onboarding, percentile, save_results, start_sandbox
 
 SIDES = ("chimera", "dbos", "chimera-limited")
 # Chimera's settings for the comparison: what the peer does not do is off.
@@ -175,16 +175,8 @@ def main() -> None:
     args = parser.parse_args()
     sides = args.sides.split(",")
     with tempfile.TemporaryDirectory() as sandbox_home:
-        port = free_port()
-        sandbox = subprocess.Popen(
-            [sys.executable, "-m", "sandbox", "--home", sandbox_home, "--port", str(port)],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        url = f"http://127.0.0.1:{port}"
+        sandbox, url = start_sandbox(sandbox_home)
         try:
-            wait_for(f"{url}/")
             rounds = []
             for n in range(args.rounds):
                 for side in sides:

@@ -30,8 +30,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from support import signed_in
-from torture import SETTLED, Stack, analyse, start_sandbox
+from support import signed_in, start_sandbox
+from torture import SETTLED, Stack, analyse
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the client generator lives with the tests that share it

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,6 +22,26 @@ RESULTS = ROOT / "bench" / "results"
 def chimera_dev(port: int, *options: str) -> list[str]:
     """The command line of a quiet `chimera dev` on `port`, with further options."""
     return [sys.executable, "-m", "chimera.cli", "-q", "dev", "--port", str(port), *options]
+
+
+def start_sandbox(
+    home: str | Path, faults: str = "", env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """The vendor sandbox as its own process on a free port (vendors do not die when the
+    stack does), with `faults` (sandbox/faults.py's spec); the process and its URL, once it
+    answers."""
+    port = free_port()
+    command = [sys.executable, "-m", "sandbox", "--home", str(home), "--port", str(port)]
+    process = subprocess.Popen(
+        command + (["--faults", faults] if faults else []),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_for(f"{url}/")
+    return process, url
 
 
 def free_port() -> int:

@@ -28,7 +28,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
-from support import chimera_dev, free_port, onboarding, percentile, signed_in, wait_for
+from support import (
+    chimera_dev,
+    free_port,
+    onboarding,
+    percentile,
+    signed_in,
+    start_sandbox,
+    wait_for,
+)
 
 from sandbox.effects import side_effects
 from shared.model import RunStatus
@@ -98,22 +106,6 @@ class Stack:
             self.peak_rss_mb = max(self.peak_rss_mb, int(fields["VmRSS"].split()[0]) / 1024)
             self.peak_threads = max(self.peak_threads, int(fields["Threads"]))
             time.sleep(0.2)
-
-
-def start_sandbox(home: Path, faults: str, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
-    """The vendor sandbox as its own process (vendors do not die when the stack does)."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sandbox", "--home", str(home), "--port", str(port)]
-        + ["--faults", faults],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_for(url)
-    return process, url
 
 
 def submit_all(stack: Stack, runs: int, tag: str) -> dict[int, str]:

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import settings as hypothesis_settings
 
 from shared import runtime
+from shared.guard import strings
 from shared.model import OnboardingRequest, RunState
 
 pytest_plugins = ["tests.emulators"]
@@ -44,6 +45,13 @@ def make_request(**changes) -> OnboardingRequest:
     }
     fields.update(changes)
     return OnboardingRequest(**fields)
+
+
+def every_string(value: object) -> Iterator[str]:
+    """Every string in a JSON-like value, keys too (in the paths guard.strings names)."""
+    for where, text in strings(value):
+        yield where
+        yield text
 
 
 def make_run(**changes) -> RunState:

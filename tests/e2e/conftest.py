@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -17,6 +18,32 @@ from shared.settings import Settings
 ONE_ONBOARDING = Counter(
     {"jira.project": 1, "jira.issue": 3, "sendgrid.mail": 1, "slack.message": 1}
 )
+
+
+# `chimera onboard` for one client, as a person types it.
+ONBOARD = [
+    "onboard",
+    "--company",
+    "Globex",
+    "--domain",
+    "globex.example",
+    "--contact-email",
+    "hank@globex.example",
+    "--contact-name",
+    "Hank Scorpio",
+]
+
+
+def distinct_secrets() -> dict[str, str]:
+    """Secrets no code or fixture could contain by chance, in the shapes the sandbox takes."""
+    mark = secrets.token_hex(12)
+    return {
+        "clearbit_key": f"sk_clearbit_{mark}",
+        "jira_token": f"jira-token-{mark}",
+        "sendgrid_key": f"SG.sendgrid-{mark}",
+        "slack_token": f"xoxb-slack-{mark}",
+        "gemini_api_key": f"gemini-key-{mark}",
+    }
 
 
 def body(i: int = 0, **changes: str) -> dict[str, str]:

@@ -7,19 +7,9 @@ import json
 import pytest
 
 from chimera.cli import main
+from tests.e2e.conftest import ONBOARD
 
 pytestmark = pytest.mark.slow
-ONBOARD = [
-    "onboard",
-    "--company",
-    "Globex",
-    "--domain",
-    "globex.example",
-    "--contact-email",
-    "hank@globex.example",
-    "--contact-name",
-    "Hank Scorpio",
-]
 
 
 def _json(capsys) -> object:

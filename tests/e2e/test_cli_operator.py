@@ -28,21 +28,10 @@ from shared.model import Event, RunStatus
 from shared.runtime import build_runtime
 from shared.settings import Settings
 from tests.conftest import make_run
-from tests.e2e.conftest import body, submit, wait_until_settled
+from tests.e2e.conftest import ONBOARD, body, submit, wait_until_settled
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
-ONBOARD = [
-    "onboard",
-    "--company",
-    "Globex",
-    "--domain",
-    "globex.example",
-    "--contact-email",
-    "hank@globex.example",
-    "--contact-name",
-    "Hank Scorpio",
-]
 # One event as a line without a terminal: time, step (or -), kind, detail.
 EVENT_LINE = re.compile(r"^\d\d:\d\d:\d\d\.\d{3}  (\S+)\s+(\S+)")
 RUN_ID = re.compile(r"run-[0-9a-f]{20}")

@@ -9,10 +9,8 @@ import io
 import json
 import logging
 import re
-import secrets
 from collections import defaultdict
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import requests
@@ -24,24 +22,13 @@ from shared.logs import SOURCE_LOCATION, SPAN_ID, TRACE, TRACE_SAMPLED, configur
 from shared.model import RunState
 from shared.registry import TOOLS
 from shared.settings import Settings
-from tests.e2e.conftest import body, wait_until_settled
+from tests.conftest import every_string
+from tests.e2e.conftest import body, distinct_secrets, wait_until_settled
 
 pytestmark = pytest.mark.slow
 
 PROJECT = "chimera-e2e"
 SEVERITIES = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
-
-
-def _distinct_secrets() -> dict[str, str]:
-    """Secrets no code or fixture could contain by chance, in the shapes the sandbox takes."""
-    mark = secrets.token_hex(12)
-    return {
-        "clearbit_key": f"sk_clearbit_{mark}",
-        "jira_token": f"jira-token-{mark}",
-        "sendgrid_key": f"SG.sendgrid-{mark}",
-        "slack_token": f"xoxb-slack-{mark}",
-        "gemini_api_key": f"gemini-key-{mark}",
-    }
 
 
 class Onboarded:
@@ -73,7 +60,7 @@ def onboarded(tmp_path_factory) -> Iterator[Onboarded]:
         local_backoff_scale=0.02,
         gcp_project=PROJECT,
         log_format="json",
-        **_distinct_secrets(),
+        **distinct_secrets(),
     )
     root = logging.getLogger()
     saved_handlers, saved_level = root.handlers[:], root.level
@@ -120,18 +107,6 @@ def onboarded(tmp_path_factory) -> Iterator[Onboarded]:
     yield Onboarded(stream.getvalue(), hunted, runs)
 
 
-def _strings(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            yield k
-            yield from _strings(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _strings(v)
-
-
 def test_no_log_line_holds_a_vendor_credential_or_an_intake_key(onboarded):
     assert len(onboarded.hunted) == 7 and all(len(s) >= 20 for s in onboarded.hunted)
     # The run really logged at DEBUG through the SDKs and retried.
@@ -142,7 +117,7 @@ def test_no_log_line_holds_a_vendor_credential_or_an_intake_key(onboarded):
     out = onboarded.output
     leaked = [i for i, s in enumerate(onboarded.hunted) if s in out or json.dumps(s)[1:-1] in out]
     assert leaked == []
-    decoded = [s for e in onboarded.entries for s in _strings(e)]
+    decoded = [s for e in onboarded.entries for s in every_string(e)]
     assert [i for i, s in enumerate(onboarded.hunted) if any(s in d for d in decoded)] == []
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-import secrets
 
 import pytest
 from werkzeug.test import Client
@@ -14,21 +13,9 @@ from werkzeug.test import Client
 from chimera.stack import LocalStack
 from shared.keys import Keys, local_credential
 from shared.settings import Settings
-from tests.e2e.conftest import body, submit, wait_until_settled
+from tests.e2e.conftest import body, distinct_secrets, submit, wait_until_settled
 
 pytestmark = pytest.mark.slow
-
-
-def _distinct_secrets() -> dict[str, str]:
-    """Secrets no code or fixture could contain by chance, in the shapes the sandbox takes."""
-    mark = secrets.token_hex(12)
-    return {
-        "clearbit_key": f"sk_clearbit_{mark}",
-        "jira_token": f"jira-token-{mark}",
-        "sendgrid_key": f"SG.sendgrid-{mark}",
-        "slack_token": f"xoxb-slack-{mark}",
-        "gemini_api_key": f"gemini-key-{mark}",
-    }
 
 
 def _pubsub_garbage(stack: LocalStack) -> None:
@@ -44,7 +31,7 @@ def _pubsub_garbage(stack: LocalStack) -> None:
 
 def test_no_record_of_any_run_holds_a_secret_or_a_key(tmp_path):
     home = tmp_path / "home"
-    settings = Settings(home=home, local_backoff_scale=0.02, **_distinct_secrets())
+    settings = Settings(home=home, local_backoff_scale=0.02, **distinct_secrets())
     # Vendors fail and answer garbage now and then: error messages are where secrets leak.
     stack = LocalStack(settings, faults="*.error=0.2,*.garbage=0.1,seed=11").start()
     try:

@@ -32,6 +32,7 @@ from shared.logs import (
 )
 from shared.redaction import MARKER, MIN_SECRET_LENGTH, Redactor
 from shared.settings import Settings
+from tests.conftest import every_string
 
 FORMATS = ("json", "text")
 
@@ -64,18 +65,6 @@ def root_logging() -> Iterator[logging.Logger]:
     yield root
     root.handlers[:] = handlers
     root.setLevel(level)
-
-
-def _strings(value: object) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            yield k
-            yield from _strings(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _strings(v)
 
 
 def _log_everywhere(log: logging.Logger, secret: str, where: str) -> None:
@@ -127,7 +116,7 @@ def test_a_configured_secret_never_reaches_a_line_when_logged_anywhere(secret, w
                 entry = json.loads(line)
             except ValueError:
                 continue  # a secret that spells JSON's own syntax may break the line, not leak
-            assert not any(secret in s for s in _strings(entry))
+            assert not any(secret in s for s in every_string(entry))
 
 
 @given(secret=credentialish, where=st.sampled_from(PLACES))
@@ -143,7 +132,7 @@ def test_json_lines_stay_json_with_every_field_when_secrets_are_redacted(secret,
             "jira",
             2,
         )
-        assert not any(secret in s for s in _strings(entry))
+        assert not any(secret in s for s in every_string(entry))
 
 
 def _shaped() -> st.SearchStrategy[tuple[str, str]]:
